@@ -1,0 +1,1 @@
+"""Planners, the MPC agent, the model-as-environment wrapper, the RL loop and the CLI."""

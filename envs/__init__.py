@@ -1,0 +1,1 @@
+"""Gymnasium environments with pixel observations; importing this package registers them."""

@@ -1,0 +1,161 @@
+"""The contracts every world model in the package honours.
+
+Data conventions (batch-first):
+
+* ``obs``      ``[B, T, C, H, W]`` float in [0, 1]; ``obs[:, t]`` is the frame at time t.
+* ``actions``  ``[B, T, A]`` float (one-hot for discrete actions); ``actions[:, t]`` is the
+  action taken *after* seeing ``obs[:, t]``, which leads to ``obs[:, t + 1]``.
+* ``rewards``  ``[B, T]``; ``rewards[:, t]`` is the reward returned by ``env.step(actions[:, t])``.
+* ``mask``     ``[B, T]``; 1 = frame observed, 0 = frame missing (to be imputed).
+* ``states``   ``[B, T, S]``; the simulator's true low-dimensional state at ``obs[:, t]``
+  (evaluation only, never used for training).
+
+Planner protocol (what `agents` may rely on):
+
+* ``observe(obs, actions, mask) -> Belief`` filters a context and returns the belief over the
+  latent state at the time of the last frame ``T - 1`` (``actions[:, T - 1]`` is ignored).
+* ``imagine(belief, actions) -> latents``: ``actions`` is ``[B, N, H, A]`` (N candidate
+  sequences per batch element); ``latents[:, n, h]`` ``[B, N, H, D]`` is the latent state
+  reached after applying ``actions[:, n, h]``, i.e. at time ``T - 1 + h + 1``.
+* ``decode(latents) -> frames``: ``[..., D] -> [..., C, H, W]`` in [0, 1].
+* ``belief.features()`` ``[B, D]``: the latent (mean) at the current time, same space as
+  ``imagine``'s output, so reward heads and goal costs apply to both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """A batch of sequences. See the module docstring for shapes and conventions."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    mask: torch.Tensor
+    rewards: torch.Tensor | None = None
+    states: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
+        """Move every tensor to ``device``; floating tensors are cast to ``dtype`` if given."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                out[f.name] = None
+            elif dtype is not None and v.is_floating_point():
+                out[f.name] = v.to(device=device, dtype=dtype, non_blocking=True)
+            else:
+                out[f.name] = v.to(device=device, non_blocking=True)
+        return Batch(**out)
+
+    @property
+    def batch_size(self) -> int:
+        return self.obs.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.obs.shape[1]
+
+    def num_frames(self) -> int:
+        return self.obs.shape[0] * self.obs.shape[1]
+
+
+@dataclass
+class LossOutput:
+    """What a model's ``loss`` returns: the scalar to minimise and named scalar terms to log.
+
+    ``terms`` holds detached or non-detached 0-dim tensors (ELBO parts, KL, reconstruction,
+    variances ...). The trainer logs them and names the non-finite one when a step fails.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Belief:
+    """A model's posterior summary after ``observe``; models subclass it with their state.
+
+    Subclasses must implement ``features`` and ``batch_size``.
+    """
+
+    def features(self) -> torch.Tensor:
+        """Current latent state (mean), ``[B, D]``."""
+        raise NotImplementedError
+
+    @property
+    def batch_size(self) -> int:
+        raise NotImplementedError
+
+
+class WorldModel(nn.Module, ABC):
+    """Base class of the package's world models (KVAE, GTM-SM, the plain VAE baseline ...)."""
+
+    #: dimension D of the latents returned by ``imagine`` and ``Belief.features``.
+    latent_dim: int
+    #: dimension A of the action vectors the model is conditioned on.
+    action_dim: int
+
+    @abstractmethod
+    def loss(self, batch: Batch) -> LossOutput:
+        """Training objective on a batch (e.g. the negative ELBO per frame)."""
+
+    @abstractmethod
+    def observe(
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> Belief:
+        """Filter a context ``obs [B, T, C, H, W]``, ``actions [B, T, A]``, ``mask [B, T]``."""
+
+    @abstractmethod
+    def imagine(
+        self,
+        belief: Belief,
+        actions: torch.Tensor,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Roll out ``actions [B, N, H, A]`` from ``belief``; returns latents ``[B, N, H, D]``.
+
+        ``sample=False`` propagates means; ``sample=True`` draws one trajectory per candidate.
+        """
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Mean frames ``[..., C, H, W]`` in [0, 1] for latents ``[..., D]``."""
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups, so the trainer can freeze some during warm-up phases."""
+        return {"all": [p for p in self.parameters() if p.requires_grad]}
+
+    @torch.no_grad()
+    def predict(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        context: int,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Open-loop prediction of frames ``context .. T-1`` from the first ``context`` frames.
+
+        Args:
+            obs: ``[B, T, C, H, W]``; only ``obs[:, :context]`` is shown to the model.
+            actions: ``[B, T, A]``; ``actions[:, context-1 : T-1]`` drive the prediction.
+            context: number of observed frames k >= 1.
+            mask: optional ``[B, context]`` mask over the context frames.
+
+        Returns:
+            ``[B, T - context, C, H, W]`` predicted frames.
+        """
+        T = obs.shape[1]
+        if not 1 <= context < T:
+            raise ValueError(f"context: expected 1 <= context < T={T}, got {context}")
+        belief = self.observe(obs[:, :context], actions[:, :context], mask)
+        future = actions[:, context - 1 : T - 1].unsqueeze(1)  # [B, 1, H, A]
+        latents = self.imagine(belief, future)[:, 0]  # [B, H, D]
+        return self.decode(latents)
