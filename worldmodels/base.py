@@ -20,6 +20,10 @@ Planner protocol (what `agents` may rely on):
 * ``decode(latents) -> frames``: ``[..., D] -> [..., C, H, W]`` in [0, 1].
 * ``belief.features()`` ``[B, D]``: the latent (mean) at the current time, same space as
   ``imagine``'s output, so reward heads and goal costs apply to both.
+
+Construction (so checkpoints can rebuild any model): every model takes one config dataclass,
+``Model(config)``, declares it as the class attribute ``config_class`` and keeps it as
+``self.config``.
 """
 
 from __future__ import annotations
@@ -96,6 +100,9 @@ class Belief:
 class WorldModel(nn.Module, ABC):
     """Base class of the package's world models (KVAE, GTM-SM, the plain VAE baseline ...)."""
 
+    #: the config dataclass the constructor takes: ``Model(config)``.
+    config_class: type
+
     #: dimension D of the latents returned by ``imagine`` and ``Belief.features``.
     latent_dim: int
     #: dimension A of the action vectors the model is conditioned on.
@@ -128,6 +135,16 @@ class WorldModel(nn.Module, ABC):
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Mean frames ``[..., C, H, W]`` in [0, 1] for latents ``[..., D]``."""
+
+    def impute(
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, method: str = "smooth"
+    ) -> torch.Tensor:
+        """Fill in missing frames: returns ``[B, T, C, H, W]`` estimates of every frame.
+
+        ``mask [B, T]`` marks observed frames. Models without imputation raise
+        ``NotImplementedError``; ``method`` selects e.g. "smooth" or "filter" where supported.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement imputation")
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parameter groups, so the trainer can freeze some during warm-up phases."""
