@@ -1,0 +1,139 @@
+"""Rewards and costs in latent space, and the planning objective that rolls candidates through
+a world model.
+
+A *reward function* scores latent transitions: ``reward_fn(before [..., H, D], actions [..., H, A],
+after [..., H, D]) -> [..., H]`` where ``before[..., h]`` is the latent at which ``actions[..., h]``
+is taken and ``after[..., h]`` the latent it leads to. Reward heads (``agents.reward``), goal
+costs and the oracle's true pendulum reward all follow it, so planners can use any of them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from worldmodels.base import Belief, WorldModel
+from worldmodels.checks import check_shape
+
+
+class RewardFn(Protocol):
+    def __call__(self, before: torch.Tensor, actions: torch.Tensor,
+                 after: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class ObjectiveTimer:
+    """Accumulates where planning time goes: in the model's ``imagine`` vs the reward."""
+
+    model_s: float = 0.0
+    reward_s: float = 0.0
+    calls: int = 0
+    latent_steps: int = 0
+
+    def reset(self) -> None:
+        self.model_s = self.reward_s = 0.0
+        self.calls = self.latent_steps = 0
+
+
+def _sync(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+
+
+def rollout_objective(
+    model: WorldModel,
+    belief: Belief,
+    reward_fn: RewardFn,
+    *,
+    discount: float = 1.0,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+    timer: ObjectiveTimer | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The planning objective: sum of (discounted) rewards of imagined trajectories.
+
+    Returns ``objective(actions [B, N, H, A]) -> [B, N]`` that calls ``model.imagine`` once on
+    the whole population. Differentiable if the model and the reward are (for GradCEM).
+    """
+    start = belief.features()  # [B, D]
+
+    def objective(actions: torch.Tensor) -> torch.Tensor:
+        if actions.dim() != 4:
+            raise ValueError(f"actions: expected shape [B, N, H, A], got {list(actions.shape)}")
+        B, N, H, _ = actions.shape
+        t0 = time.perf_counter() if timer is not None else 0.0
+        latents = model.imagine(belief, actions, sample=sample, generator=generator)  # [B, N, H, D]
+        if timer is not None:
+            _sync(latents)
+            t1 = time.perf_counter()
+        D = latents.shape[-1]
+        check_shape("model.imagine(...)", latents, (B, N, H, D))
+        before = torch.cat([start[:, None, None].to(latents.dtype).expand(B, N, 1, D),
+                            latents[:, :, :-1]], dim=2)
+        rewards = reward_fn(before, actions, latents)  # [B, N, H]
+        check_shape("reward_fn(...)", rewards, (B, N, H))
+        if discount != 1.0:
+            rewards = rewards * discount ** torch.arange(H, device=rewards.device, dtype=rewards.dtype)
+        total = rewards.sum(-1)
+        if timer is not None:
+            _sync(total)
+            timer.model_s += t1 - t0
+            timer.reward_s += time.perf_counter() - t1
+            timer.calls += 1
+            timer.latent_steps += B * N * H
+        return total
+
+    return objective
+
+
+class QuadraticCost:
+    """Reward ``-(after - target)^T diag(state_weight) (after - target) - action_weight * |a|^2``.
+
+    ``target`` is ``[D]`` or per environment ``[B, D]`` (broadcast over candidates and steps).
+    """
+
+    def __init__(self, target: torch.Tensor, state_weight: torch.Tensor | float = 1.0,
+                 action_weight: float = 0.0, terminal_only: bool = False):
+        self.target = torch.as_tensor(target)
+        self.state_weight = torch.as_tensor(state_weight)
+        self.action_weight = float(action_weight)
+        self.terminal_only = terminal_only
+
+    def __call__(self, before: torch.Tensor, actions: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        target = self.target.to(after)
+        if target.dim() == 2:  # [B, D] -> [B, 1, 1, D]
+            target = target[:, None, None]
+        d2 = ((after - target) ** 2 * self.state_weight.to(after)).sum(-1)  # [..., H]
+        if self.terminal_only:
+            mask = torch.zeros_like(d2)
+            mask[..., -1] = 1.0
+            d2 = d2 * mask
+        return -d2 - self.action_weight * (actions ** 2).sum(-1)
+
+
+class GoalCost(QuadraticCost):
+    """Goal-conditioned reward: minus the squared distance of the latent to a goal's encoding.
+
+    Build with ``GoalCost.from_frames(model, goal_frames)``; ``goal_frames [B, C, H, W]`` is one
+    goal image per environment, encoded with the model's ``observe`` on a one-frame context.
+    """
+
+    @classmethod
+    def from_frames(cls, model: WorldModel, goal_frames: torch.Tensor, **kwargs) -> "GoalCost":
+        return cls(encode_goal(model, goal_frames), **kwargs)
+
+
+@torch.no_grad()
+def encode_goal(model: WorldModel, goal_frames: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+    """Latent ``[B, D]`` of goal frames ``[B, C, H, W]`` (or ``[B, T, C, H, W]`` contexts whose
+    last frame is the goal) via ``model.observe(...).features()``."""
+    frames = goal_frames if goal_frames.dim() == 5 else goal_frames[:, None]
+    if frames.dim() != 5:
+        raise ValueError(f"goal_frames: expected [B, C, H, W] or [B, T, C, H, W], got {list(goal_frames.shape)}")
+    B, T = frames.shape[:2]
+    actions = torch.zeros(B, T, model.action_dim, device=frames.device, dtype=frames.dtype)
+    return model.observe(frames, actions).features()

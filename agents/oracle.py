@@ -1,0 +1,113 @@
+"""Oracle world model: the true pendulum dynamics, batched in torch, behind the planner protocol.
+
+The latent is the true state ``[cos(theta), sin(theta), theta_dot]`` (``info["state"]`` of
+``worldmodels/Pendulum-v0``), so an MPC agent with this "model" and ``pendulum_reward`` is the
+oracle baseline: the same planner on the true simulator. Dynamics and reward match Gymnasium's
+``Pendulum-v1`` (``g = 10``, ``m = l = 1``, ``dt = 0.05``, speed clipped to 8, torque to 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from worldmodels.base import Belief, LossOutput, WorldModel
+from worldmodels.checks import check_shape
+
+
+@dataclass
+class PendulumOracleConfig:
+    g: float = 10.0
+    m: float = 1.0
+    l: float = 1.0
+    dt: float = 0.05
+    max_speed: float = 8.0
+    max_torque: float = 2.0
+    image_size: int = 16
+
+
+class StateBelief(Belief):
+    """A known state ``[B, D]``."""
+
+    def __init__(self, state: torch.Tensor):
+        self.state = state
+
+    def features(self) -> torch.Tensor:
+        return self.state
+
+    @property
+    def batch_size(self) -> int:
+        return self.state.shape[0]
+
+
+class PendulumOracle(WorldModel):
+    """True pendulum dynamics; ``observe`` takes states ``[B, T, 3]`` instead of frames."""
+
+    config_class = PendulumOracleConfig
+    latent_dim = 3
+    action_dim = 1
+
+    def __init__(self, config: PendulumOracleConfig | None = None):
+        super().__init__()
+        self.config = config or PendulumOracleConfig()
+        self.register_buffer("_dummy", torch.zeros(()), persistent=False)
+
+    def loss(self, batch) -> LossOutput:
+        raise NotImplementedError("the oracle is not trained")
+
+    def observe(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> Belief:
+        """``obs [B, T, 3]`` true states; the belief is the last one."""
+        if obs.dim() != 3 or obs.shape[-1] != 3:
+            raise ValueError(f"obs: expected shape [B, T, 3] (true states), got {list(obs.shape)}")
+        return StateBelief(obs[:, -1].to(self._dummy.dtype))
+
+    def step(self, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One step: ``state [..., 3]``, torque ``u [..., 1]`` -> next state ``[..., 3]``."""
+        c = self.config
+        th = torch.atan2(state[..., 1], state[..., 0])
+        thdot = state[..., 2]
+        u = u[..., 0].clamp(-c.max_torque, c.max_torque)
+        newthdot = thdot + (3 * c.g / (2 * c.l) * torch.sin(th) + 3.0 / (c.m * c.l ** 2) * u) * c.dt
+        newthdot = newthdot.clamp(-c.max_speed, c.max_speed)
+        newth = th + newthdot * c.dt
+        return torch.stack([torch.cos(newth), torch.sin(newth), newthdot], dim=-1)
+
+    def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Deterministic rollout of ``actions [B, N, H, 1]`` -> states ``[B, N, H, 3]``."""
+        s0 = belief.features()
+        B = s0.shape[0]
+        check_shape("actions", actions, (B, "N", "H", 1))
+        s = s0[:, None].expand(B, actions.shape[1], 3)
+        out = []
+        for h in range(actions.shape[2]):
+            s = self.step(s, actions[:, :, h])
+            out.append(s)
+        return torch.stack(out, dim=2)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Render states ``[..., 3]`` as ``[..., 1, S, S]`` frames like the pixel pendulum
+        (rod from the centre, length 0.42 S, half-width 0.08 S, one-pixel edge ramp)."""
+        S = self.config.image_size
+        c = S / 2.0
+        rod, hw = 0.42 * S, 0.08 * S
+        j = torch.arange(S, device=latents.device, dtype=latents.dtype) + 0.5
+        ys, xs = torch.meshgrid(S - j, j, indexing="ij")  # pixel centres, y up as in envs.rendering
+        ex = c - rod * latents[..., 1]  # tip x = c - rod sin(th)
+        ey = c + rod * latents[..., 0]  # tip y = c + rod cos(th)
+        dx, dy = (ex - c)[..., None, None], (ey - c)[..., None, None]
+        px, py = xs - c, ys - c
+        t = ((px * dx + py * dy) / (dx * dx + dy * dy).clamp_min(1e-9)).clamp(0, 1)
+        dist = torch.sqrt((px - t * dx) ** 2 + (py - t * dy) ** 2)
+        img = (hw + 0.5 - dist).clamp(0, 1)
+        return img.unsqueeze(-3)
+
+
+def pendulum_reward(before: torch.Tensor, actions: torch.Tensor, after: torch.Tensor | None = None,
+                    max_torque: float = 2.0) -> torch.Tensor:
+    """Pendulum-v1 reward ``-(theta^2 + 0.1 theta_dot^2 + 0.001 u^2)`` of the state ``before
+    [..., 3]`` at which torque ``actions [..., 1]`` is applied -> ``[...]``."""
+    th = torch.atan2(before[..., 1], before[..., 0])
+    u = actions[..., 0].clamp(-max_torque, max_torque)
+    return -(th ** 2 + 0.1 * before[..., 2] ** 2 + 0.001 * u ** 2)

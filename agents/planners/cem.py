@@ -1,0 +1,64 @@
+"""Cross-entropy method (CEM), PlaNet style: Gaussian over action sequences, refit to the elites."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import BestTracker, Objective, PlannerConfig, PlanResult, Planner
+
+
+@dataclass
+class CEMConfig(PlannerConfig):
+    """CEM settings (PlaNet defaults: H=12, population 1000, 100 elites, 10 iterations).
+
+    Attributes:
+        num_elites: K best candidates the Gaussian is refitted to.
+        momentum: alpha in ``new = alpha * old + (1 - alpha) * elite_stat`` (0 = PlaNet).
+        min_std: floor of the sampling std (normalised units).
+    """
+
+    num_elites: int = 100
+    momentum: float = 0.0
+    min_std: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.num_elites <= self.population:
+            raise ValueError(f"num_elites: expected 1 <= K <= population={self.population}, "
+                             f"got {self.num_elites}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum: expected in [0, 1), got {self.momentum}")
+
+
+class CEM(Planner):
+    """Batched CEM: one objective call per iteration on ``[B, N, H, A]`` candidates."""
+
+    def __init__(self, config: CEMConfig, action_low, action_high, action_dim: int | None = None):
+        super().__init__(config, action_low, action_high, action_dim)
+
+    def optimize(self, objective: Objective, batch_size: int, *, warm_start: PlanResult | None = None,
+                 generator: torch.Generator | None = None, device=None,
+                 dtype: torch.dtype = torch.float32) -> PlanResult:
+        cfg: CEMConfig = self.config
+        device = torch.device(device) if device is not None else self.action_low.device
+        B, N, H, A = batch_size, cfg.population, cfg.horizon, self.action_dim
+        mean = self._init_mean(B, warm_start, device, dtype)
+        std = torch.full_like(mean, cfg.init_std)
+        best = BestTracker()
+        elites = None
+        with torch.no_grad():
+            for _ in range(cfg.iterations):
+                eps = torch.randn(B, N, H, A, device=device, dtype=dtype, generator=generator)
+                u = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)
+                returns = self._evaluate(objective, u)
+                best.update(u, returns)
+                idx = returns.topk(cfg.num_elites, dim=1).indices
+                elites = self._gather(u, idx)  # [B, K, H, A]
+                e_mean, e_std = elites.mean(1), elites.std(1, unbiased=False)
+                mean = cfg.momentum * mean + (1 - cfg.momentum) * e_mean
+                std = (cfg.momentum * std + (1 - cfg.momentum) * e_std).clamp_min(cfg.min_std)
+        plan_u = best.u if cfg.return_best else mean
+        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best.value,
+                          elites=elites)

@@ -1,0 +1,208 @@
+"""A reward head on the world model's latents, trained on the dataset's rewards.
+
+``RewardHead`` follows the ``agents.costs.RewardFn`` signature: it predicts ``r_t`` from the
+latent ``z_t`` at which ``a_t`` is taken, the action, and optionally the next latent ``z_{t+1}``.
+Training targets come from filtering the real sequences with the model (``observe`` on every
+prefix, so the latents are the ones the agent sees at decision time).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from worldmodels.base import Batch, WorldModel
+from worldmodels.checks import check_finite, check_shape
+
+
+@dataclass
+class RewardHeadConfig:
+    """Reward head architecture and training.
+
+    Attributes:
+        latent_dim, action_dim: sizes D and A.
+        use_action: feed ``a_t``.  use_next: feed ``z_{t+1}`` too.
+        hidden: MLP hidden sizes.
+        steps, batch_size, lr, weight_decay: Adam training on the extracted transitions.
+        skip_first: transitions of the first ``skip_first`` steps of each sequence are dropped
+            (the filter has not converged yet, e.g. velocity unknown from one frame).
+    """
+
+    latent_dim: int
+    action_dim: int
+    use_action: bool = True
+    use_next: bool = True
+    hidden: tuple[int, ...] = (128, 128)
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    skip_first: int = 2
+    seed: int = 0
+
+
+class RewardHead(nn.Module):
+    """MLP ``(z_t, a_t, z_{t+1}) -> r_t`` with input standardisation learned from data."""
+
+    def __init__(self, config: RewardHeadConfig):
+        super().__init__()
+        self.config = config
+        d_in = config.latent_dim * (2 if config.use_next else 1) + (config.action_dim if config.use_action else 0)
+        layers: list[nn.Module] = []
+        sizes = [d_in, *config.hidden]
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        layers.append(nn.Linear(sizes[-1], 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("in_mean", torch.zeros(d_in))
+        self.register_buffer("in_std", torch.ones(d_in))
+        self.register_buffer("out_mean", torch.zeros(()))
+        self.register_buffer("out_std", torch.ones(()))
+
+    def _inputs(self, before: torch.Tensor, actions: torch.Tensor, after: torch.Tensor | None) -> torch.Tensor:
+        parts = [before]
+        if self.config.use_action:
+            parts.append(actions.to(before.dtype))
+        if self.config.use_next:
+            if after is None:
+                raise ValueError("after: required by a reward head with use_next=True")
+            parts.append(after)
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, before: torch.Tensor, actions: torch.Tensor,
+                after: torch.Tensor | None = None) -> torch.Tensor:
+        """``before [..., D]``, ``actions [..., A]``, ``after [..., D]`` -> rewards ``[...]``."""
+        D, A = self.config.latent_dim, self.config.action_dim
+        if before.shape[-1] != D:
+            raise ValueError(f"before: expected shape [..., {D}], got {list(before.shape)}")
+        if actions.shape[-1] != A:
+            raise ValueError(f"actions: expected shape [..., {A}], got {list(actions.shape)}")
+        x = (self._inputs(before, actions, after) - self.in_mean) / self.in_std
+        return self.net(x).squeeze(-1) * self.out_std + self.out_mean
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Atomic ``torch.save`` of config and weights."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"config": asdict(self.config), "state_dict": self.state_dict()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "RewardHead":
+        blob = torch.load(path, map_location=device, weights_only=False)
+        cfg = blob["config"]
+        cfg["hidden"] = tuple(cfg["hidden"])
+        head = cls(RewardHeadConfig(**cfg))
+        head.load_state_dict(blob["state_dict"])
+        return head.to(device)
+
+
+@torch.no_grad()
+def filtered_latents(model: WorldModel, obs: torch.Tensor, actions: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Filtered latents ``[B, T, D]``: ``[:, t]`` = ``observe(obs[:, :t+1]).features()``.
+
+    Uses the model's own ``filtered_latents(obs, actions, mask)`` if it has one (one pass);
+    otherwise calls ``observe`` on every prefix (T calls, batched over B).
+    """
+    if obs.dim() != 5:
+        raise ValueError(f"obs: expected shape [B, T, C, H, W], got {list(obs.shape)}")
+    B, T = obs.shape[:2]
+    check_shape("actions", actions, (B, T, model.action_dim))
+    own = getattr(model, "filtered_latents", None)
+    if callable(own):
+        return own(obs, actions, mask)
+    feats = [model.observe(obs[:, : t + 1], actions[:, : t + 1],
+                           None if mask is None else mask[:, : t + 1]).features() for t in range(T)]
+    return torch.stack(feats, dim=1)
+
+
+@torch.no_grad()
+def transitions_from_batches(model: WorldModel, batches: Iterable[Batch], skip_first: int = 0,
+                             device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """``(z_t, a_t, z_{t+1}, r_t)`` for t in ``[skip_first, T-2]`` from dataset batches.
+
+    Returns a dict of flat tensors ``before [M, D]``, ``actions [M, A]``, ``after [M, D]``,
+    ``rewards [M]``.
+    """
+    out: dict[str, list[torch.Tensor]] = {"before": [], "actions": [], "after": [], "rewards": []}
+    for batch in batches:
+        if batch.rewards is None:
+            raise ValueError("batch.rewards: the dataset has no rewards")
+        batch = batch.to(device)
+        z = filtered_latents(model, batch.obs, batch.actions, batch.mask)
+        s = slice(skip_first, batch.seq_len - 1)
+        out["before"].append(z[:, s].flatten(0, 1))
+        out["after"].append(z[:, skip_first + 1:].flatten(0, 1))
+        out["actions"].append(batch.actions[:, s].flatten(0, 1))
+        out["rewards"].append(batch.rewards[:, s].flatten(0, 1))
+    if not out["before"]:
+        raise ValueError("batches: no data")
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def reward_errors(head: RewardHead, data: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Mean squared / absolute error and R^2 of ``head`` on transitions ``data``."""
+    with torch.no_grad():
+        pred = head(data["before"], data["actions"], data["after"])
+        err = pred - data["rewards"]
+        var = data["rewards"].var(unbiased=False).clamp_min(1e-12)
+        mse = float((err ** 2).mean())
+        return {"mse": mse, "mae": float(err.abs().mean()), "r2": 1.0 - mse / float(var),
+                "target_var": float(var), "num": int(err.numel())}
+
+
+def train_reward_head(
+    model: WorldModel,
+    train_batches: Iterable[Batch],
+    valid_batches: Iterable[Batch] | None = None,
+    config: RewardHeadConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[RewardHead, dict[str, float]]:
+    """Fit a reward head on latents of a frozen ``model``; returns the head and its errors
+    (``train_*`` and, with ``valid_batches``, held-out ``valid_*``)."""
+    from tqdm.auto import tqdm
+
+    config = config or RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim)
+    model.eval()
+    train = transitions_from_batches(model, train_batches, config.skip_first, device)
+    for k, v in train.items():
+        check_finite(f"train {k}", v)
+    head = RewardHead(config).to(device)
+    x = head._inputs(train["before"], train["actions"], train["after"])
+    head.in_mean.copy_(x.mean(0))
+    head.in_std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
+    head.out_mean.copy_(train["rewards"].mean())
+    head.out_std.copy_(train["rewards"].std(unbiased=False).clamp_min(1e-6))
+    opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    M = train["rewards"].numel()
+    head.train()
+    for _ in tqdm(range(config.steps), desc="reward head", disable=not progress, leave=False):
+        idx = torch.randint(0, M, (min(config.batch_size, M),), generator=gen).to(device)
+        pred = head(train["before"][idx], train["actions"][idx], train["after"][idx])
+        loss = ((pred - train["rewards"][idx]) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    head.eval()
+    metrics = {f"train_{k}": v for k, v in reward_errors(head, train).items()}
+    if valid_batches is not None:
+        valid = transitions_from_batches(model, valid_batches, config.skip_first, device)
+        metrics.update({f"valid_{k}": v for k, v in reward_errors(head, valid).items()})
+    return head, metrics
