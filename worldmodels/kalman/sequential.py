@@ -1,0 +1,225 @@
+"""Sequential (loop over time) Kalman filter, RTS smoother and backward sampler.
+
+Layout conventions inside this module: per-step quantities that are the same for every
+sequence (covariances when ``A``, ``C``, ``P0`` are shared and nothing is masked) are stored
+as ``[T, n, n]``; per-sequence ones as ``[B, T, n, n]``.  Either way time is dim -3 of a
+matrix stack, so ``X[..., t, :, :]`` picks step t.  Means are always ``[B, T, n]``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worldmodels.kalman.inputs import Problem
+from worldmodels.kalman.results import FilterResult
+from worldmodels.kalman.steps import gaussian_log_prob_chol, predict_rows, symmetrise, update_rows
+
+
+def _raise_if_not_pd(infos: torch.Tensor, what: str) -> None:
+    bad = infos != 0
+    if bool(bad.any()):
+        idx = bad.nonzero()[0].tolist()
+        raise ValueError(f"{what} is not positive definite (first failure at index {idx}); "
+                         "check the scale of Q, R, P0 and the observations, or use float64")
+
+
+def _log_likelihood(pb: Problem, pred_mean: torch.Tensor, pred_cov: torch.Tensor) -> torch.Tensor:
+    """Sum over observed steps of log N(a_t; C_t m_t|t-1, C_t P_t|t-1 C_t^T + R): ``[B]``."""
+    C = pb.C
+    S = C @ pred_cov @ C.mT + pb.R
+    L, info = torch.linalg.cholesky_ex(S)
+    _raise_if_not_pd(info, "innovation covariance C P C^T + R")
+    v = pb.obs - (pred_mean.unsqueeze(-2) @ C.mT).squeeze(-2)
+    ll = gaussian_log_prob_chol(v, L)                      # [B, T] (or broadcast)
+    ll = ll.expand(pb.batch, pb.steps)
+    if pb.mask is not None:
+        ll = torch.where(pb.mask, ll, torch.zeros((), dtype=ll.dtype, device=ll.device))
+    return ll.sum(-1)
+
+
+def filter_shared(pb: Problem) -> FilterResult:
+    """Filter when the covariance recursion is shared by the batch (see ``Problem.shared``).
+
+    Covariances are computed once on ``[n, n]``; the means follow the affine recursion
+    ``m_t|t = m_t-1|t-1 A^T G_t + c_t`` with ``G_t = I - C^T K_t^T`` (one matmul per step).
+    """
+    A, C, Q, R = pb.A, pb.C, pb.Q, pb.R
+    n, T = pb.n, pb.steps
+    eye = torch.eye(n, dtype=Q.dtype, device=Q.device)
+    Ct = C.mT
+    P = pb.P0
+    P_pred, P_filt, gains, infos = [], [], [], []
+    for t in range(T):
+        if t > 0:
+            P = (A @ P) @ A.mT + Q
+        P_pred.append(P)
+        CP = C @ P
+        L, info = torch.linalg.cholesky_ex(CP @ Ct + R)
+        Kt = torch.cholesky_solve(CP, L)
+        IKC = eye - Kt.mT @ C
+        P = symmetrise((IKC @ P) @ IKC.mT + (Kt.mT @ R) @ Kt)
+        P_filt.append(P)
+        gains.append(Kt)
+        infos.append(info)
+    _raise_if_not_pd(torch.stack(infos), "innovation covariance C P C^T + R")
+    P_pred = symmetrise(torch.stack(P_pred))               # [T, n, n]
+    P_filt = torch.stack(P_filt)
+    Kt = torch.stack(gains)                                # [T, m, n]
+    G = eye - Ct @ Kt                                      # [T, n, n], rows: m (I - C^T K^T)
+    c = (pb.obs.unsqueeze(-2) @ Kt).squeeze(-2)            # [B, T, n]
+    if pb.Bu is not None:
+        c = c + (pb.Bu.unsqueeze(-2) @ G).squeeze(-2)
+    F = A.mT @ G                                           # [T, n, n]
+    m = (pb.mu0.unsqueeze(-2) @ G[0]).squeeze(-2) + (pb.obs[:, 0].unsqueeze(-2) @ Kt[0]).squeeze(-2)
+    means = [m]
+    for t in range(1, T):
+        m = torch.addmm(c[:, t], m, F[t])
+        means.append(m)
+    filt_mean = torch.stack(means, 1)
+    pred_mean = torch.cat([pb.mu0.unsqueeze(1), filt_mean[:, :-1] @ A.mT], 1)
+    if pb.Bu is not None:
+        pred_mean = torch.cat([pred_mean[:, :1], pred_mean[:, 1:] + pb.Bu[:, 1:]], 1)
+    ll = _log_likelihood(pb, pred_mean, P_pred)
+    batch = pb.batch
+    return FilterResult(pred_mean=pred_mean, pred_cov=P_pred.expand(batch, T, n, n),
+                        filt_mean=filt_mean, filt_cov=P_filt.expand(batch, T, n, n),
+                        log_likelihood=ll)
+
+
+def filter_sequential(pb: Problem) -> FilterResult:
+    """Batched sequential Kalman filter (Joseph form, Cholesky gains, symmetrised covariances)."""
+    if pb.shared:
+        return filter_shared(pb)
+    batch, T, n = pb.batch, pb.steps, pb.n
+    m = pb.mu0.unsqueeze(-2)                               # [B, 1, n]
+    P = pb.P0.expand(batch, n, n)
+    pm, pP, fm, fP, infos = [], [], [], [], []
+    for t in range(T):
+        if t > 0:
+            m, P = predict_rows(m, P, pb.A_at(t), pb.Q, None if pb.Bu is None else pb.Bu[:, t])
+        pm.append(m)
+        pP.append(P)
+        m_f, P_f, _, _, info = update_rows(m, P, pb.obs[:, t], pb.C_at(t), pb.R)
+        if pb.mask is not None:
+            keep = pb.mask[:, t, None, None]
+            m_f = torch.where(keep, m_f, m)
+            P_f = torch.where(keep, P_f, P)
+            info = torch.where(pb.mask[:, t], info, torch.zeros_like(info))
+        infos.append(info)
+        m, P = m_f, P_f
+        fm.append(m)
+        fP.append(P)
+    _raise_if_not_pd(torch.stack(infos, 1), "innovation covariance C P C^T + R")
+    pred_mean = torch.cat(pm, -2)
+    pred_cov = symmetrise(torch.stack(pP, 1))
+    ll = _log_likelihood(pb, pred_mean, pred_cov)
+    return FilterResult(pred_mean=pred_mean, pred_cov=pred_cov, filt_mean=torch.cat(fm, -2),
+                        filt_cov=torch.stack(fP, 1), log_likelihood=ll)
+
+
+def _compact_cov(pb: Problem, cov: torch.Tensor) -> torch.Tensor:
+    """``[T, n, n]`` view of a covariance stack that is shared by the batch, else unchanged."""
+    if pb.shared and cov.dim() == 4 and cov.stride(0) == 0:
+        return cov[0]
+    return cov
+
+
+def smoother_elements(pb: Problem, filt: FilterResult
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward conditionals p(z_t | z_{t+1}, a_{0:t}) = N(J_t z_{t+1} + g_t, L_t), t = 0..T-2.
+
+    Returns ``Jt`` (= J_t^T) ``[(B,) T-1, n, n]``, ``g`` ``[B, T-1, n]``, ``L`` ``[(B,) T-1, n, n]``
+    (leading B absent when the covariances are shared by the batch).  ``L`` uses the Joseph-like
+    form ``(I - J A) P (I - J A)^T + J Q J^T`` so it stays PSD in low precision.
+    """
+    Pf = _compact_cov(pb, filt.filt_cov)[..., :-1, :, :]
+    Pp = _compact_cov(pb, filt.pred_cov)[..., 1:, :, :]
+    A = pb.A_from(1)                                       # [n, n] or [B, T-1, n, n]
+    AP = A @ Pf
+    Lp, info = torch.linalg.cholesky_ex(Pp)
+    _raise_if_not_pd(info, "predicted covariance")
+    Jt = torch.cholesky_solve(AP, Lp)                      # J^T = Pp^-1 A Pf
+    J = Jt.mT
+    g = filt.filt_mean[:, :-1] - (filt.pred_mean[:, 1:].unsqueeze(-2) @ Jt).squeeze(-2)
+    IJA = torch.eye(pb.n, dtype=Pf.dtype, device=Pf.device) - J @ A
+    Lc = symmetrise((IJA @ Pf) @ IJA.mT + (J @ pb.Q) @ Jt)
+    return Jt, g, Lc
+
+
+def backward_affine(x_last: torch.Tensor, c: torch.Tensor, Jt: torch.Tensor) -> torch.Tensor:
+    """Solve ``x_t = c_t + x_{t+1} J_t^T`` backwards (row vectors).
+
+    ``x_last`` ``[*, n]`` (the value at T-1), ``c`` ``[*, T-1, n]``, ``Jt`` ``[(B,) T-1, n, n]``
+    broadcasting with ``*``'s trailing dims.  Returns ``[*, T, n]``.
+    """
+    T1 = c.shape[-2]
+    xs = [x_last.unsqueeze(-2)]
+    x = xs[0]
+    for t in range(T1 - 1, -1, -1):
+        x = torch.add(c[..., t, :].unsqueeze(-2), x @ Jt[..., t, :, :])
+        xs.append(x)
+    xs.reverse()
+    return torch.cat(xs, -2)
+
+
+def smoother_sequential(pb: Problem, filt: FilterResult
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RTS smoother. Returns ``(mean [B, T, n], cov [B, T, n, n], cross_cov [B, T-1, n, n])``."""
+    batch, T, n = pb.batch, pb.steps, pb.n
+    if T == 1:
+        return filt.filt_mean, filt.filt_cov, filt.filt_cov.new_zeros(batch, 0, n, n)
+    Jt, g, Lc = smoother_elements(pb, filt)
+    mean = backward_affine(filt.filt_mean[:, -1], g, Jt)
+    P = _compact_cov(pb, filt.filt_cov)[..., -1, :, :]
+    covs = [P]
+    for t in range(T - 2, -1, -1):
+        Jt_t = Jt[..., t, :, :]
+        P = symmetrise(torch.add(Lc[..., t, :, :], (Jt_t.mT @ P) @ Jt_t))
+        covs.append(P)
+    covs.reverse()
+    cov = torch.stack(covs, -3)
+    cross = cov[..., 1:, :, :] @ Jt
+    if cov.dim() == 3:
+        cov = cov.expand(batch, T, n, n)
+        cross = cross.expand(batch, T - 1, n, n)
+    return mean, cov, cross
+
+
+def cholesky_jitter(X: torch.Tensor, what: str) -> torch.Tensor:
+    """Lower Cholesky factor of PSD ``X`` ``[..., k, k]``, retrying with a small relative jitter."""
+    L, info = torch.linalg.cholesky_ex(X)
+    if bool((info != 0).any()):
+        scale = torch.diagonal(X, dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1).detach()
+        eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device)
+        eps = torch.finfo(X.dtype).eps
+        for k in (10, 1000, 100000):
+            L, info = torch.linalg.cholesky_ex(X + (k * eps) * scale * eye)
+            if not bool((info != 0).any()):
+                break
+        _raise_if_not_pd(info, what)
+    return L
+
+
+def sample_noise_terms(pb: Problem, filt: FilterResult, eps: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reparameterised backward-sampling terms for standard normal ``eps`` ``[S, B, T, n]``.
+
+    Returns ``(z_last [S, B, n], c [S, B, T-1, n], Jt)`` with ``z_t = c_t + z_{t+1} J_t^T``.
+    """
+    Pf_last = _compact_cov(pb, filt.filt_cov)[..., -1, :, :]
+    L_last = cholesky_jitter(Pf_last, "filtered covariance")
+    z_last = filt.filt_mean[:, -1] + (eps[:, :, -1].unsqueeze(-2) @ L_last.mT).squeeze(-2)
+    if pb.steps == 1:
+        return z_last, eps[:, :, :0], None
+    Jt, g, Lc = smoother_elements(pb, filt)
+    chol = cholesky_jitter(Lc, "backward conditional covariance")
+    c = g + (eps[:, :, :-1].unsqueeze(-2) @ chol.mT).squeeze(-2)
+    return z_last, c, Jt
+
+
+def sample_sequential(pb: Problem, filt: FilterResult, eps: torch.Tensor) -> torch.Tensor:
+    """Forward-filtering backward-sampling: ``eps`` ``[S, B, T, n]`` -> samples ``[S, B, T, n]``."""
+    z_last, c, Jt = sample_noise_terms(pb, filt, eps)
+    if Jt is None:
+        return z_last.unsqueeze(-2)
+    return backward_affine(z_last, c, Jt)
