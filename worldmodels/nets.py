@@ -90,7 +90,9 @@ class ConvEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _check_frames("x", x, self.in_shape)
         lead = x.shape[:-3]
-        h = self.convs(x.reshape(-1, *self.in_shape)).flatten(1)
+        # channels-last activations: ~1.5x faster convolutions on CPU (oneDNN), fine on GPU
+        x = x.reshape(-1, *self.in_shape).contiguous(memory_format=torch.channels_last)
+        h = self.convs(x).flatten(1)
         return (self.mean(h).reshape(*lead, self.out_dim),
                 self.logvar(h).reshape(*lead, self.out_dim))
 
@@ -126,7 +128,8 @@ class SubPixelDecoder(nn.Module):
         _check_last("z", z, self.in_dim)
         lead = z.shape[:-1]
         h = self.fc(z.reshape(-1, self.in_dim)).reshape(-1, *self.base_shape)
-        return self.out(self.blocks(h)).reshape(*lead, *self.out_shape)
+        h = h.contiguous(memory_format=torch.channels_last)
+        return self.out(self.blocks(h)).contiguous().reshape(*lead, *self.out_shape)
 
 
 class MLPEncoder(nn.Module):
