@@ -63,14 +63,18 @@ class DNDMemory:
         """``[B]`` number of filled slots, ``min(count, capacity)``."""
         return self.count.clamp(max=self.capacity)
 
-    def reversed(self, key_slice: slice | None = None) -> "DNDMemory":
-        """The same entries with the roles of keys and values swapped (no copy).
+    def reversed(self, key_slice: slice | None = None,
+                 value_slice: slice | None = None) -> "DNDMemory":
+        """The same entries read the other way round (no copy).
 
-        ``key_slice`` selects the part of the old values used as new keys (e.g. the means of
-        stored Gaussian statistics); by default all of them.
+        The new keys are ``values[..., key_slice]`` (e.g. the means of stored Gaussian
+        statistics; all values by default); the new values are the old keys, or
+        ``values[..., value_slice]`` when given (e.g. state statistics stored next to the
+        frame encoding).
         """
         new_keys = self.values if key_slice is None else self.values[..., key_slice]
-        return DNDMemory(new_keys, self.keys, self.stamps, self.count)
+        new_values = self.keys if value_slice is None else self.values[..., value_slice]
+        return DNDMemory(new_keys, new_values, self.stamps, self.count)
 
     def detach(self) -> "DNDMemory":
         return DNDMemory(self.keys.detach(), self.values.detach(), self.stamps, self.count)

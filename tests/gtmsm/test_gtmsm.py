@@ -1,0 +1,220 @@
+"""GTM-SM: mixture KL, transitions, state inference, planner protocol, memory isolation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from worldmodels.base import Batch
+from worldmodels.gtmsm import GTMSM, GTMSMConfig, mixture_kl
+from worldmodels.nets import gaussian_kl
+
+from .crop_world import crop_world_batch
+
+CONFIGS = {
+    "default": {},
+    "landmark": dict(landmark=True, transition_std=0.05),
+    "rotation_momentum": dict(rotation=True, momentum=True, state_dim=3),
+    "no_memory": dict(memory=False),
+    "conv_bound": dict(encoder="conv", kl_estimator="bound"),
+    "gate_end_to_end": dict(blocked_from_frames=False),
+}
+
+
+def small(**kw) -> GTMSM:
+    torch.manual_seed(0)
+    return GTMSM(GTMSMConfig(tau=12, z_dim=6, hidden=(32,), channels=8, **kw))
+
+
+def test_mixture_kl_single_component_is_analytic():
+    g = torch.Generator().manual_seed(0)
+    mq, lq = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g) * 0.3
+    mk, lk = torch.randn(4, 1, 3, generator=g), torch.randn(4, 1, 3, generator=g) * 0.3
+    w = torch.ones(4, 1)
+    exact = gaussian_kl(mq, lq, mk[:, 0], lk[:, 0])
+    assert torch.allclose(mixture_kl(mq, lq, w, mk, lk, estimator="bound"), exact, atol=1e-6)
+    mc = mixture_kl(mq, lq, w, mk, lk, estimator="mc", num_samples=20000, generator=g)
+    assert torch.allclose(mc, exact, rtol=0.05, atol=0.05)
+
+
+def test_mixture_kl_mc_matches_numerical_integral_and_bound():
+    # 1-d, two components: integrate KL(q || mixture) on a grid
+    mq, lq = torch.tensor([[0.3]]), torch.tensor([[math.log(0.5)]])
+    mk = torch.tensor([[[0.0], [2.0]]])
+    lk = torch.tensor([[[0.0], [math.log(0.3)]]])
+    w = torch.tensor([[0.7, 0.3]])
+    x = torch.linspace(-10, 10, 200001, dtype=torch.float64)
+    def logn(x, m, lv):
+        return -0.5 * (math.log(2 * math.pi) + lv + (x - m) ** 2 / math.exp(lv))
+    lq_x = logn(x, 0.3, math.log(0.5))
+    lp_x = torch.logsumexp(torch.stack([math.log(0.7) + logn(x, 0.0, 0.0),
+                                        math.log(0.3) + logn(x, 2.0, math.log(0.3))]), 0)
+    exact = torch.trapezoid(lq_x.exp() * (lq_x - lp_x), x).item()
+    g = torch.Generator().manual_seed(1)
+    mc = mixture_kl(mq, lq, w, mk, lk, estimator="mc", num_samples=50000, generator=g).item()
+    bound = mixture_kl(mq, lq, w, mk, lk, estimator="bound").item()
+    assert abs(mc - exact) < 0.02
+    assert bound >= exact - 1e-6 and bound > exact + 0.1  # a strict, valid upper bound here
+
+
+def test_absent_components_are_ignored():
+    mq, lq = torch.zeros(2, 3), torch.zeros(2, 3)
+    mk = torch.stack([torch.zeros(2, 3), torch.full((2, 3), 50.0)], 1)
+    lk = torch.zeros(2, 2, 3)
+    w = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    for est in ("mc", "bound"):
+        kl = mixture_kl(mq, lq, w, mk, lk, estimator=est, num_samples=4)
+        assert torch.allclose(kl, torch.zeros(2), atol=1e-5), est
+
+
+def test_transition_gate_rotation_momentum():
+    m = small(rotation=True, momentum=True, state_dim=3, gate=False)
+    tr = m.transition
+    with torch.no_grad():
+        tr.M.weight.copy_(torch.tensor([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0], [0, 0, 1.0, 0, 0]]))
+        tr.c_f.fill_(-100.0)  # no momentum carry-over
+        tr.c_s.fill_(1e3)
+    a = F.one_hot(torch.tensor([0]), 5).float()
+    s = torch.tensor([[0.0, 0.0, math.pi / 2]])
+    mean, d = tr.step(s, a * 1e-3)  # forward move of 1e-3 in agent space (tanh ~ linear)
+    assert torch.allclose(mean, torch.tensor([[0.0, 1.0, math.pi / 2]]), atol=1e-3)  # rotated to +y
+    # momentum: with c_f large the previous displacement carries over
+    m2 = small(momentum=True, gate=False)
+    with torch.no_grad():
+        m2.transition.c_f.fill_(100.0)
+        m2.transition.c_s.fill_(1.0)
+    d0 = torch.tensor([[0.3, -0.2]])
+    d1 = m2.transition.displacement(torch.zeros(1, 5), d0)
+    assert torch.allclose(d1, torch.tanh(d0), atol=1e-5)
+    # gate closes the displacement
+    m3 = small()
+    with torch.no_grad():
+        m3.transition.gate_net[-1].bias.fill_(-50.0)
+    s0 = torch.randn(4, 2)
+    mean, _ = m3.transition.step(s0, F.one_hot(torch.arange(4), 5).float())
+    assert torch.allclose(mean, s0, atol=1e-6)
+
+
+def test_fast_and_sequential_state_paths_agree():
+    m = small()
+    obs, a, _ = crop_world_batch(3, 20, seed=2)
+    moved, known = m.frame_moved(obs)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    fast = m.infer_states(a, moved, known, generator=g1)
+    known2 = known.clone()
+    known2[0, 3] = False  # forces the sequential path; that step falls back to the gate
+    slow = m.infer_states(a, moved, known2, generator=g2)
+    assert torch.allclose(fast.sample[1:], slow.sample[1:], atol=1e-5)
+    assert torch.allclose(fast.sample[0, :4], slow.sample[0, :4], atol=1e-5)
+    # blocked (frame unchanged) moves do not change the state mean
+    still = moved == 0
+    step = fast.mean[:, 1:] - fast.sample[:, :-1]
+    assert step[still].abs().max() < 1e-6 and step[~still].abs().sum(-1).min() > 0
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_protocol_shapes_and_gradients(name):
+    m = small(**CONFIGS[name])
+    B, T = 3, 18
+    obs, a, _ = crop_world_batch(B, T, seed=3)
+    out = m.loss(Batch(obs, a, torch.ones(B, T)))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    grads = {n: p.grad for n, p in m.named_parameters()}
+    assert grads["encoder.mean.weight"].abs().sum() > 0
+    assert grads["decoder.out.weight"].abs().sum() > 0 or grads["decoder.out.weight"] is None
+    if m.config.memory:  # the ELBO reaches M through the memory's kernel weights
+        assert grads["transition.M.weight"].abs().sum() > 0
+    belief = m.observe(obs[:, :12], a[:, :12])
+    assert belief.features().shape == (B, m.latent_dim)
+    cand = a[:, 11:17].unsqueeze(1).repeat(1, 4, 1, 1)
+    lat = m.imagine(belief, cand)
+    assert lat.shape == (B, 4, 6, m.latent_dim)
+    assert torch.allclose(lat[:, 0], lat[:, 3])  # identical candidates, deterministic rollout
+    g = torch.Generator().manual_seed(0)
+    assert m.imagine(belief, cand, sample=True, generator=g).shape == lat.shape
+    frames = m.decode(lat)
+    assert frames.shape == (B, 4, 6, 3, 8, 8) and frames.min() >= 0 and frames.max() <= 1
+    assert m.predict(obs, a, 12).shape == (B, 6, 3, 8, 8)
+
+
+def test_imagine_candidates_are_batched_consistently():
+    m = small()
+    obs, a, _ = crop_world_batch(2, 16, seed=4)
+    belief = m.observe(obs[:, :12], a[:, :12])
+    cands = F.one_hot(torch.randint(0, 5, (2, 3, 5), generator=torch.Generator().manual_seed(1)), 5).float()
+    lat = m.imagine(belief, cands)
+    for n in range(3):
+        single = m.imagine(belief, cands[:, n:n + 1])
+        assert torch.allclose(lat[:, n], single[:, 0], atol=1e-6)
+
+
+def test_memory_isolation_between_sequences():
+    m = small()
+    obs, a, _ = crop_world_batch(3, 18, seed=5)
+    base = m.predict(obs, a, 12)
+    obs2 = obs.clone()
+    obs2[1, :12] = torch.rand(12, 3, 8, 8)  # a different world for sequence 1 only
+    out = m.predict(obs2, a, 12)
+    assert torch.allclose(out[[0, 2]], base[[0, 2]])
+    assert not torch.allclose(out[1], base[1])
+
+
+def test_prediction_reads_the_memory_at_revisited_positions():
+    # with an exact transition, walking back along the memorised path retrieves its codes
+    m = small(gate=False)
+    obs, a, pos = crop_world_batch(2, 24, seed=6)
+    with torch.no_grad():
+        m.transition.M.weight.copy_(torch.tensor([[-1.0, 1, 0, 0, 0], [0, 0, -1, 1, 0]]))
+    belief = m.observe(obs, a)
+    codes = m.encode(obs)[0]
+    moved, _ = m.frame_moved(obs)
+    reverse = torch.tensor([1, 0, 3, 2, 4])
+    for b in range(2):
+        steps = [t for t in range(22, -1, -1) if moved[b, t] > 0][:6]
+        back = F.one_hot(reverse[a[b, steps].argmax(-1)], 5).float()  # undo moves, newest first
+        lat = m.imagine(_one(belief, b),
+                        back.reshape(1, 1, -1, 5))[0, 0]
+        for h, t in enumerate(steps):  # after undoing move t the agent is at pos[t]
+            assert torch.allclose(lat[h, :2], pos[b, t] - pos[b, 0], atol=1e-4)
+            same = (pos[b] == pos[b, t]).all(-1)
+            assert any(torch.allclose(lat[h, 2:], codes[b, i], atol=1e-4)
+                       for i in torch.nonzero(same).flatten())
+
+
+def _one(belief, b):
+    from worldmodels.gtmsm import GTMSMBelief
+
+    return GTMSMBelief(belief.state[b:b + 1], belief.disp[b:b + 1], belief.code[b:b + 1],
+                       belief.memory.index_batch(torch.tensor([b])))
+
+
+def test_landmark_inference_snaps_to_memorised_state():
+    B, T = 2, 8
+    codes = torch.randn(B, T, 6, generator=torch.Generator().manual_seed(0))
+    codes[:, 5] = codes[:, 2]  # frame 5 looks exactly like frame 2
+    a = F.one_hot(torch.full((B, T), 3), 5).float()
+    m = small(landmark=True, transition_std=0.05, landmark_k=1)
+    free = m.infer_states(a, codes=codes, num_memorised=T, sample=False)
+    assert (free.mean[:, 5] - free.mean[:, 2]).abs().sum() > 0.1  # the prior keeps moving
+    with torch.no_grad():
+        m.landmark.beta_net[-1].bias.fill_(50.0)  # trust the retrieved landmark fully
+        m.landmark.beta_net[-1].weight.zero_()
+    path = m.infer_states(a, codes=codes, num_memorised=T, sample=False)
+    assert torch.allclose(path.mean[:, 5], path.mean[:, 2], atol=1e-5)
+    assert torch.isfinite(path.kl).all() and (path.kl[:, 1:] > 0).all()
+    # causal: memorised step t only sees steps < t, so step 1 snaps to step 0 (the origin)
+    assert torch.allclose(path.mean[:, 1], torch.zeros(B, 2), atol=1e-5)
+
+
+def test_shape_errors():
+    m = small()
+    with pytest.raises(ValueError, match="batch.obs"):
+        m.loss(Batch(torch.rand(2, 10, 3, 8, 8), torch.zeros(2, 10, 5), torch.ones(2, 10)))
+    with pytest.raises(ValueError, match="actions"):
+        m.observe(torch.rand(2, 5, 3, 8, 8), torch.zeros(2, 5, 4))
+    with pytest.raises(ValueError, match="state_dim"):
+        GTMSMConfig(rotation=True, state_dim=2)

@@ -1,0 +1,86 @@
+"""State-space transitions of the GTM-SM (thesis eqs. 7.3, 7.4 and section 7.4.2.2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from worldmodels.gtmsm.config import GTMSMConfig
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class StateTransition(nn.Module):
+    """Mean of ``p(s_t | s_{t-1}, a_t)``: ``s_{t-1} + R(s_{t-1}) d_t * gate``.
+
+    * displacement ``d_t = M a_t`` (learned ``M``, no bias), or with ``momentum``
+      ``d_t = c_s * tanh(sigmoid(c_f) * d_{t-1} + M a_t)`` (7.4.2.2);
+    * ``rotation``: ``R`` rotates the (x, y) part of ``d_t`` by the angle ``s^{(3)}`` (eq. 7.4);
+    * ``gate``: ``sigma_d(s_{t-1} + R d_t)`` in (0, 1), an MLP that learns to cancel moves into
+      walls (eq. 7.3). A known move factor (e.g. "the frame changed") can replace it.
+
+    Shapes: states ``[..., S]``, actions ``[..., A]``, displacements ``[..., S]``.
+    """
+
+    def __init__(self, config: GTMSMConfig) -> None:
+        super().__init__()
+        self.config = config
+        S = config.state_dim
+        self.M = nn.Linear(config.action_dim, S, bias=False)
+        if config.gate:
+            self.gate_net = _mlp([S, *config.gate_hidden, 1])
+            nn.init.constant_(self.gate_net[-1].bias, 3.0)  # start open: sigma(3) = 0.95
+        if config.momentum:
+            self.c_f = nn.Parameter(torch.full((S,), -1.0))
+            self.c_s = nn.Parameter(torch.ones(S))
+
+    def displacement(self, actions: torch.Tensor, prev_disp: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """``d_t`` in agent space, ``[..., S]``."""
+        d = self.M(actions)
+        if self.config.momentum:
+            if prev_disp is None:
+                prev_disp = torch.zeros_like(d)
+            d = self.c_s * torch.tanh(torch.sigmoid(self.c_f) * prev_disp + d)
+        return d
+
+    def to_state_space(self, state: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+        """Rotate the planar part of ``disp`` by the angle ``state[..., 2]`` (identity otherwise)."""
+        if not self.config.rotation:
+            return disp
+        c, s = torch.cos(state[..., 2]), torch.sin(state[..., 2])
+        dx, dy, da = disp.unbind(-1)
+        return torch.stack([c * dx - s * dy, s * dx + c * dy, da], -1)
+
+    def gate(self, projected: torch.Tensor) -> torch.Tensor:
+        """``sigma_d`` at the projected state ``s_{t-1} + R d_t``: ``[..., 1]`` in (0, 1)."""
+        if not self.config.gate:
+            return projected.new_ones(*projected.shape[:-1], 1)
+        return torch.sigmoid(self.gate_net(projected))
+
+    def gate_logit(self, projected: torch.Tensor) -> torch.Tensor:
+        return self.gate_net(projected)
+
+    def step(self, state: torch.Tensor, actions: torch.Tensor,
+             prev_disp: torch.Tensor | None = None, move: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One transition mean. ``move [..., 1]`` (optional) replaces the gate.
+
+        Returns ``(mean [..., S], d_t [..., S])``.
+        """
+        d = self.displacement(actions, prev_disp)
+        disp = self.to_state_space(state, d)
+        factor = move if move is not None else self.gate(state + disp)
+        return state + disp * factor, d
+
+    @property
+    def linear(self) -> bool:
+        """True when the mean is ``s + M a * factor`` with a factor known in advance."""
+        return not (self.config.rotation or self.config.momentum)
