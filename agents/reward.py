@@ -39,7 +39,7 @@ class RewardHeadConfig:
     action_dim: int
     use_action: bool = True
     use_next: bool = True
-    hidden: tuple[int, ...] = (128, 128)
+    hidden: tuple[int, ...] = (64, 64)
     steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
@@ -115,8 +115,9 @@ def filtered_latents(model: WorldModel, obs: torch.Tensor, actions: torch.Tensor
                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """Filtered latents ``[B, T, D]``: ``[:, t]`` = ``observe(obs[:, :t+1]).features()``.
 
-    Uses the model's own ``filtered_latents(obs, actions, mask)`` if it has one (one pass);
-    otherwise calls ``observe`` on every prefix (T calls, batched over B).
+    Uses the model's own ``filtered_latents(obs, actions, mask)`` if it has one (one pass), or
+    the KVAE's ``infer_latents`` (``[z_filtered, filtered a]``, checked against ``observe`` at the
+    last step); otherwise calls ``observe`` on every prefix (T calls, batched over B).
     """
     if obs.dim() != 5:
         raise ValueError(f"obs: expected shape [B, T, C, H, W], got {list(obs.shape)}")
@@ -125,6 +126,17 @@ def filtered_latents(model: WorldModel, obs: torch.Tensor, actions: torch.Tensor
     own = getattr(model, "filtered_latents", None)
     if callable(own):
         return own(obs, actions, mask)
+    infer = getattr(model, "infer_latents", None)
+    if callable(infer):
+        try:
+            lat = infer(obs, actions, mask)
+            z = torch.cat([lat["z_filtered"], lat["filtered"]], dim=-1)
+        except (KeyError, TypeError, NotImplementedError):
+            z = None
+        if z is not None and z.shape == (B, T, model.latent_dim):
+            last = model.observe(obs, actions, mask).features()
+            if torch.allclose(z[:, -1], last, rtol=1e-4, atol=1e-4):
+                return z
     feats = [model.observe(obs[:, : t + 1], actions[:, : t + 1],
                            None if mask is None else mask[:, : t + 1]).features() for t in range(T)]
     return torch.stack(feats, dim=1)

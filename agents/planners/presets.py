@@ -38,13 +38,14 @@ PRESETS: dict[str, tuple[str, PlannerConfig]] = {
 }
 
 
-def make_planner(name: str, action_low=None, action_high=None, *, num_actions: int | None = None,
-                 action_space=None, **overrides) -> Planner:
+def make_planner(name: str, action_low=None, action_high=None, *, action_dim: int | None = None,
+                 num_actions: int | None = None, action_space=None, **overrides) -> Planner:
     """Build a planner from a preset or planner name with config overrides.
 
     Args:
         name: a key of ``PRESETS`` (e.g. "planet") or of ``PLANNERS`` (defaults of that config).
-        action_low, action_high: continuous action box (arrays or floats).
+        action_low, action_high: continuous action box (arrays, or floats with ``action_dim``).
+        action_dim: number of action dimensions when the bounds are scalars (default 1).
         num_actions: number of discrete actions (categorical planner).
         action_space: alternatively a Gymnasium ``Box`` or ``Discrete`` space.
         **overrides: config fields to replace, e.g. ``horizon=20``.
@@ -71,4 +72,4 @@ def make_planner(name: str, action_low=None, action_high=None, *, num_actions: i
         return cls.from_space(config, action_space)
     if action_low is None or action_high is None:
         raise ValueError("action_low/action_high: required for continuous planners")
-    return cls(config, action_low, action_high)
+    return cls(config, action_low, action_high, action_dim)
