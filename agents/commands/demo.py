@@ -1,0 +1,170 @@
+"""``worldmodels demo``: the end-to-end example, small enough for a CPU in a few minutes.
+
+Stages (each a function of the shared `DemoState`, so later stages can be appended): generate a
+small dataset -> train a world model -> evaluate open-loop prediction and imputation -> write a
+JSON summary. Everything lands in the run folder; the paths are printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import add_config_args, apply_overrides, default_run_dir, ensure_dataset, load_config, merge
+
+HELP = "run the end-to-end demo: small dataset -> train -> evaluate -> video, plot, JSON"
+
+#: the embedded default (``configs/demo.yaml`` holds the same); about 2-3 minutes on 1-2 CPU cores.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "name": "demo",
+    "data": {"preset": "bouncing_ball_small", "root": "runs/data/bouncing_ball_small"},
+    "model": {"name": "vae_rnn",
+              "config": {"latent_dim": 4, "hidden_dim": 64, "encoder": "mlp", "mlp_hidden": [256, 128],
+                         "likelihood": "bernoulli"}},
+    "train": {"steps": 600, "batch_size": 32, "lr": 3e-3, "grad_clip": 100.0, "log_every": 10,
+              "val_every": 100, "checkpoint_every": 100, "seed": 0, "device": "auto"},
+    "eval": {"context": 5, "horizon": 15, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
+             "batch_size": 32},
+}
+
+
+@dataclass
+class DemoState:
+    """What the stages share: the resolved config, the run folder and each stage's outputs."""
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    device: str = "cpu"
+    data_root: Path | None = None
+    model: Any = None
+    train_summary: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def stage_data(state: DemoState) -> None:
+    """Generate (or reuse) the dataset named by ``cfg['data']``."""
+    state.data_root = ensure_dataset(state.cfg["data"], progress=state.cfg["train"].get("progress", True))
+    state.cfg["data"]["root"] = str(state.data_root)
+    state.outputs["dataset"] = str(state.data_root)
+
+
+def stage_train(state: DemoState) -> None:
+    """Train the model of ``cfg['model']`` with ``cfg['train']`` (run folder: checkpoints, metrics)."""
+    from .train import train_from_config
+
+    state.model, state.train_summary = train_from_config(state.cfg, state.run_dir)
+    state.outputs["checkpoint"] = state.train_summary["best_checkpoint"] or state.train_summary["checkpoint"]
+    state.outputs["metrics"] = str(state.run_dir / "metrics.jsonl")
+
+
+def stage_evaluate(state: DemoState) -> None:
+    """Prediction vs horizon and imputation on the test split: JSON, plot, video grid."""
+    from worldmodels.evaluation import EvalConfig, evaluate
+
+    from . import dataclass_from
+
+    ecfg = dataclass_from(EvalConfig, state.cfg.get("eval") or {}, "eval")
+    state.evaluation = evaluate(state.model, state.data_root, state.run_dir / "eval", ecfg, device=state.device)
+    state.outputs.update(state.evaluation["files"])
+
+
+def stage_summary(state: DemoState) -> None:
+    """``demo_summary.json``: headline numbers, timings and every output path."""
+    pred = state.evaluation["prediction"] if state.evaluation else None
+    imp = (state.evaluation or {}).get("imputation") or {}
+    summary = {
+        "model": state.cfg["model"].get("name"),
+        "dataset": state.cfg["data"].get("preset"),
+        "train": {k: state.train_summary.get(k) for k in ("steps", "val", "best_step", "bad_steps", "time_s")}
+        if state.train_summary else None,
+        "prediction": None if pred is None else {
+            "context": pred["context"], "horizon": pred["horizon"], "n_sequences": pred["n_sequences"],
+            "mse_first_step": pred["metrics"]["mse"]["mean"][0], "mse_last_step": pred["metrics"]["mse"]["mean"][-1],
+            "psnr_first_step": pred["metrics"]["psnr"]["mean"][0], "psnr_last_step": pred["metrics"]["psnr"]["mean"][-1],
+            "ssim_first_step": pred["metrics"]["ssim"]["mean"][0], "ssim_last_step": pred["metrics"]["ssim"]["mean"][-1],
+            "overall": pred["overall"]},
+        "imputation_mse": (imp.get("metrics") or {}).get("mse", {}).get("mean"),
+        "timings_s": {k: round(v, 1) for k, v in state.timings.items()},
+        "outputs": state.outputs,
+    }
+    path = state.run_dir / "demo_summary.json"
+    fd, tmp = tempfile.mkstemp(dir=state.run_dir, prefix=".demo_summary.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    state.outputs["summary"] = str(path)
+
+
+#: the demo's stages in order; append ``(name, fn(state))`` to extend it (e.g. planning).
+STAGES: list[tuple[str, Callable[[DemoState], None]]] = [
+    ("data", stage_data), ("train", stage_train), ("evaluate", stage_evaluate), ("summary", stage_summary),
+]
+
+
+def run_demo(cfg: dict[str, Any], run_dir: Path, device: str = "cpu",
+             stages: list[tuple[str, Callable[[DemoState], None]]] | None = None, verbose: bool = True) -> DemoState:
+    """Run ``stages`` (default `STAGES`) in order on a fresh `DemoState`."""
+    stages = STAGES if stages is None else stages
+    state = DemoState(cfg=cfg, run_dir=Path(run_dir), device=device)
+    state.run_dir.mkdir(parents=True, exist_ok=True)
+    for i, (name, fn) in enumerate(stages, 1):
+        if verbose:
+            print(f"[{i}/{len(stages)}] {name}: {(fn.__doc__ or '').strip().splitlines()[0]}", flush=True)
+        t0 = time.time()
+        fn(state)
+        state.timings[name] = time.time() - t0
+    return state
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("demo", help=HELP, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--run-dir", default=None, help="run folder (default: runs/demo-<time>)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    base = merge(DEFAULT_CONFIG, load_config(args.config)) if args.config else DEFAULT_CONFIG
+    cfg = apply_overrides(base, args.overrides)
+    if args.run_dir:
+        cfg["run_dir"] = args.run_dir
+    if args.device:
+        cfg["train"]["device"] = args.device
+    if args.no_progress:
+        cfg["train"]["progress"] = False
+    dev = cfg["train"].get("device", "auto")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
+    run_dir = default_run_dir(cfg, "demo")
+    t0 = time.time()
+    state = run_demo(cfg, run_dir, device=device)
+    pred = state.evaluation["prediction"] if state.evaluation else None
+    print()
+    print(f"demo finished in {time.time() - t0:.0f} s; run folder: {run_dir}")
+    if pred is not None:
+        m = pred["metrics"]
+        print(f"open-loop prediction from {pred['context']} frames on {pred['n_sequences']} test sequences: "
+              f"MSE {m['mse']['mean'][0]:.4f} (step 1) -> {m['mse']['mean'][-1]:.4f} (step {pred['horizon']}), "
+              f"SSIM {m['ssim']['mean'][0]:.3f} -> {m['ssim']['mean'][-1]:.3f}")
+    labels = {"prediction_video": "video (truth | prediction | error)", "prediction_plot": "plot (metrics vs horizon)",
+              "summary": "JSON summary", "prediction_json": "per-step metrics", "checkpoint": "model checkpoint",
+              "imputation_video": "imputation video", "imputation_plot": "imputation plot"}
+    for key, label in labels.items():
+        if key in state.outputs:
+            print(f"  {label:<36} {state.outputs[key]}")
+    return 0
