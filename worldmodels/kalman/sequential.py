@@ -8,8 +8,11 @@ matrix stack, so ``X[..., t, :, :]`` picks step t.  Means are always ``[B, T, n]
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from worldmodels.kalman import batch_last
 from worldmodels.kalman.inputs import Problem
 from worldmodels.kalman.results import FilterResult
 from worldmodels.kalman.steps import gaussian_log_prob_chol, predict_rows, symmetrise, update_rows
@@ -40,56 +43,91 @@ def _log_likelihood(pb: Problem, pred_mean: torch.Tensor, pred_cov: torch.Tensor
 def filter_shared(pb: Problem) -> FilterResult:
     """Filter when the covariance recursion is shared by the batch (see ``Problem.shared``).
 
-    Covariances are computed once on ``[n, n]``; the means follow the affine recursion
-    ``m_t|t = m_t-1|t-1 A^T G_t + c_t`` with ``G_t = I - C^T K_t^T`` (one matmul per step).
+    Covariances are computed once on ``[n, n]`` (about a dozen single-matrix ops per step);
+    the means follow the affine recursion ``m_t|t = m_t-1|t-1 A^T G_t + c_t`` with
+    ``G_t = I - C^T K_t^T`` (one ``addmm`` per step); everything else is batched over time.
     """
     A, C, Q, R = pb.A, pb.C, pb.Q, pb.R
-    n, T = pb.n, pb.steps
+    n, m, T, batch = pb.n, pb.m, pb.steps, pb.batch
     eye = torch.eye(n, dtype=Q.dtype, device=Q.device)
-    Ct = C.mT
+    At, Ct = A.mT, C.mT
     P = pb.P0
-    P_pred, P_filt, gains, infos = [], [], [], []
+    P_pred, P_filt, gains, chols, infos = [], [], [], [], []
     for t in range(T):
         if t > 0:
-            P = (A @ P) @ A.mT + Q
+            P = torch.addmm(Q, A @ P, At)
         P_pred.append(P)
         CP = C @ P
-        L, info = torch.linalg.cholesky_ex(CP @ Ct + R)
-        Kt = torch.cholesky_solve(CP, L)
-        IKC = eye - Kt.mT @ C
-        P = symmetrise((IKC @ P) @ IKC.mT + (Kt.mT @ R) @ Kt)
+        L, info = torch.linalg.cholesky_ex(torch.addmm(R, CP, Ct))
+        Kt = torch.cholesky_solve(CP, L)                   # K^T = S^-1 C P
+        KtT = Kt.mT
+        IKC = torch.addmm(eye, KtT, C, alpha=-1.0)
+        P = torch.addmm((KtT @ R) @ Kt, IKC @ P, IKC.mT)
+        P = (P + P.mT) * 0.5
         P_filt.append(P)
         gains.append(Kt)
+        chols.append(L)
         infos.append(info)
     _raise_if_not_pd(torch.stack(infos), "innovation covariance C P C^T + R")
     P_pred = symmetrise(torch.stack(P_pred))               # [T, n, n]
     P_filt = torch.stack(P_filt)
     Kt = torch.stack(gains)                                # [T, m, n]
     G = eye - Ct @ Kt                                      # [T, n, n], rows: m (I - C^T K^T)
-    c = (pb.obs.unsqueeze(-2) @ Kt).squeeze(-2)            # [B, T, n]
+    c = torch.einsum("btm,tmn->btn", pb.obs, Kt)           # [B, T, n]
     if pb.Bu is not None:
-        c = c + (pb.Bu.unsqueeze(-2) @ G).squeeze(-2)
-    F = A.mT @ G                                           # [T, n, n]
-    m = (pb.mu0.unsqueeze(-2) @ G[0]).squeeze(-2) + (pb.obs[:, 0].unsqueeze(-2) @ Kt[0]).squeeze(-2)
-    means = [m]
+        cu = torch.einsum("btk,tkn->btn", pb.Bu[:, 1:], G[1:])   # B_0 u_0 is ignored
+        c = torch.cat([c[:, :1], c[:, 1:] + cu], 1)
+    F = At @ G                                             # [T, n, n]
+    m_ = torch.addmm(c[:, 0], pb.mu0, G[0])
+    means = [m_]
     for t in range(1, T):
-        m = torch.addmm(c[:, t], m, F[t])
-        means.append(m)
+        m_ = torch.addmm(c[:, t], m_, F[t])
+        means.append(m_)
     filt_mean = torch.stack(means, 1)
-    pred_mean = torch.cat([pb.mu0.unsqueeze(1), filt_mean[:, :-1] @ A.mT], 1)
+    pm = filt_mean[:, :-1] @ At
     if pb.Bu is not None:
-        pred_mean = torch.cat([pred_mean[:, :1], pred_mean[:, 1:] + pb.Bu[:, 1:]], 1)
-    ll = _log_likelihood(pb, pred_mean, P_pred)
-    batch = pb.batch
+        pm = pm + pb.Bu[:, 1:]
+    pred_mean = torch.cat([pb.mu0.unsqueeze(1), pm], 1)
+    # log-likelihood with the per-step Cholesky factors shared by the batch
+    L = torch.stack(chols)                                 # [T, m, m]
+    Linv = torch.linalg.solve_triangular(L, torch.eye(m, dtype=L.dtype, device=L.device).expand_as(L),
+                                         upper=False)
+    v = pb.obs - pred_mean @ Ct                            # [B, T, m]
+    w = torch.einsum("tij,btj->bti", Linv, v)
+    logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)      # [T]
+    ll = (-0.5 * (w * w).sum(-1) - logdet - 0.5 * m * math.log(2 * math.pi)).sum(-1)
     return FilterResult(pred_mean=pred_mean, pred_cov=P_pred.expand(batch, T, n, n),
                         filt_mean=filt_mean, filt_cov=P_filt.expand(batch, T, n, n),
                         log_likelihood=ll)
 
 
-def filter_sequential(pb: Problem) -> FilterResult:
-    """Batched sequential Kalman filter (Joseph form, Cholesky gains, symmetrised covariances)."""
-    if pb.shared:
+IMPLS = ("auto", "shared", "batch_first", "batch_last")
+
+
+def _choose(pb: Problem, impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "auto":
+        if pb.shared:
+            return "shared"
+        return "batch_last" if batch_last.usable(pb) else "batch_first"
+    if impl == "shared" and not pb.shared:
+        raise ValueError("impl='shared' needs shared A, C, P0 and no mask")
+    return impl
+
+
+def filter_sequential(pb: Problem, impl: str = "auto") -> FilterResult:
+    """Batched sequential Kalman filter (Joseph form, Cholesky gains, symmetrised covariances).
+
+    ``impl``: ``"shared"`` (covariances computed once for the batch; needs ``pb.shared``),
+    ``"batch_last"`` (elementwise tiny-matrix kernels, fastest on CPU), ``"batch_first"``
+    (bmm / batched LAPACK, for GPUs) or ``"auto"`` (the best applicable one).
+    """
+    impl = _choose(pb, impl)
+    if impl == "shared":
         return filter_shared(pb)
+    if impl == "batch_last":
+        return batch_last.filter_batch_last(pb)
     batch, T, n = pb.batch, pb.steps, pb.n
     m = pb.mu0.unsqueeze(-2)                               # [B, 1, n]
     P = pb.P0.expand(batch, n, n)
@@ -124,7 +162,7 @@ def _compact_cov(pb: Problem, cov: torch.Tensor) -> torch.Tensor:
     return cov
 
 
-def smoother_elements(pb: Problem, filt: FilterResult
+def smoother_elements(pb: Problem, filt: FilterResult, impl: str = "auto"
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward conditionals p(z_t | z_{t+1}, a_{0:t}) = N(J_t z_{t+1} + g_t, L_t), t = 0..T-2.
 
@@ -132,6 +170,8 @@ def smoother_elements(pb: Problem, filt: FilterResult
     (leading B absent when the covariances are shared by the batch).  ``L`` uses the Joseph-like
     form ``(I - J A) P (I - J A)^T + J Q J^T`` so it stays PSD in low precision.
     """
+    if _choose(pb, impl) == "batch_last":
+        return batch_last.smoother_elements_batch_last(pb, filt)
     Pf = _compact_cov(pb, filt.filt_cov)[..., :-1, :, :]
     Pp = _compact_cov(pb, filt.pred_cov)[..., 1:, :, :]
     A = pb.A_from(1)                                       # [n, n] or [B, T-1, n, n]
@@ -140,7 +180,10 @@ def smoother_elements(pb: Problem, filt: FilterResult
     _raise_if_not_pd(info, "predicted covariance")
     Jt = torch.cholesky_solve(AP, Lp)                      # J^T = Pp^-1 A Pf
     J = Jt.mT
-    g = filt.filt_mean[:, :-1] - (filt.pred_mean[:, 1:].unsqueeze(-2) @ Jt).squeeze(-2)
+    if Jt.dim() == 3:
+        g = filt.filt_mean[:, :-1] - torch.einsum("btk,tkn->btn", filt.pred_mean[:, 1:], Jt)
+    else:
+        g = filt.filt_mean[:, :-1] - (filt.pred_mean[:, 1:].unsqueeze(-2) @ Jt).squeeze(-2)
     IJA = torch.eye(pb.n, dtype=Pf.dtype, device=Pf.device) - J @ A
     Lc = symmetrise((IJA @ Pf) @ IJA.mT + (J @ pb.Q) @ Jt)
     return Jt, g, Lc
@@ -152,7 +195,17 @@ def backward_affine(x_last: torch.Tensor, c: torch.Tensor, Jt: torch.Tensor) -> 
     ``x_last`` ``[*, n]`` (the value at T-1), ``c`` ``[*, T-1, n]``, ``Jt`` ``[(B,) T-1, n, n]``
     broadcasting with ``*``'s trailing dims.  Returns ``[*, T, n]``.
     """
-    T1 = c.shape[-2]
+    T1, n = c.shape[-2], c.shape[-1]
+    if Jt.dim() == 3:                                      # shared: one addmm per step
+        lead = c.shape[:-2]
+        cf = c.reshape(-1, T1, n)
+        x = x_last.expand(*lead, n).reshape(-1, n)
+        xs = [x]
+        for t in range(T1 - 1, -1, -1):
+            x = torch.addmm(cf[:, t], x, Jt[t])
+            xs.append(x)
+        xs.reverse()
+        return torch.stack(xs, 1).reshape(*lead, T1 + 1, n)
     xs = [x_last.unsqueeze(-2)]
     x = xs[0]
     for t in range(T1 - 1, -1, -1):
@@ -162,19 +215,29 @@ def backward_affine(x_last: torch.Tensor, c: torch.Tensor, Jt: torch.Tensor) -> 
     return torch.cat(xs, -2)
 
 
-def smoother_sequential(pb: Problem, filt: FilterResult
+def smoother_sequential(pb: Problem, filt: FilterResult, impl: str = "auto"
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """RTS smoother. Returns ``(mean [B, T, n], cov [B, T, n, n], cross_cov [B, T-1, n, n])``."""
+    """RTS smoother. Returns ``(mean [B, T, n], cov [B, T, n, n], cross_cov [B, T-1, n, n])``.
+
+    ``impl`` as in :func:`filter_sequential` (``"shared"`` and ``"batch_first"`` share this code).
+    """
     batch, T, n = pb.batch, pb.steps, pb.n
     if T == 1:
         return filt.filt_mean, filt.filt_cov, filt.filt_cov.new_zeros(batch, 0, n, n)
-    Jt, g, Lc = smoother_elements(pb, filt)
+    impl = _choose(pb, impl)
+    if impl == "batch_last":
+        return batch_last.smoother_batch_last(pb, filt)
+    Jt, g, Lc = smoother_elements(pb, filt, impl)
     mean = backward_affine(filt.filt_mean[:, -1], g, Jt)
     P = _compact_cov(pb, filt.filt_cov)[..., -1, :, :]
     covs = [P]
     for t in range(T - 2, -1, -1):
         Jt_t = Jt[..., t, :, :]
-        P = symmetrise(torch.add(Lc[..., t, :, :], (Jt_t.mT @ P) @ Jt_t))
+        if P.dim() == 2:
+            P = torch.addmm(Lc[t], Jt_t.mT @ P, Jt_t)
+        else:
+            P = torch.add(Lc[..., t, :, :], (Jt_t.mT @ P) @ Jt_t)
+        P = (P + P.mT) * 0.5
         covs.append(P)
     covs.reverse()
     cov = torch.stack(covs, -3)
@@ -200,7 +263,7 @@ def cholesky_jitter(X: torch.Tensor, what: str) -> torch.Tensor:
     return L
 
 
-def sample_noise_terms(pb: Problem, filt: FilterResult, eps: torch.Tensor
+def sample_noise_terms(pb: Problem, filt: FilterResult, eps: torch.Tensor, impl: str = "auto"
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reparameterised backward-sampling terms for standard normal ``eps`` ``[S, B, T, n]``.
 
@@ -211,15 +274,16 @@ def sample_noise_terms(pb: Problem, filt: FilterResult, eps: torch.Tensor
     z_last = filt.filt_mean[:, -1] + (eps[:, :, -1].unsqueeze(-2) @ L_last.mT).squeeze(-2)
     if pb.steps == 1:
         return z_last, eps[:, :, :0], None
-    Jt, g, Lc = smoother_elements(pb, filt)
+    Jt, g, Lc = smoother_elements(pb, filt, impl)
     chol = cholesky_jitter(Lc, "backward conditional covariance")
     c = g + (eps[:, :, :-1].unsqueeze(-2) @ chol.mT).squeeze(-2)
     return z_last, c, Jt
 
 
-def sample_sequential(pb: Problem, filt: FilterResult, eps: torch.Tensor) -> torch.Tensor:
+def sample_sequential(pb: Problem, filt: FilterResult, eps: torch.Tensor, impl: str = "auto"
+                      ) -> torch.Tensor:
     """Forward-filtering backward-sampling: ``eps`` ``[S, B, T, n]`` -> samples ``[S, B, T, n]``."""
-    z_last, c, Jt = sample_noise_terms(pb, filt, eps)
+    z_last, c, Jt = sample_noise_terms(pb, filt, eps, impl)
     if Jt is None:
         return z_last.unsqueeze(-2)
     return backward_affine(z_last, c, Jt)
