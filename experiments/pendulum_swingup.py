@@ -172,7 +172,6 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
     """
     from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
     from envs.generate import generate_dataset
-    from worldmodels.data import make_dataloader
     from worldmodels.kvae import KVAE
     from worldmodels.training import TrainConfig, Trainer, load
 
@@ -195,7 +194,8 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
                               freeze={"dynamics": 1 if args.quick else 5}, grad_clip=150.0,
                               device=str(device), progress=progress, tensorboard=False,
                               val_every=max(steps // 5, 1), checkpoint_every=max(steps // 5, 1))
-            summary = Trainer(model, cfg, kdir, str(data), str(data), resume=(kdir / "checkpoints").exists()).fit()
+            summary = Trainer(model, cfg, kdir, dataset_split(data, "train"), dataset_split(data, "valid"),
+                              resume=(kdir / "checkpoints").exists()).fit()
             info["kvae_train_summary"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
         model = load(kdir, device=device)
     model.eval()
@@ -207,13 +207,60 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
     else:
         hcfg = RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim,
                                 steps=args.reward_steps, skip_first=2)
-        head, metrics = train_reward_head(model, make_dataloader(str(data), "train", 64, shuffle=False),
-                                          make_dataloader(str(data), "valid", 64, shuffle=False), hcfg,
+        head, metrics = train_reward_head(model, batches(data, "train"), batches(data, "valid"), hcfg,
                                           device=device, progress=progress)
         head.save(head_path)
         metrics_path.write_text(json.dumps(metrics, indent=2))
     info["reward_head"] = metrics
     return model, head.eval(), info
+
+
+class _NpzSplit(torch.utils.data.Dataset):
+    """Fallback reader of one split of a dataset folder (contract 1) while ``worldmodels.data``
+    is unavailable: items are dicts of tensors ``obs [T, C, H, W]`` in [0, 1], ``actions``,
+    ``rewards``, ``states``, ``mask``."""
+
+    def __init__(self, root: Path, split: str):
+        files = sorted((Path(root) / split).glob("shard_*.npz"))
+        if not files:
+            raise FileNotFoundError(f"no shards in {Path(root) / split}")
+        arrs = [np.load(f) for f in files]
+        self.obs = torch.from_numpy(np.concatenate([a["obs"] for a in arrs]))  # uint8 NTHWC
+        self.actions = torch.from_numpy(np.concatenate([a["actions"] for a in arrs]))
+        self.rewards = torch.from_numpy(np.concatenate([a["rewards"] for a in arrs]))
+        self.states = torch.from_numpy(np.concatenate([a["states"] for a in arrs]))
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def __getitem__(self, i):
+        obs = self.obs[i].permute(0, 3, 1, 2).float() / 255.0
+        return {"obs": obs, "actions": self.actions[i], "rewards": self.rewards[i],
+                "states": self.states[i], "mask": torch.ones(obs.shape[0])}
+
+
+def dataset_split(root: Path, split: str):
+    """``worldmodels.data.SequenceDataset`` if available, else the npz fallback."""
+    try:
+        from worldmodels.data import SequenceDataset
+    except ImportError:
+        return _NpzSplit(root, split)
+    return SequenceDataset(str(root), split=split)
+
+
+def batches(root: Path, split: str, batch_size: int = 64):
+    """Batches (``worldmodels.base.Batch``) of one split, in order."""
+    try:
+        from worldmodels.data import make_dataloader
+    except ImportError:
+        from worldmodels.base import Batch
+
+        ds = _NpzSplit(root, split)
+        return [Batch(obs=ds.obs[i:i + batch_size].permute(0, 1, 4, 2, 3).float() / 255.0,
+                      actions=ds.actions[i:i + batch_size], mask=torch.ones(ds.obs[i:i + batch_size].shape[:2]),
+                      rewards=ds.rewards[i:i + batch_size], states=ds.states[i:i + batch_size])
+                for i in range(0, len(ds), batch_size)]
+    return make_dataloader(str(root), split, batch_size, shuffle=False)
 
 
 def write_episode_video(frames: np.ndarray, path: Path) -> None:

@@ -1,0 +1,166 @@
+"""``worldmodels plan``: run the latent MPC agent (or the oracle) in a real environment.
+
+Examples::
+
+    # the trained KVAE, a reward head trained on the dataset's rewards (saved next to the model)
+    worldmodels plan --checkpoint runs/pendulum_swingup/kvae --data runs/data/pendulum \\
+        --env worldmodels/Pendulum-v0 --planner cem_fast --episodes 4 --steps 200
+    # the oracle baseline (true dynamics, same planner)
+    worldmodels plan --oracle --env worldmodels/Pendulum-v0 --planner planet
+
+Prints the mean return and writes ``<out>/plan.json``, the episode video (real frames) and the
+real-vs-imagined video of the first episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+HELP = "run the latent MPC agent (planner in the world model's latent space) in an environment"
+
+ORACLES = {"worldmodels/Pendulum-v0": "pendulum", "worldmodels/BouncingBall-v0": "ball"}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from agents.planners import PLANNERS, PRESETS
+
+    p = subparsers.add_parser("plan", help=HELP, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="trained world model: a run folder or a .pt checkpoint")
+    src.add_argument("--oracle", action="store_true", help="plan with the true dynamics (pendulum, ball)")
+    p.add_argument("--env", default="worldmodels/Pendulum-v0", help="Gymnasium id (default: %(default)s)")
+    p.add_argument("--reward-head", default=None, help="trained reward head (.pt); default <checkpoint>/reward_head.pt")
+    p.add_argument("--data", default=None, help="dataset to train a reward head on when none exists")
+    p.add_argument("--reward-steps", type=int, default=2000, help="reward head training updates")
+    p.add_argument("--planner", default="cem_fast", choices=sorted(set(PRESETS) | set(PLANNERS)),
+                   help="planner preset or name (default: %(default)s; 'planet' = H12 J1000 K100 I10)")
+    p.add_argument("--horizon", type=int, default=None, help="override the planning horizon")
+    p.add_argument("--episodes", type=int, default=4, help="episodes, planned as one batch")
+    p.add_argument("--steps", type=int, default=200, help="steps per episode")
+    p.add_argument("--context", type=int, default=8, help="frames the agent filters at each step")
+    p.add_argument("--replan-every", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="output folder (default: <checkpoint or runs>/plan)")
+    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", planner_overrides=None,
+                  episodes: int = 4, steps: int = 200, context: int = 8, replan_every: int = 1,
+                  seed: int = 0, device: str = "cpu", use_state: bool = False,
+                  out_dir: str | Path | None = None, video: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Run ``episodes`` batched episodes of the MPC agent; returns returns and file paths.
+
+    ``use_state=True`` feeds ``info["state"]`` instead of the frames (oracle models).
+    """
+    import numpy as np
+    import torch
+
+    from agents.mpc import MPCAgent, MPCConfig
+    from agents.planners import make_planner
+    from agents.rl_loop import make_vector_env, rollout
+
+    venv = make_vector_env(env_id, episodes, max_episode_steps=steps + 1)
+    pl = make_planner(planner, action_space=venv.single_action_space, **(planner_overrides or {}))
+    agent = MPCAgent(model, pl, reward_fn,
+                     MPCConfig(context=1 if use_state else context, replan_every=replan_every, seed=seed,
+                               record=video and not use_state),
+                     num_envs=episodes, device=device)
+    if use_state:
+        policy = lambda o, i: agent.act(i["state"])  # noqa: E731
+    else:
+        policy = lambda o, i: agent.act(o)  # noqa: E731
+    t0 = time.time()
+    with torch.no_grad():
+        out = rollout(venv, policy, steps, seed=[seed + i for i in range(episodes)], reset_fn=agent.reset,
+                      progress=progress, desc="plan")
+    seconds = time.time() - t0
+    result: dict[str, Any] = {
+        "env": env_id, "planner": planner, "planner_config": vars(pl.config), "episodes": episodes,
+        "steps": steps, "mean_return": float(out["returns"].mean()), "std_return": float(out["returns"].std()),
+        "returns": out["returns"].tolist(), "seconds": seconds,
+        "decisions_per_s": episodes * steps / seconds, "files": {},
+    }
+    if out_dir is not None and video:
+        from worldmodels.video import write_video
+
+        out_dir = Path(out_dir)
+        result["files"]["episode_video"] = str(write_video(out["obs"][0], out_dir / "episode.mp4", fps=20,
+                                                           scale=max(1, 128 // out["obs"].shape[2])))
+        if agent.imagined:
+            result["files"]["imagination_video"] = str(agent.imagination_video(out_dir / "imagination.mp4"))
+    return result
+
+
+def _oracle(env_id: str):
+    from agents.oracle import BallOracle, PendulumOracle, TargetDistanceReward, pendulum_reward
+
+    kind = ORACLES.get(env_id)
+    if kind == "pendulum":
+        return PendulumOracle(), pendulum_reward
+    if kind == "ball":
+        return BallOracle(), TargetDistanceReward()
+    raise SystemExit(f"--oracle: no oracle for {env_id!r}; available for {sorted(ORACLES)}")
+
+
+def load_reward_head(args, model, device):
+    """The reward head given, the one saved next to the checkpoint, or a new one trained on --data."""
+    from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
+
+    ckpt = Path(args.checkpoint)
+    default = (ckpt if ckpt.is_dir() else ckpt.parent) / "reward_head.pt"
+    path = Path(args.reward_head) if args.reward_head else default
+    if path.exists():
+        return RewardHead.load(path, device=device), str(path), None
+    if not args.data:
+        raise SystemExit(f"no reward head at {path}: pass --reward-head or --data to train one")
+    from worldmodels.data import make_dataloader
+
+    cfg = RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim, steps=args.reward_steps)
+    head, metrics = train_reward_head(model, make_dataloader(args.data, "train", 64, shuffle=False),
+                                      make_dataloader(args.data, "valid", 64, shuffle=False), cfg,
+                                      device=device, progress=not args.no_progress)
+    head.save(path)
+    print(f"reward head: held-out MSE {metrics['valid_mse']:.4g} (R^2 {metrics['valid_r2']:.3f}) -> {path}")
+    return head, str(path), metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    device = torch.device(args.device)
+    overrides = {} if args.horizon is None else {"horizon": args.horizon}
+    info: dict[str, Any] = {}
+    if args.oracle:
+        model, reward_fn = _oracle(args.env)
+        model = model.to(device)
+        out = Path(args.out or "runs/plan_oracle")
+    else:
+        from worldmodels.training import load
+
+        model = load(args.checkpoint, device=device)
+        reward_fn, head_path, metrics = load_reward_head(args, model, device)
+        info = {"checkpoint": args.checkpoint, "reward_head": head_path, "reward_head_metrics": metrics}
+        ck = Path(args.checkpoint)
+        out = Path(args.out or ((ck if ck.is_dir() else ck.parent) / "plan"))
+    out.mkdir(parents=True, exist_ok=True)
+    result = plan_episodes(model, reward_fn, args.env, planner=args.planner, planner_overrides=overrides,
+                           episodes=args.episodes, steps=args.steps, context=args.context,
+                           replan_every=args.replan_every, seed=args.seed, device=str(device),
+                           use_state=args.oracle, out_dir=out, video=not args.no_video,
+                           progress=not args.no_progress)
+    result.update(info)
+    (out / "plan.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {args.episodes} episodes "
+          f"({result['decisions_per_s']:.1f} decisions/s)")
+    for k, v in result["files"].items():
+        print(f"{k}: {v}")
+    print(f"summary: {out / 'plan.json'}")
+    return 0
