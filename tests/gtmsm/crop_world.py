@@ -39,11 +39,11 @@ def crop_world_batch(batch: int, T: int, grid: int = 3, view: int = 8, step: int
         left = np.where(new, 1 + rng.poisson(rate, size=batch), left) - 1
         acts[:, t] = a
         p = np.clip(p + MOVES[a], 0, grid - 1)
-    obs = np.zeros((batch, T, 3, view, view))
-    for b in range(batch):
-        for t in range(T):
-            r, c = pos[b, t] * step
-            obs[b, t] = worlds[b, :, r:r + view, c:c + view]
+    rows = (pos[..., 0] * step)[..., None] + np.arange(view)  # [B, T, view]
+    cols = (pos[..., 1] * step)[..., None] + np.arange(view)
+    b = np.arange(batch)[:, None, None, None, None]
+    ch = np.arange(3)[None, None, :, None, None]
+    obs = worlds[b, ch, rows[:, :, None, :, None], cols[:, :, None, None, :]]  # [B, T, 3, v, v]
     actions = np.eye(5)[acts]
     return (torch.tensor(obs, dtype=dtype), torch.tensor(actions, dtype=dtype),
             torch.tensor(pos, dtype=dtype))
