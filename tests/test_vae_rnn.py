@@ -131,3 +131,12 @@ def test_training_lowers_neg_elbo_and_checkpoint_round_trips(tmp_run):
     assert isinstance(loaded, VAERNN) and loaded.config == m.config
     obs, act = data()
     torch.testing.assert_close(loaded.predict(obs, act, 2), m.predict(obs, act, 2))
+
+
+def test_free_nats_floor_the_penalised_kl():
+    obs, act = data()
+    m = small(free_nats=50.0)
+    torch.manual_seed(2)
+    out = m.loss(Batch(obs, act, torch.ones(4, 6)))
+    assert out.terms["kl"] < 50.0  # the reported KL is the true one ...
+    torch.testing.assert_close(out.loss, out.terms["recon"] + 50.0)  # ... the penalty is floored

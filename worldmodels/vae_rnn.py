@@ -9,7 +9,8 @@ first demo model. Generative model (``u_t = actions[:, t - 1]``, the action lead
 Inference is per frame, ``q(z_t | x_t)`` (conv or MLP encoder from `worldmodels.nets`), and the
 loss is the negative ELBO per observed frame,
 ``-E_q[log p(x_t | z_t)] + beta * KL(q(z_t | x_t) || p(z_t | z_{<t}, u_{<=t}))``, with the LSTM
-run on samples of q. Missing frames (``mask = 0``) take their code from the LSTM prior instead.
+run on samples of q (``free_nats`` > 0 leaves the KL of each frame unpenalised below that
+level, a standard guard against posterior collapse). Missing frames (``mask = 0``) take their code from the LSTM prior instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class VAERNNConfig:
     likelihood: str = "bernoulli"  # bernoulli | gaussian (learned per-pixel log-variance)
     init_pixel_var: float = 0.1
     beta: float = 1.0  # weight of the KL term
+    free_nats: float = 0.0  # KL per frame below this many nats is not penalised (against posterior collapse)
     min_logvar: float = -8.0  # floor of the prior's log-variance
 
     def __post_init__(self) -> None:
@@ -176,8 +178,10 @@ class VAERNN(WorldModel):
         mask = batch.mask.to(batch.obs.dtype)
         n = mask.sum().clamp(min=1.0)
         recon = -(self.log_likelihood(self.decoder(z), batch.obs) * mask).sum() / n
-        kl = (gaussian_kl(q_mean, q_logvar, p_mean, p_logvar) * mask).sum() / n
-        loss = recon + self.config.beta * kl
+        kl_t = gaussian_kl(q_mean, q_logvar, p_mean, p_logvar)  # [B, T]
+        kl = (kl_t * mask).sum() / n
+        kl_pen = (kl_t.clamp(min=self.config.free_nats) * mask).sum() / n if self.config.free_nats > 0 else kl
+        loss = recon + self.config.beta * kl_pen
         terms = {
             "neg_elbo": (recon + kl).detach(), "recon": recon.detach(), "kl": kl.detach(),
             "q_std": torch.exp(0.5 * q_logvar).mean().detach(),
