@@ -70,3 +70,30 @@ def test_sequential_equals_parallel_long(varying):
     b = kalman_smoother(**kw32, method="parallel")
     torch.testing.assert_close(a.mean, b.mean, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(a.cov, b.cov, rtol=1e-3, atol=1e-3)
+
+
+def test_steady_state_shortcut_matches_full_recursion(monkeypatch):
+    """Without gradients the shared-covariance filter stops the Riccati recursion at its fixed
+    point; with gradients it runs every step.  Both must agree to rounding."""
+    from kalman_oracle import random_problem
+
+    from worldmodels.kalman import sequential
+
+    kw = random_problem(batch=3, steps=200, n=3, m=2, seed=2)
+    calls = []
+    real = sequential._converged
+
+    def spy(P, P_prev):
+        calls.append(real(P, P_prev))
+        return calls[-1]
+
+    monkeypatch.setattr(sequential, "_converged", spy)
+    fast = kalman_smoother(**kw)
+    assert any(calls) and len(calls) < 100          # the shortcut was taken, early
+    calls.clear()
+    A = kw["A"].clone().requires_grad_(True)
+    full = kalman_smoother(**dict(kw, A=A))
+    assert not calls                                 # never with gradients
+    for name in ("mean", "cov", "cross_cov"):
+        torch.testing.assert_close(getattr(fast, name), getattr(full, name).detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast.log_likelihood, full.log_likelihood.detach(), rtol=1e-12, atol=1e-9)

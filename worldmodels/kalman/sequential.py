@@ -40,20 +40,42 @@ def _log_likelihood(pb: Problem, pred_mean: torch.Tensor, pred_cov: torch.Tensor
     return ll.sum(-1)
 
 
+def _steady_state_allowed(pb: Problem) -> bool:
+    """The steady-state shortcut is used only when no gradient flows into the covariances."""
+    return not (torch.is_grad_enabled()
+                and any(x.requires_grad for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0)))
+
+
+def _converged(P: torch.Tensor, P_prev: torch.Tensor) -> bool:
+    """``P`` equals ``P_prev`` up to a few units of rounding (relative to ``max |P|``)."""
+    tol = 4 * torch.finfo(P.dtype).eps
+    return bool(((P - P_prev).abs().amax() <= tol * P.abs().amax()).item())
+
+
 def filter_shared(pb: Problem) -> FilterResult:
     """Filter when the covariance recursion is shared by the batch (see ``Problem.shared``).
 
     Covariances are computed once on ``[n, n]`` (about a dozen single-matrix ops per step);
     the means follow the affine recursion ``m_t|t = m_t-1|t-1 A^T G_t + c_t`` with
     ``G_t = I - C^T K_t^T`` (one ``addmm`` per step); everything else is batched over time.
+    When no gradient is needed and the covariance reaches its steady state (it changes by less
+    than 4 units of rounding in one step), the remaining steps reuse it (steady-state filter):
+    the results then differ from the full recursion only at the level of float rounding.
     """
     A, C, Q, R = pb.A, pb.C, pb.Q, pb.R
     n, m, T, batch = pb.n, pb.m, pb.steps, pb.batch
     eye = torch.eye(n, dtype=Q.dtype, device=Q.device)
     At, Ct = A.mT, C.mT
     P = pb.P0
+    steady = _steady_state_allowed(pb)
     P_pred, P_filt, gains, chols, infos = [], [], [], [], []
     for t in range(T):
+        if steady and t >= 2 and _converged(P_filt[-1], P_filt[-2]):
+            # Riccati recursion at its fixed point: every later step repeats step t-1
+            k = T - t
+            for lst in (P_pred, P_filt, gains, chols, infos):
+                lst.extend([lst[-1]] * k)
+            break
         if t > 0:
             P = torch.addmm(Q, A @ P, At)
         P_pred.append(P)
@@ -230,16 +252,26 @@ def smoother_sequential(pb: Problem, filt: FilterResult, impl: str = "auto"
     Jt, g, Lc = smoother_elements(pb, filt, impl)
     mean = backward_affine(filt.filt_mean[:, -1], g, Jt)
     P = _compact_cov(pb, filt.filt_cov)[..., -1, :, :]
-    covs = [P]
-    for t in range(T - 2, -1, -1):
+    covs: list[torch.Tensor | None] = [None] * T
+    covs[T - 1] = P
+    # steady-state region of the filter: J_t and L_t are identical for t >= start
+    start = T - 1
+    if P.dim() == 2 and _steady_state_allowed(pb):
+        same = ((Jt == Jt[-1]).flatten(1).all(1) & (Lc == Lc[-1]).flatten(1).all(1)).flip(0)
+        start = T - 1 - int(same.int().cumprod(0).sum().item())
+    t = T - 2
+    while t >= 0:
         Jt_t = Jt[..., t, :, :]
         if P.dim() == 2:
             P = torch.addmm(Lc[t], Jt_t.mT @ P, Jt_t)
         else:
             P = torch.add(Lc[..., t, :, :], (Jt_t.mT @ P) @ Jt_t)
         P = (P + P.mT) * 0.5
-        covs.append(P)
-    covs.reverse()
+        covs[t] = P
+        if start < t < T - 2 and _converged(P, covs[t + 1]):
+            covs[start:t] = [P] * (t - start)      # backward recursion at its fixed point too
+            t = start
+        t -= 1
     cov = torch.stack(covs, -3)
     cross = cov[..., 1:, :, :] @ Jt
     if cov.dim() == 3:
