@@ -263,9 +263,10 @@ def plot_prediction(summary: dict[str, Any], path: str | os.PathLike, title: str
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, m in zip(axes, METRICS):
         s = summary["metrics"][m]
-        ax.plot(steps, s["mean"], marker="o", ms=3, label="mean")
-        ax.fill_between(steps, s["ci_low"], s["ci_high"], alpha=0.3, label="95% CI of mean")
-        ax.fill_between(steps, s["p2_5"], s["p97_5"], alpha=0.12, label="2.5-97.5 pct")
+        ax.fill_between(steps, s["p2_5"], s["p97_5"], color="tab:orange", alpha=0.15,
+                        label="2.5-97.5 percentile of sequences")
+        ax.fill_between(steps, s["ci_low"], s["ci_high"], color="tab:blue", alpha=0.35, label="95% CI of mean")
+        ax.plot(steps, s["mean"], color="tab:blue", marker="o", ms=3, label="mean")
         ax.set_xlabel("prediction step")
         ax.set_title(m.upper() + (" (dB)" if m == "psnr" else ""))
         ax.grid(alpha=0.3)

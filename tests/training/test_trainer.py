@@ -201,3 +201,42 @@ def test_resume_in_process_continues_exactly(tmp_path):
     a = [r["loss"] for r in read_metrics(tmp_path / "full" / "metrics.jsonl")]
     b = [r["loss"] for r in read_metrics(tmp_path / "part" / "metrics.jsonl")]
     assert a == b
+
+
+def test_tensorboard_gets_scalars_and_prediction_video(tmp_run, monkeypatch):
+    """With tensorboard installed the logger writes scalars, images and a video (writer faked here)."""
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append(("scalar", tag, step))
+
+        def add_images(self, tag, images, step, dataformats):
+            calls.append(("images", tag, images.shape, dataformats))
+
+        def add_video(self, tag, video, step, fps):
+            calls.append(("video", tag, tuple(video.shape)))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    import types
+    import sys
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    Trainer(make(), quiet(steps=4, batch_size=8, log_every=2, val_every=4), tmp_run, ToyDataset(16),
+            ToyDataset(8, seed=2)).fit()
+    assert calls[0] == ("init", str(tmp_run / "tensorboard")) and calls[-1] == ("close",)
+    assert ("scalar", "train/loss", 2) in calls and ("scalar", "val/loss", 4) in calls
+    videos = [c for c in calls if c[0] == "video"]
+    # 4 sequences of 6 frames tiled as truth | prediction: [1, T, 3, 4*(4+1)+1, 2*(4+1)+1]
+    assert videos == [("video", "val/prediction", (1, 6, 3, 21, 11))]
+    assert any(c[0] == "images" and c[3] == "NHWC" for c in calls)

@@ -338,10 +338,40 @@ class Trainer:
             self.model.train()
         return {k: v / max(count, 1) for k, v in sums.items()}
 
+    @torch.no_grad()
+    def _log_media(self, max_sequences: int = 4) -> None:
+        """TensorBoard only: a truth | open-loop prediction video of a few validation sequences."""
+        if self.logger.tb is None or self.val_set is None or not hasattr(self.model, "predict"):
+            return
+        items = [self.val_set[i] for i in range(min(max_sequences, len(self.val_set)))]
+        batch = to_batch(self.val_collate(items)).to(self.device)
+        T = batch.seq_len
+        if T < 2:
+            return
+        context = max(1, min(5, T // 3))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            pred = self.model.predict(batch.obs, batch.actions, context)
+        except NotImplementedError:
+            return
+        finally:
+            if was_training:
+                self.model.train()
+        from worldmodels.video import tile_clips
+
+        full = torch.cat([batch.obs[:, :context], pred], 1).float().cpu().numpy()
+        truth = batch.obs.float().cpu().numpy()
+        grid = tile_clips([[t, p] for t, p in zip(truth, full)])
+        self.logger.log_video("val/prediction", self.step, grid)
+        self.logger.log_images("val/last_frame", self.step, grid[-1:])
+
     def _after_validation(self, val: dict[str, float]) -> None:
         cfg = self.config
         self.last_val, self.last_val_step = val, self.step
         self.logger.log("val", self.step, val)
+        if self.is_main:
+            self._log_media()
         key = cfg.early_stopping_metric.removeprefix("val/")
         if key not in val:
             raise ValueError(f"early_stopping_metric: {cfg.early_stopping_metric!r} is not among the "
