@@ -198,3 +198,48 @@ class TargetDistanceReward:
 
     def __call__(self, before: torch.Tensor, actions: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         return -(after[..., :2] - self.target.to(after)).norm(dim=-1) / self.size
+
+
+@dataclass
+class GridOracleConfig:
+    """The agent's grid of ``worldmodels/ImageNavigation-v0`` (no obstacles): 9x9 positions,
+    actions up, down, left, right, stay (one-hot)."""
+
+    grid: int = 9
+
+
+class GridOracle(WorldModel):
+    """True position dynamics of the image-navigation agent; latent = ``[row, col]``."""
+
+    config_class = GridOracleConfig
+    latent_dim = 2
+    action_dim = 5
+
+    def __init__(self, config: GridOracleConfig | None = None):
+        super().__init__()
+        self.config = config or GridOracleConfig()
+        self.register_buffer("moves", torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0], [0.0, 0.0]]),
+                             persistent=False)
+
+    def loss(self, batch) -> LossOutput:
+        raise NotImplementedError("the oracle is not trained")
+
+    def observe(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> Belief:
+        if obs.dim() != 3 or obs.shape[-1] != 2:
+            raise ValueError(f"obs: expected shape [B, T, 2] (grid positions), got {list(obs.shape)}")
+        return StateBelief(obs[:, -1].to(self.moves.dtype))
+
+    def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        s0 = belief.features()
+        check_shape("actions", actions, (s0.shape[0], "N", "H", 5))
+        steps = actions @ self.moves  # [B, N, H, 2]
+        s = s0[:, None].expand(-1, actions.shape[1], -1)
+        out = []
+        for h in range(actions.shape[2]):
+            s = (s + steps[:, :, h]).clamp(0, self.config.grid - 1)
+            out.append(s)
+        return torch.stack(out, dim=2)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("the grid oracle has no frames")
