@@ -586,6 +586,11 @@ class Trainer:
         finally:
             pbar.close()
             self.logger.close()
+            if self.dist.initialized_here:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+                self.dist.initialized_here = False
         elapsed = time.time() - t_start
         if cfg.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
