@@ -164,3 +164,47 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k}: {v}")
     print(f"summary: {out / 'plan.json'}")
     return 0
+
+
+def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None,
+                 dataset: str = "runs/data/pendulum_small", train_steps: int = 400, reward_steps: int = 1500,
+                 episodes: int = 1, steps: int = 200, planner: str = "cem_fast", horizon: int = 20,
+                 progress: bool = True) -> dict[str, Any]:
+    """The demo's last stage: a KVAE on pixel-pendulum data swings the pendulum up by latent MPC.
+
+    Uses ``checkpoint`` if given, else trains a small KVAE on ``dataset`` (``pendulum_small``,
+    generated if missing) for ``train_steps`` updates; fits a reward head; runs ``episodes``
+    episodes; writes ``<run_dir>/swingup/{episode.mp4, imagination.mp4, plan.json}``.
+    """
+    import torch
+
+    from agents.reward import RewardHeadConfig, train_reward_head
+    from envs.generate import generate_dataset
+    from worldmodels.data import make_dataloader
+    from worldmodels.training import TrainConfig, Trainer, load
+
+    out = Path(run_dir) / "swingup"
+    out.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None:
+        from worldmodels.kvae import KVAE, KVAEConfig
+
+        generate_dataset("pendulum_small", dataset, progress=progress)
+        torch.manual_seed(0)
+        model = KVAE(KVAEConfig(obs_shape=(1, 16, 16), action_dim=1, a_dim=3, z_dim=6, num_modes=4))
+        cfg = TrainConfig(steps=train_steps, batch_size=32, lr=3e-3, grad_clip=150.0, device=device,
+                          progress=progress, tensorboard=False, checkpoint_every=None)
+        Trainer(model, cfg, out / "kvae", dataset, dataset).fit()
+        checkpoint = str(out / "kvae")
+    model = load(checkpoint, device=device)
+    head, metrics = train_reward_head(
+        model, make_dataloader(dataset, "train", 64, shuffle=False), make_dataloader(dataset, "valid", 64, shuffle=False),
+        RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim, steps=reward_steps),
+        device=device, progress=progress)
+    head.save(out / "reward_head.pt")
+    result = plan_episodes(model, head, "worldmodels/Pendulum-v0", planner=planner,
+                           planner_overrides={"horizon": horizon}, episodes=episodes, steps=steps,
+                           device=device, out_dir=out, progress=progress)
+    result["reward_head_metrics"] = metrics
+    result["checkpoint"] = checkpoint
+    (out / "plan.json").write_text(json.dumps(result, indent=2, default=str))
+    return result

@@ -162,3 +162,17 @@ def test_pendulum_oracle_beats_random():
     oracle_ret = run(agent.act, 1)
     random_ret = run(lambda s: rng.uniform(-2, 2, 1).astype(np.float32), 1)
     assert oracle_ret > 0.6 * random_ret  # negative returns; swing-up leaves ~half the cost
+
+
+@pytest.mark.parametrize("name", ["cem", "icem", "mppi", "random", "gradcem"])
+def test_every_planner_drives_the_agent(name):
+    """Every planner works inside the agent (GradCEM needs gradients inside the no-grad agent)."""
+    model = LinearWorldModel()
+    planner = make_planner(name, -1.0, 1.0, horizon=6, population=60,
+                           **({"num_elites": 6} if name in ("cem", "icem", "gradcem") else {}))
+    agent = MPCAgent(model, planner, QuadraticCost(torch.tensor(GOAL)), MPCConfig(context=2))
+    env = LinearEnv(model, goal=GOAL, max_steps=20)
+    rng = np.random.default_rng(0)
+    mpc = run_episode(env, agent.act, 0)
+    rnd = run_episode(env, lambda o: rng.uniform(-1, 1, 1).astype(np.float32), 0)
+    assert mpc > rnd
