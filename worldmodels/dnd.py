@@ -3,7 +3,8 @@
 A memory holds ``keys [B, capacity, key_dim]`` and ``values [B, capacity, value_dim]`` with a
 fill count per batch element. Writes are out-of-place tensor operations, so they live inside
 the autograd graph (gradients flow back to whatever produced the written keys and values).
-When a memory is full the oldest entry is overwritten (FIFO).
+When a memory is full the oldest entry is overwritten (FIFO), or the least recently used one
+(LRU: reads are recorded with :func:`dnd_touch`).
 
 Reads return the ``k`` nearest keys of each query with the kernel weights
 ``w_j = (1 / (d_j^2 + delta)) / sum_i (1 / (d_i^2 + delta))`` (Pritzel et al., 2017;
@@ -26,7 +27,7 @@ import torch
 
 from worldmodels.checks import check_shape
 
-__all__ = ["DNDMemory", "DNDRead", "dnd_empty", "dnd_write", "dnd_read", "knn_select", "smallest_k",
+__all__ = ["DNDMemory", "DNDRead", "dnd_empty", "dnd_write", "dnd_read", "dnd_touch", "knn_select", "smallest_k",
            "auto_backend"]
 
 #: default cap on the number of elements of one ``[B, Qc, N]`` distance block (64 MiB in fp32).
@@ -43,12 +44,19 @@ class DNDMemory:
         stamps: ``[B, C]`` long, write index of the entry in each slot (0, 1, 2, ... in the
             order written to that memory), ``-1`` for an empty slot.
         count: ``[B]`` long, number of entries ever written to each memory.
+        last_used: ``[B, C]`` long, time of the last write or read of each slot (only used by
+            LRU eviction, see :func:`dnd_touch`); ``None`` means "same as ``stamps``".
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     stamps: torch.Tensor
     count: torch.Tensor
+    last_used: torch.Tensor | None = None
+
+    def usage(self) -> torch.Tensor:
+        """``[B, C]`` last-use times (write order when no read was recorded)."""
+        return self.stamps if self.last_used is None else self.last_used
 
     @property
     def batch_size(self) -> int:
@@ -74,14 +82,17 @@ class DNDMemory:
         """
         new_keys = self.values if key_slice is None else self.values[..., key_slice]
         new_values = self.keys if value_slice is None else self.values[..., value_slice]
-        return DNDMemory(new_keys, new_values, self.stamps, self.count)
+        return DNDMemory(new_keys, new_values, self.stamps, self.count, self.last_used)
 
     def detach(self) -> "DNDMemory":
-        return DNDMemory(self.keys.detach(), self.values.detach(), self.stamps, self.count)
+        return DNDMemory(self.keys.detach(), self.values.detach(), self.stamps, self.count,
+                         self.last_used)
 
     def index_batch(self, index: torch.Tensor) -> "DNDMemory":
         """Memories of the batch elements ``index`` (e.g. ``repeat_interleave`` for candidates)."""
-        return DNDMemory(self.keys[index], self.values[index], self.stamps[index], self.count[index])
+        lu = None if self.last_used is None else self.last_used[index]
+        return DNDMemory(self.keys[index], self.values[index], self.stamps[index],
+                         self.count[index], lu)
 
 
 @dataclass
@@ -126,19 +137,24 @@ def dnd_empty(batch_size: int, capacity: int, key_dim: int, value_dim: int, *,
 
 
 def dnd_write(memory: DNDMemory, keys: torch.Tensor, values: torch.Tensor,
-              mask: torch.Tensor | None = None) -> DNDMemory:
-    """Append entries to every memory, FIFO-evicting the oldest ones when full.
+              mask: torch.Tensor | None = None, eviction: str = "fifo") -> DNDMemory:
+    """Append entries to every memory, evicting old ones when full.
 
     Args:
         memory: the memories, ``B`` of them.
         keys: ``[B, W, Dk]`` (or ``[B, Dk]`` for one entry each), written in order ``0..W-1``.
         values: ``[B, W, Dv]`` (or ``[B, Dv]``).
         mask: optional ``[B, W]`` (or ``[B]``) bool/0-1; entries with 0 are not written.
+        eviction: ``"fifo"`` overwrites the oldest write; ``"lru"`` the least recently used
+            slot (writes and reads recorded with :func:`dnd_touch` count as uses). Empty slots
+            are always filled first.
 
     Returns:
         New memories (out-of-place, differentiable w.r.t. ``keys`` and ``values``). If more than
         ``capacity`` entries are written at once, only the last ``capacity`` ones are kept.
     """
+    if eviction not in ("fifo", "lru"):
+        raise ValueError(f"eviction: expected 'fifo' or 'lru', got {eviction!r}")
     B, C, Dk = memory.keys.shape
     Dv = memory.values.shape[-1]
     if keys.dim() == 2:
@@ -158,7 +174,18 @@ def dnd_write(memory: DNDMemory, keys: torch.Tensor, values: torch.Tensor,
     n_new = m.sum(1, keepdim=True)  # [B, 1]
     keep = mask & (rank >= n_new - C)  # only the last C written entries survive
     stamp = memory.count.unsqueeze(1) + rank  # [B, W] global write index
-    slot = torch.where(keep, stamp % C, torch.full_like(stamp, C))  # C = dummy slot
+    usage = memory.usage()
+    if eviction == "fifo" and memory.last_used is None:
+        target = stamp % C
+    else:
+        # slot order: empty slots first (in slot order), then by last use (oldest first)
+        slot_ids = torch.arange(C, device=usage.device).expand(B, C)
+        prio = torch.where(memory.stamps < 0, slot_ids - C - (1 << 40), usage if eviction == "lru"
+                           else memory.stamps)
+        order = torch.argsort(prio, dim=1)  # [B, C]
+        r = (rank - (n_new - torch.minimum(n_new, torch.full_like(n_new, C)))).clamp(0, C - 1)
+        target = order.gather(1, r)
+    slot = torch.where(keep, target, torch.full_like(stamp, C))  # C = dummy slot
     # scatter into [B, C + 1, D] (the extra slot absorbs skipped entries), then drop it
     pad_k = torch.cat([memory.keys, memory.keys.new_zeros(B, 1, Dk)], 1)
     pad_v = torch.cat([memory.values, memory.values.new_zeros(B, 1, Dv)], 1)
@@ -166,7 +193,30 @@ def dnd_write(memory: DNDMemory, keys: torch.Tensor, values: torch.Tensor,
     new_k = pad_k.scatter(1, slot.unsqueeze(-1).expand(B, W, Dk), keys.to(pad_k.dtype))
     new_v = pad_v.scatter(1, slot.unsqueeze(-1).expand(B, W, Dv), values.to(pad_v.dtype))
     new_s = pad_s.scatter(1, slot, stamp)
-    return DNDMemory(new_k[:, :C], new_v[:, :C], new_s[:, :C], memory.count + n_new.squeeze(1))
+    last_used = None
+    if memory.last_used is not None or eviction == "lru":
+        tick = usage.amax(1, keepdim=True).clamp(min=-1) + 1 + rank  # newer than any use
+        pad_u = torch.cat([usage, usage.new_full((B, 1), -1)], 1)
+        last_used = pad_u.scatter(1, slot, tick)[:, :C]
+    return DNDMemory(new_k[:, :C], new_v[:, :C], new_s[:, :C], memory.count + n_new.squeeze(1),
+                     last_used)
+
+
+def dnd_touch(memory: DNDMemory, read: "DNDRead") -> DNDMemory:
+    """Record the valid neighbours of ``read`` as used now (for ``eviction="lru"``).
+
+    Reads of a batch of queries count as one time step. Returns a new memory (no copy of keys
+    or values).
+    """
+    usage = memory.usage()
+    B, C = usage.shape
+    tick = usage.amax(1, keepdim=True) + 1  # [B, 1]
+    idx = read.index.reshape(B, -1)
+    ok = read.valid.reshape(B, -1)
+    idx = torch.where(ok, idx, torch.full_like(idx, C))
+    pad_u = torch.cat([usage, usage.new_full((B, 1), -1)], 1)
+    new_u = pad_u.scatter(1, idx, tick.expand_as(idx))[:, :C]
+    return DNDMemory(memory.keys, memory.values, memory.stamps, memory.count, new_u)
 
 
 @torch.no_grad()

@@ -214,3 +214,28 @@ def test_large_memory_read_all_backends_agree():
         out = dnd_read(mem, queries, k=5, backend=backend)
         assert np.array_equal(out.index.numpy(), ref_idx), backend
         np.testing.assert_allclose(out.weights.numpy(), ref_w, rtol=1e-10)
+
+
+def test_lru_eviction_keeps_recently_read_entries():
+    from worldmodels.dnd import dnd_touch
+
+    B, C = 2, 4
+    mem = dnd_empty(B, C, 1, 1, dtype=torch.float64)
+    keys = torch.arange(4, dtype=torch.float64).reshape(1, 4, 1).repeat(B, 1, 1)
+    mem = dnd_write(mem, keys, keys, eviction="lru")
+    # read entry 0 in memory 0 only: it becomes the most recently used there
+    q = torch.tensor([[[0.0]], [[3.0]]], dtype=torch.float64)
+    mem = dnd_touch(mem, dnd_read(mem, q, k=1))
+    new = torch.full((B, 2, 1), 10.0, dtype=torch.float64)
+    mem = dnd_write(mem, new, new, eviction="lru")
+    assert sorted(mem.keys[0, :, 0].tolist()) == [0.0, 3.0, 10.0, 10.0]  # evicted 1 and 2
+    assert sorted(mem.keys[1, :, 0].tolist()) == [2.0, 3.0, 10.0, 10.0]  # evicted 0 and 1
+    # FIFO on the same history evicts by write order regardless of reads
+    fifo = dnd_write(dnd_touch(dnd_write(dnd_empty(B, C, 1, 1, dtype=torch.float64), keys, keys),
+                               dnd_read(mem, q, k=1)), new, new)
+    assert sorted(fifo.keys[0, :, 0].tolist()) == [2.0, 3.0, 10.0, 10.0]
+    # gradients still flow through LRU writes
+    k = keys.clone().requires_grad_()
+    m2 = dnd_write(dnd_empty(B, C, 1, 1, dtype=torch.float64), k, keys, eviction="lru")
+    dnd_read(m2, q, k=2).mean_value().sum().backward()
+    assert torch.isfinite(k.grad).all()

@@ -19,8 +19,10 @@ class GTMSMConfig:
     state_dim: int = 2
     z_dim: int = 16
 
-    # phases: frames [0, tau) are memorised, [tau, T) predicted in `loss`
+    # phases: frames [0, tau) are memorised, [tau, tau + predict_steps) predicted in `loss`
     tau: int = 256
+    #: predicted frames per training sequence (None: all frames after tau); 32 in the thesis.
+    predict_steps: int | None = None
     #: DND slots per sequence (None: tau); longer contexts in `observe` evict FIFO.
     capacity: int | None = None
 

@@ -328,7 +328,7 @@ class GTMSM(WorldModel):
     # ----------------------------------------------------------------- training
     def loss(self, batch: Batch) -> LossOutput:
         """Negative ELBO (7.3.4) per predicted frame: frames ``[0, tau)`` are memorised,
-        ``[tau, T)`` predicted. Plus the state KL (landmark inference) and the gate BCE."""
+        ``[tau, tau + predict_steps)`` (or ``[tau, T)``) predicted. Plus the state KL (landmark inference) and the gate BCE."""
         cfg = self.config
         obs, actions, mask = batch.obs, batch.actions, batch.mask
         B, T = obs.shape[:2]
@@ -338,6 +338,9 @@ class GTMSM(WorldModel):
         tau = cfg.tau
         if T <= tau:
             raise ValueError(f"batch.obs: expected T > tau={tau} (memorise tau, predict the rest), got T={T}")
+        if cfg.predict_steps is not None and T > tau + cfg.predict_steps:
+            T = tau + cfg.predict_steps
+            obs, actions, mask = obs[:, :T], actions[:, :T], mask[:, :T]
         mu_z, lv_z = self.encode(obs)
         moved, known = self.frame_moved(obs, mask)
         path = self.infer_states(actions, moved, known, codes=mu_z if self.landmark else None,

@@ -1,0 +1,342 @@
+"""Long-horizon prediction in image navigation with the GTM-SM (thesis 7.4.1, 7.7.1).
+
+One command: ``python -m experiments.gtmsm_navigation`` (the paper-size run: tau = 256
+memorised steps, training predicts 32, testing predicts 256 (T = 512), batch 16, lr 1e-3
+annealed linearly to 5e-5 over 50 000 updates). ``--reduced`` trains far fewer steps (what a
+2-core CPU affords in minutes); every number in the JSON says which configuration made it.
+
+It generates the ``image_navigation`` dataset into ``runs/data`` if missing, trains the GTM-SM
+and the no-memory baseline (same SSM and VAE, standard-normal prior) with
+``worldmodels.training.Trainer``, and reports on the held-out test worlds:
+
+* per-step MSE over the 256 predicted frames (mean and 95 % interval of the mean over
+  sequences) for GTM-SM, for the same VAE decoding its own reconstructions of the true frames
+  (the floor), and for the baseline; plotted against the horizon;
+* R^2 of the best affine map from the learned states to the true grid positions (memorised
+  states, inferred from frames and actions, and predicted states, from actions only);
+* the figure-7.2c style plot of inferred states, a strip of true vs predicted frames, and a
+  video of true vs predicted frames over the 256 steps (``runs/gtmsm_navigation/``);
+* the time of one training step at batch 16, T = 288 on this machine.
+
+Training never sees the true positions (``states`` are used only for the R^2 and plots).
+Writes ``experiments/results/gtmsm_navigation{,_reduced}.json`` and PNGs next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from experiments._results import RESULTS_DIR, save_results
+from worldmodels.base import Batch
+from worldmodels.evaluation import summarize
+from worldmodels.gtmsm import GTMSM, GTMSMConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PAPER = dict(steps=50000, baseline_steps=5000, lr=1e-3, final_lr=5e-5, anneal_steps=50000,
+             max_test=None)
+REDUCED = dict(steps=1500, baseline_steps=300, lr=2e-3, final_lr=5e-5, anneal_steps=1500,
+               max_test=64)
+
+
+class ShardSequences(Dataset):
+    """A dataset split (contract 1) held in memory as uint8; items as in ``SequenceDataset``."""
+
+    def __init__(self, root: str | Path, split: str) -> None:
+        root = Path(root)
+        manifest = json.loads((root / "manifest.json").read_text())
+        shards = manifest["splits"][split]["shards"]
+        arrays = [np.load(root / s["file"]) for s in shards]
+        self.obs = np.concatenate([a["obs"] for a in arrays])  # [N, T, H, W, C] uint8
+        self.actions = np.concatenate([a["actions"] for a in arrays]).astype(np.float32)
+        self.states = np.concatenate([a["states"] for a in arrays]).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        obs = torch.from_numpy(self.obs[i]).permute(0, 3, 1, 2).float() / 255.0
+        return {"obs": obs, "actions": torch.from_numpy(self.actions[i]),
+                "mask": torch.ones(obs.shape[0]), "states": torch.from_numpy(self.states[i])}
+
+    def batch(self, idx) -> Batch:
+        items = [self[i] for i in idx]
+        return Batch(obs=torch.stack([x["obs"] for x in items]),
+                     actions=torch.stack([x["actions"] for x in items]),
+                     mask=torch.stack([x["mask"] for x in items]),
+                     states=torch.stack([x["states"] for x in items]))
+
+
+def ensure_dataset(preset: str, data_dir: Path) -> Path:
+    if not (data_dir / "manifest.json").exists():
+        from envs.generate import generate_dataset
+
+        print(f"generating {preset} into {data_dir}")
+        generate_dataset(preset, data_dir)
+    return data_dir
+
+
+def train(model: GTMSM, steps: int, args, run_dir: Path, train_set: Dataset) -> dict:
+    from worldmodels.training import TrainConfig, Trainer
+
+    anneal = min(args.anneal_steps, steps) if args.anneal_steps else steps
+    tc = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, schedule="linear",
+                     final_lr=args.final_lr, anneal_steps=max(1, anneal), grad_clip=args.grad_clip,
+                     seed=args.seed, device=args.device, log_every=25,
+                     checkpoint_every=max(100, steps // 5), tensorboard=False)
+    t0 = time.time()
+    summary = Trainer(model, tc, run_dir, train_set, resume="auto").fit()
+    return {"steps": steps, "wall_s": time.time() - t0,
+            "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}}
+
+
+def _ci(values: np.ndarray) -> list[float]:
+    s = summarize(values)
+    return [s["ci_low"][0], s["ci_high"][0]]
+
+
+def r2_affine(x: np.ndarray, y: np.ndarray) -> float:
+    """R^2 of the least-squares affine map ``x [N, S] -> y [N, 2]``, pooled over both outputs."""
+    X = np.concatenate([x, np.ones((len(x), 1))], 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    res = ((X @ coef - y) ** 2).sum()
+    return float(1.0 - res / ((y - y.mean(0)) ** 2).sum())
+
+
+@torch.no_grad()
+def evaluate(gtmsm: GTMSM, baseline: GTMSM, test: ShardSequences, tau: int, horizon: int,
+             max_test: int | None, batch_size: int, device: str) -> dict:
+    n = len(test) if max_test is None else min(len(test), max_test)
+    mse = {"gtmsm": [], "floor": [], "baseline": []}
+    mem_states, mem_true, pred_states, pred_true = [], [], [], []
+    examples = None
+    for i0 in range(0, n, batch_size):
+        b = test.batch(range(i0, min(n, i0 + batch_size))).to(device)
+        obs, actions = b.obs[:, :tau + horizon], b.actions[:, :tau + horizon]
+        truth = obs[:, tau:]
+        belief = gtmsm.observe(obs[:, :tau], actions[:, :tau])
+        lat = gtmsm.imagine(belief, actions[:, tau - 1:tau + horizon - 1].unsqueeze(1))[:, 0]
+        pred = gtmsm.decode(lat)
+        floor = gtmsm.reconstruct(truth)
+        base = baseline.predict(obs, actions, tau)
+        for name, p in (("gtmsm", pred), ("floor", floor), ("baseline", base)):
+            mse[name].append(((p - truth) ** 2).mean((-3, -2, -1)).cpu().numpy())
+        moved, known = gtmsm.frame_moved(obs[:, :tau])
+        path = gtmsm.infer_states(actions[:, :tau], moved, known, sample=False)
+        mem_states.append(path.mean.cpu().numpy())
+        mem_true.append(b.states[:, :tau].cpu().numpy())
+        pred_states.append(lat[..., :gtmsm.config.state_dim].cpu().numpy())
+        pred_true.append(b.states[:, tau:tau + horizon].cpu().numpy())
+        if examples is None:
+            examples = {"truth": truth.cpu().numpy(), "gtmsm": pred.cpu().numpy(),
+                        "baseline": base.cpu().numpy(), "floor": floor.cpu().numpy(),
+                        "mem_states": path.mean.cpu().numpy(), "pred_states": pred_states[-1],
+                        "mem_true": mem_true[-1], "pred_true": pred_true[-1]}
+    per = {k: np.concatenate(v) for k, v in mse.items()}  # [N, horizon]
+    S = gtmsm.config.state_dim
+    out = {"n_sequences": n,
+           "per_step": {k: summarize(v) for k, v in per.items()},
+           "mean_mse": {k: float(v.mean()) for k, v in per.items()},
+           "mean_mse_ci95": {k: _ci(v.mean(1, keepdims=True)) for k, v in per.items()},
+           "r2_memorised_states": r2_affine(np.concatenate(mem_states).reshape(-1, S),
+                                            np.concatenate(mem_true).reshape(-1, 2)),
+           "r2_predicted_states": r2_affine(np.concatenate(pred_states).reshape(-1, S),
+                                            np.concatenate(pred_true).reshape(-1, 2))}
+    m = out["mean_mse"]
+    out["ratio_gtmsm_to_floor"] = m["gtmsm"] / m["floor"]
+    out["ratio_baseline_to_gtmsm"] = m["baseline"] / m["gtmsm"]
+    out["target_gtmsm_le_1.5x_floor"] = bool(out["ratio_gtmsm_to_floor"] <= 1.5)
+    out["target_baseline_ge_3x_gtmsm"] = bool(out["ratio_baseline_to_gtmsm"] >= 3.0)
+    return out, examples
+
+
+def step_time(config: GTMSMConfig, device: str, batch: Batch, repeats: int = 5) -> float:
+    """Median seconds of one optimiser step (forward, backward, Adam) at the batch's size."""
+    torch.manual_seed(0)
+    m = GTMSM(config).to(device)
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        out = m.loss(batch)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        sync()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def plots(result: dict, examples: dict, tau: int, stem: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    labels = {"gtmsm": "GTM-SM", "floor": "VAE reconstruction (floor)",
+              "baseline": "no-memory baseline"}
+    for k, lab in labels.items():
+        s = result["per_step"][k]
+        h = np.arange(1, len(s["mean"]) + 1)
+        ax.plot(h, s["mean"], label=lab)
+        ax.fill_between(h, s["ci_low"], s["ci_high"], alpha=0.25)
+    ax.set_xlabel("prediction step after the memorisation phase")
+    ax.set_ylabel("per-frame MSE")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"image navigation: {result['n_sequences']} test worlds, tau = {tau}")
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+    files.append(str(stem.with_suffix(".png")))
+
+    # figure 7.2c: inferred states of one test sequence, coloured by the true position
+    ms, mt = examples["mem_states"][0], examples["mem_true"][0]
+    ps, pt = examples["pred_states"][0], examples["pred_true"][0]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    axes[0].scatter(mt[:, 1], -mt[:, 0], c=np.arange(len(mt)), cmap="viridis", s=12)
+    axes[0].set_title("true positions (memorisation)")
+    code = mt[:, 0] * 9 + mt[:, 1]
+    axes[1].scatter(ms[:, 0], ms[:, 1], c=code, cmap="tab20", s=14)
+    axes[1].set_title("inferred states s_t (colour = true cell)")
+    axes[2].scatter(ms[:, 0], ms[:, 1], c="lightgrey", s=10, label="memorised")
+    axes[2].scatter(ps[:, 0], ps[:, 1], c=pt[:, 0] * 9 + pt[:, 1], cmap="tab20", s=14, marker="x",
+                    label="predicted")
+    axes[2].set_title("predicted states (from actions only)")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    path = stem.parent / f"{stem.name}_states.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    files.append(str(path))
+
+    # figure 7.2d: true vs predicted frames at the start and the end of the prediction phase
+    H = examples["truth"].shape[1]
+    cols = list(range(0, 8)) + list(range(max(8, H - 48), max(8, H - 48) + 8))
+    cols = [c for c in cols if c < H]
+    rows = [("true", examples["truth"][0]), ("GTM-SM", examples["gtmsm"][0]),
+            ("floor", examples["floor"][0]), ("no memory", examples["baseline"][0])]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(len(cols) * 0.7, len(rows) * 0.8))
+    for r, (name, clip) in enumerate(rows):
+        for c, t in enumerate(cols):
+            ax = axes[r, c]
+            ax.imshow(np.clip(clip[t].transpose(1, 2, 0), 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t={tau + t + 1}", fontsize=6)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=6)
+    fig.tight_layout()
+    path = stem.parent / f"{stem.name}_frames.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    files.append(str(path))
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reduced", action="store_true", help="short training (see REDUCED)")
+    p.add_argument("--preset", default="image_navigation")
+    p.add_argument("--data-dir", default=None, help="default runs/data/<preset>")
+    p.add_argument("--run-dir", default=None, help="default runs/gtmsm_navigation[_reduced]")
+    p.add_argument("--tau", type=int, default=256)
+    p.add_argument("--train-predict", type=int, default=32)
+    p.add_argument("--test-predict", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--baseline-steps", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--final-lr", type=float, default=None)
+    p.add_argument("--anneal-steps", type=int, default=None)
+    p.add_argument("--grad-clip", type=float, default=10.0)
+    p.add_argument("--encoder", default="mlp", choices=["mlp", "conv"])
+    p.add_argument("--max-test", type=int, default=-1, help="-1: preset default, 0: all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--name", default=None, help="results name (default by configuration)")
+    args = p.parse_args(argv)
+    base = REDUCED if args.reduced else PAPER
+    for k, v in base.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if args.max_test == -1:
+        args.max_test = base["max_test"]
+    elif args.max_test == 0:
+        args.max_test = None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = args.name or ("gtmsm_navigation_reduced" if args.reduced else "gtmsm_navigation")
+    run_dir = Path(args.run_dir or ROOT / "runs" / name)
+    data_dir = ensure_dataset(args.preset, Path(args.data_dir or ROOT / "runs" / "data" / args.preset))
+    train_set = ShardSequences(data_dir, "train")
+    test_set = ShardSequences(data_dir, "test")
+    T_data = train_set.obs.shape[1]
+    if T_data < args.tau + args.test_predict:
+        raise ValueError(f"--test-predict: sequences of {T_data} steps are shorter than tau + "
+                         f"test_predict = {args.tau + args.test_predict}")
+
+    cfg = GTMSMConfig(tau=args.tau, predict_steps=args.train_predict, encoder=args.encoder,
+                      obs_shape=tuple(int(s) for s in train_set[0]["obs"].shape[1:]),
+                      action_dim=train_set.actions.shape[-1])
+    torch.manual_seed(args.seed)
+    gtmsm = GTMSM(cfg)
+    baseline = GTMSM(GTMSMConfig(**{**vars(cfg), "memory": False}))
+    training = {"gtmsm": train(gtmsm, args.steps, args, run_dir / "gtmsm", train_set),
+                "baseline": train(baseline, args.baseline_steps, args, run_dir / "baseline", train_set)}
+    gtmsm.eval().to(args.device)
+    baseline.eval().to(args.device)
+    result, examples = evaluate(gtmsm, baseline, test_set, args.tau, args.test_predict,
+                                args.max_test, 32, args.device)
+    result["training"] = training
+    result["M"] = gtmsm.transition.M.weight.detach().cpu().tolist()
+    timing_batch = train_set.batch(range(args.batch_size)).to(args.device)
+    timing_batch = Batch(timing_batch.obs[:, :args.tau + args.train_predict],
+                         timing_batch.actions[:, :args.tau + args.train_predict],
+                         timing_batch.mask[:, :args.tau + args.train_predict])
+    result["train_step_s"] = {"batch": args.batch_size, "T": args.tau + args.train_predict,
+                              "device": args.device, "threads": torch.get_num_threads(),
+                              "median_s": step_time(cfg, args.device, timing_batch)}
+
+    out = save_results(name, {**vars(args), "model": vars(cfg)}, result,
+                       argv=["-m", "experiments.gtmsm_navigation",
+                             *(argv if argv is not None else sys.argv[1:])], seed=args.seed)
+    result_files = plots(result, examples, args.tau, out.with_suffix(""))
+    try:
+        from worldmodels.video import tile_clips, write_video
+
+        rows = [[examples["truth"][i], examples["gtmsm"][i], examples["baseline"][i],
+                 np.abs(examples["truth"][i] - examples["gtmsm"][i])] for i in range(4)]
+        video = write_video(tile_clips(rows), run_dir / "prediction.mp4", fps=8, scale=4)
+        print(f"video: {video}")
+    except Exception as e:  # video encoding is optional (ffmpeg)
+        print(f"video skipped: {e}")
+    m = result["mean_mse"]
+    print(f"mean MSE over {args.test_predict} predicted steps: GTM-SM {m['gtmsm']:.5f}, "
+          f"floor {m['floor']:.5f}, no-memory {m['baseline']:.5f}; "
+          f"GTM-SM/floor {result['ratio_gtmsm_to_floor']:.2f}, "
+          f"baseline/GTM-SM {result['ratio_baseline_to_gtmsm']:.2f}; "
+          f"R^2 states memorised {result['r2_memorised_states']:.3f}, "
+          f"predicted {result['r2_predicted_states']:.3f}; "
+          f"step {result['train_step_s']['median_s']:.3f} s")
+    print(f"wrote {out} and {', '.join(result_files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
