@@ -19,6 +19,7 @@ import torch
 from worldmodels.kalman import small
 from worldmodels.kalman.inputs import Problem
 from worldmodels.kalman.results import FilterResult
+from worldmodels.kalman.steps import symmetrise
 
 MAX_DIM = 8
 
@@ -50,41 +51,43 @@ def filter_batch_last(pb: Problem) -> FilterResult:
     mask = None if pb.mask is None else pb.mask.t()               # [T, B]
     mean = pb.mu0.t()                                             # [n, B]
     P = pb.P0.unsqueeze(-1) if pb.P0.dim() == 2 else pb.P0.permute(1, 2, 0)
-    pm, pP, fm, fP, lls = [], [], [], [], []
     const = 0.5 * m * math.log(2 * math.pi)
+    pm, pP, fm, fP, ws, logdets = [], [], [], [], [], []
     for t in range(T):
         if t > 0:
             At = _pick(A, t)
             mean = small.mv(At, mean)
             if Bu is not None:
                 mean = mean + Bu[t]
-            P = small.sym(small.mm(small.mm(At, P), small.tr(At)) + Q)
+            P = small.mm(small.mm(At, P), small.tr(At)) + Q      # symmetrised after the loop
         pm.append(mean)
         pP.append(P)
         Ct = _pick(C, t)
         CP = small.mm(Ct, P)                                      # [m, n, *]
-        S = small.mm(CP, small.tr(Ct)) + R
-        L, _ = small.cholesky(S)
+        L = small.cholesky_entries(small.mm(CP, small.tr(Ct)) + R)
         v = y[t] - small.mv(Ct, mean)                             # [m, B]
-        Wc = small.forward_sub(L, CP)                             # L^-1 C P
-        w = small.forward_sub(L, v.unsqueeze(1)).squeeze(1)       # L^-1 v
-        Kt = small.backward_sub_t(L, Wc)                          # K^T = S^-1 C P
+        if CP.shape[-1] != batch:
+            CP = CP.expand(m, n, batch)
+        W = small.forward_sub_entries(L, torch.cat([CP, v.unsqueeze(1)], 1))
+        Wc, w = W[:, :n], W[:, n]                                 # L^-1 C P, L^-1 v
+        Kt = small.backward_sub_t_entries(L, Wc)                  # K^T = S^-1 C P
         K = small.tr(Kt)
         mean_f = mean + small.vm(w, Wc)                           # m + K v
         IKC = I - small.mm(K, Ct)
         P_f = small.sym(small.mm(small.mm(IKC, P), small.tr(IKC)) + small.mm(small.mm(K, R), Kt))
-        logdet = torch.diagonal(L, dim1=0, dim2=1).log().sum(-1)
-        ll = -0.5 * (w * w).sum(0) - logdet - const               # [B] (or broadcast)
         if mask is not None:
             keep = mask[t]
             mean_f = torch.where(keep, mean_f, mean)
             P_f = torch.where(keep, P_f, P)
-            ll = torch.where(keep, ll, torch.zeros((), dtype=ll.dtype, device=ll.device))
         mean, P = mean_f, P_f
         fm.append(mean)
         fP.append(P)
-        lls.append(ll.expand(batch))
-    ll = torch.stack(lls, 0)
+        ws.append(w)
+        logdets.append(small.log_diag_sum(L).expand(batch))
+    w = torch.stack(ws, 0)                                        # [T, m, B]
+    ll = -0.5 * (w * w).sum(1) - torch.stack(logdets, 0) - const  # [T, B]
+    if mask is not None:
+        ll = torch.where(mask, ll, torch.zeros((), dtype=ll.dtype, device=ll.device))
     if not bool(torch.isfinite(ll).all()):
         bad = (~torch.isfinite(ll)).nonzero()[0].tolist()
         raise ValueError(f"innovation covariance C P C^T + R is not positive definite or the filter "
@@ -96,7 +99,7 @@ def filter_batch_last(pb: Problem) -> FilterResult:
         return X.permute(3, 2, 0, 1).expand(batch, T, n, n)
 
     return FilterResult(pred_mean=torch.stack(pm, 1).permute(2, 1, 0),
-                        pred_cov=covs(pP),
+                        pred_cov=symmetrise(covs(pP)),
                         filt_mean=torch.stack(fm, 1).permute(2, 1, 0),
                         filt_cov=covs(fP),
                         log_likelihood=ll.sum(0))

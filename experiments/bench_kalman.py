@@ -1,0 +1,203 @@
+"""Benchmark of the Kalman core: batched RTS smoother (filter + smoother) timings.
+
+Problem: B = 256 sequences, T in {20, 100, 500}, state n = 4, observation m = 2, float32, CPU.
+Measured in the same run (anchors are optional and skipped when not installed):
+
+* ``torch_shared``: ``kalman_smoother`` with shared A, C, P0 (the covariance recursion is
+  computed once for the batch; the default code path for this problem).
+* ``torch_per_sequence``: the same problem with a per-sequence P0 ``[B, n, n]``, which forces the
+  per-sequence covariance path that time-varying ``A_t, C_t`` and masks (the KVAE) use.
+* ``torch_parallel``: ``method="parallel"`` (associative scan; meant for GPUs).
+* ``torch_train_step``: per-sequence path, forward + backward of ``log_likelihood + mean``.
+* ``dynamax``: ``jax.jit(jax.vmap(lgssm_smoother))`` (compiled before timing).
+* ``pykalman``: ``KalmanFilter.smooth`` looped over the sequences (T = 100 only; slow).
+
+Every figure is the median of ``--repeats`` runs after a warm-up.  Run::
+
+    python -m experiments.bench_kalman            # writes experiments/results/bench_kalman.json + .png
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from experiments._results import RESULTS_DIR, save_results
+from worldmodels.kalman import kalman_smoother
+
+
+def make_problem(batch: int, steps: int, n: int, m: int, seed: int) -> dict[str, np.ndarray]:
+    """A stable random LGSSM and observations simulated from it (float32 numpy arrays)."""
+    rng = np.random.default_rng(seed)
+    M = rng.standard_normal((n, n))
+    A = 0.97 * M / np.linalg.norm(M, 2)
+    C = rng.standard_normal((m, n))
+    Q = 0.1 * np.eye(n)
+    R = 0.2 * np.eye(m)
+    z = rng.standard_normal((batch, n))
+    obs = np.empty((batch, steps, m))
+    for t in range(steps):
+        if t > 0:
+            z = z @ A.T + rng.multivariate_normal(np.zeros(n), Q, size=batch)
+        obs[:, t] = z @ C.T + rng.multivariate_normal(np.zeros(m), R, size=batch)
+    f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
+    return dict(A=f32(A), C=f32(C), Q=f32(Q), R=f32(R), mu0=f32(np.zeros(n)), P0=f32(np.eye(n)),
+                obs=f32(obs))
+
+
+def median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def torch_timings(p: dict[str, np.ndarray], repeats: int, device: str) -> tuple[dict, np.ndarray]:
+    kw = {k: torch.from_numpy(v).to(device) for k, v in p.items()}
+    obs = kw.pop("obs")
+    batch, n = obs.shape[0], kw["A"].shape[0]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        out["torch_shared"] = median_ms(lambda: kalman_smoother(obs, **kw), repeats, sync)
+        kw_seq = dict(kw, P0=kw["P0"].expand(batch, n, n))
+        out["torch_per_sequence"] = median_ms(lambda: kalman_smoother(obs, **kw_seq), repeats, sync)
+        out["torch_parallel"] = median_ms(lambda: kalman_smoother(obs, **kw, method="parallel"),
+                                          max(3, repeats // 3), sync)
+        means = kalman_smoother(obs, **kw).mean.cpu().numpy()
+    A = kw["A"].clone().requires_grad_(True)
+
+    def train_step():
+        r = kalman_smoother(obs, **dict(kw_seq, A=A))
+        (r.log_likelihood.sum() + r.mean.sum()).backward()
+
+    out["torch_train_step"] = median_ms(train_step, max(3, repeats // 3), sync)
+    return out, means
+
+
+def dynamax_timing(p: dict[str, np.ndarray], repeats: int) -> tuple[float, np.ndarray] | None:
+    try:
+        import jax
+        import jax.numpy as jnp
+        from dynamax.linear_gaussian_ssm.inference import (ParamsLGSSM, ParamsLGSSMDynamics,
+                                                            ParamsLGSSMEmissions, ParamsLGSSMInitial,
+                                                            lgssm_smoother)
+    except ImportError:
+        return None
+    n, m = p["A"].shape[0], p["C"].shape[0]
+    params = ParamsLGSSM(
+        initial=ParamsLGSSMInitial(mean=jnp.asarray(p["mu0"]), cov=jnp.asarray(p["P0"])),
+        dynamics=ParamsLGSSMDynamics(weights=jnp.asarray(p["A"]), bias=jnp.zeros(n),
+                                     input_weights=jnp.zeros((n, 0)), cov=jnp.asarray(p["Q"])),
+        emissions=ParamsLGSSMEmissions(weights=jnp.asarray(p["C"]), bias=jnp.zeros(m),
+                                       input_weights=jnp.zeros((m, 0)), cov=jnp.asarray(p["R"])))
+    obs = jnp.asarray(p["obs"])
+    fn = jax.jit(jax.vmap(lambda y: lgssm_smoother(params, y).smoothed_means))
+    ms = median_ms(lambda: jax.block_until_ready(fn(obs)), repeats)
+    return ms, np.asarray(fn(obs))
+
+
+def pykalman_timing(p: dict[str, np.ndarray], num_seqs: int) -> tuple[float, np.ndarray] | None:
+    try:
+        from pykalman import KalmanFilter
+    except ImportError:
+        return None
+    kf = KalmanFilter(transition_matrices=p["A"], observation_matrices=p["C"],
+                      transition_covariance=p["Q"], observation_covariance=p["R"],
+                      initial_state_mean=p["mu0"], initial_state_covariance=p["P0"])
+    t0 = time.perf_counter()
+    means = [kf.smooth(p["obs"][b])[0] for b in range(num_seqs)]
+    ms = 1e3 * (time.perf_counter() - t0)
+    batch = p["obs"].shape[0]
+    return ms * batch / num_seqs, np.stack(means)
+
+
+def plot(results: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(int(t) for t in results)
+    keys = ["torch_shared", "torch_per_sequence", "torch_parallel", "torch_train_step", "dynamax", "pykalman"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in keys:
+        xs = [t for t in steps if results[str(t)].get(k) is not None]
+        if xs:
+            ax.plot(xs, [results[str(t)][k] for t in xs], marker="o", label=k)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel("median time per call (ms), B = 256")
+    ax.set_title("Batched RTS smoother, n = 4, m = 2, float32")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, nargs="+", default=[20, 100, 500])
+    ap.add_argument("--state-dim", type=int, default=4)
+    ap.add_argument("--obs-dim", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--pykalman-steps", type=int, nargs="*", default=[100],
+                    help="T values for which the (slow) pykalman loop is timed")
+    ap.add_argument("--pykalman-seqs", type=int, default=256,
+                    help="sequences pykalman smooths (time is scaled to --batch)")
+    ap.add_argument("--no-anchors", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="bench_kalman")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results: dict[str, dict] = {}
+    for T in tqdm(args.steps, desc="bench_kalman"):
+        p = make_problem(args.batch, T, args.state_dim, args.obs_dim, args.seed)
+        row, means = torch_timings(p, args.repeats, "cpu")
+        if "cuda" in devices:
+            gpu, _ = torch_timings(p, args.repeats, "cuda")
+            row.update({f"gpu_{k}": v for k, v in gpu.items()})
+        row["dynamax"] = row["pykalman"] = None
+        if not args.no_anchors:
+            dyn = dynamax_timing(p, args.repeats)
+            if dyn is not None:
+                row["dynamax"] = dyn[0]
+                row["dynamax_max_abs_diff_means"] = float(np.abs(dyn[1] - means).max())
+                row["ratio_torch_shared_to_dynamax"] = row["torch_shared"] / dyn[0]
+                row["ratio_torch_per_sequence_to_dynamax"] = row["torch_per_sequence"] / dyn[0]
+            if T in args.pykalman_steps:
+                pk = pykalman_timing(p, min(args.pykalman_seqs, args.batch))
+                if pk is not None:
+                    row["pykalman"] = pk[0]
+                    k = pk[1].shape[0]
+                    row["pykalman_max_abs_diff_means"] = float(np.abs(pk[1] - means[:k]).max())
+                    row["speedup_torch_shared_vs_pykalman"] = pk[0] / row["torch_shared"]
+        results[str(T)] = row
+        tqdm.write(f"T={T}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if v is not None))
+    config = dict(vars(args), dtype="float32", devices=devices)
+    path = save_results(args.name, config, results, argv=["-m", "experiments.bench_kalman", *(argv or sys.argv[1:])],
+                        seed=args.seed)
+    plot(results, RESULTS_DIR / f"{args.name}.png")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
