@@ -73,3 +73,38 @@ def test_plan_command_with_oracle(tmp_path):
     res = json.loads((tmp_path / "plan.json").read_text())
     assert len(res["returns"]) == 2 and res["planner_config"]["horizon"] == 4
     assert all(-16.3 * 5 <= r <= 0 for r in res["returns"])
+
+
+def test_rl_loop_round_trip_and_resume(tmp_path):
+    """One collect / fine-tune / evaluate round on the pixel pendulum with a tiny KVAE; a rerun
+    resumes (nothing is redone) and a second round continues from the saved model."""
+    pytest.importorskip("worldmodels.data")
+    from agents.reward import RewardHead, RewardHeadConfig
+    from agents.rl_loop import RLLoopConfig, run_rl_loop
+    from envs.generate import DatasetSpec, generate_dataset
+    from worldmodels.kvae import KVAE, KVAEConfig
+
+    spec = DatasetSpec("tiny_pendulum", "worldmodels/Pendulum-v0", 6, {"train": 8, "valid": 4},
+                       policy="uniform", shard_size=8, seed=0)
+    data = tmp_path / "data"
+    generate_dataset(spec, data, num_workers=1, progress=False)
+    torch.manual_seed(0)
+    model = KVAE(KVAEConfig(obs_shape=(1, 16, 16), action_dim=1, a_dim=2, z_dim=3, num_modes=2,
+                            encoder="mlp", decoder="mlp", mlp_hidden=(32,), dynamics_hidden=8))
+    head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=1, hidden=(16,)))
+    cfg = RLLoopConfig(rounds=1, collect_episodes=2, episode_steps=12, eval_episodes=2, context=3,
+                       planner="cem", planner_overrides={"horizon": 3, "population": 16, "num_elites": 4,
+                                                         "iterations": 2},
+                       train_steps=2, reward_steps=5, batch_size=4, video=False)
+    run = tmp_path / "run"
+    recs = run_rl_loop(model, head, data, run, cfg, progress=False)
+    assert len(recs) == 1 and np.isfinite(recs[0]["eval_return_mean"])
+    m = json.loads((run / "data" / "manifest.json").read_text())
+    assert m["splits"]["train"]["num_sequences"] == 8 + 2 * 2  # two 12-step episodes -> 4 windows of 6
+    assert (run / "round_000" / "reward_head.pt").exists()
+    again = run_rl_loop(model, head, data, run, cfg, progress=False)  # resume: nothing left to do
+    assert again == recs
+    cfg.rounds = 2
+    recs2 = run_rl_loop(model, head, data, run, cfg, progress=False)
+    assert [r["round"] for r in recs2] == [0, 1]
+    assert json.loads((run / "data" / "manifest.json").read_text())["splits"]["train"]["num_sequences"] == 16
