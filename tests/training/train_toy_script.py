@@ -18,7 +18,7 @@ from toy_models import ToyConfig, ToyDataset, ToyModel  # noqa: E402
 from worldmodels.training import TrainConfig, Trainer  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("run_dir")
     p.add_argument("steps", type=int)
@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--params-out", default=None)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.manual_seed(0)
     model = ToyModel(ToyConfig(noise=a.noise))
     cfg = TrainConfig(steps=a.steps, batch_size=a.batch, lr=1e-2, log_every=1, checkpoint_every=4,

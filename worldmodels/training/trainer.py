@@ -520,7 +520,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        if cfg.deterministic:
+        prev_det = (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled())
+        if cfg.deterministic:  # restored when fit returns
             torch.use_deterministic_algorithms(True, warn_only=True)
         self._resumed = False
         self._seed()
@@ -586,6 +588,7 @@ class Trainer:
         finally:
             pbar.close()
             self.logger.close()
+            torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
             if self.dist.initialized_here:
                 import torch.distributed as dist
 
