@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--name", default=None, help="results name (default by configuration)")
+    p.add_argument("--results-dir", default=None, help="default experiments/results")
     args = p.parse_args(argv)
     base = REDUCED if args.reduced else PAPER
     for k, v in base.items():
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = save_results(name, {**vars(args), "model": vars(cfg)}, result,
                        argv=["-m", "experiments.gtmsm_navigation",
-                             *(argv if argv is not None else sys.argv[1:])], seed=args.seed)
+                             *(argv if argv is not None else sys.argv[1:])], seed=args.seed,
+                       out_dir=args.results_dir)
     result_files = plots(result, examples, args.tau, out.with_suffix(""))
     try:
         from worldmodels.video import tile_clips, write_video

@@ -218,3 +218,22 @@ def test_shape_errors():
         m.observe(torch.rand(2, 5, 3, 8, 8), torch.zeros(2, 5, 4))
     with pytest.raises(ValueError, match="state_dim"):
         GTMSMConfig(rotation=True, state_dim=2)
+
+
+def test_aux_loss_finds_the_still_action_and_blocked_moves():
+    m = small()
+    obs, a, pos = crop_world_batch(8, 30, seed=7)
+    moved, known = m.frame_moved(obs)
+    path = m.infer_states(a, moved, known)
+    gate, still = m.transition_aux_loss(path, a, moved, known)
+    M = m.transition.M.weight
+    assert torch.allclose(still, (M[:, 4] ** 2).sum())  # only "stay" is non-moving
+    # the gate's BCE only covers moving actions: perfect predictions give ~0
+    with torch.no_grad():
+        m.transition.gate_net[-1].bias.fill_(0.0)
+        m.transition.gate_net[-1].weight.zero_()
+    g2, _ = m.transition_aux_loss(path, a, moved, known)
+    assert abs(g2.item() - math.log(2)) < 1e-4  # logit 0 everywhere: BCE = log 2
+    # blocked moves exist in this data (border) and are labelled 0
+    true_moved = (pos[:, 1:] != pos[:, :-1]).any(-1).float()
+    assert torch.equal(moved, true_moved) and (moved == 0).any()

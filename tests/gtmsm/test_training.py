@@ -53,10 +53,14 @@ def test_tiny_gtmsm_memorises_and_beats_no_memory_baseline(one_thread):
             results[memory] = ((pred - obs[:, TAU:]) ** 2).mean().item()
             floor = ((m.reconstruct(obs[:, TAU:]) - obs[:, TAU:]) ** 2).mean().item()
             if memory:
+                M = m.transition.M.weight
+                still_norm = M[:, 4].norm().item()  # "stay" learned as no displacement
+                move_norm = M[:, :4].norm(dim=0).min().item()
                 moved, known = m.frame_moved(obs)
                 states = m.infer_states(a, moved, known, sample=False).mean[:, :TAU]
                 rel = pos[:, :TAU] - pos[:, :1]  # s_0 = 0 is the start position
                 r2 = r2_linear(states.reshape(-1, 2), rel.reshape(-1, 2))
+    assert still_norm < 0.1 * move_norm, (still_norm, move_norm)
     assert r2 > 0.95, f"learned states do not map linearly to positions: R^2 = {r2:.3f}"
     assert results[True] < 0.75 * results[False], results
     assert results[True] < 2.5 * floor, (results, floor)

@@ -41,8 +41,10 @@ class GTMSMConfig:
     momentum: bool = False  # 7.4.2.2: d_t = c_s * tanh(sigmoid(c_f) * d_{t-1} + M a_t)
     #: at inference time (frames known) a move whose next frame is identical to the current
     #: one is treated as blocked (zero displacement); the gate learns to predict this (BCE on
-    #: the frame-change signal) for prediction without frames. Uses only frames and actions.
+    #: the frame-change signal) and non-moving actions learn a zero displacement, for
+    #: prediction without frames. Uses only frames and actions.
     blocked_from_frames: bool = True
+    #: weight of those two self-supervised terms (``GTMSM.transition_aux_loss``).
     gate_loss_weight: float = 1.0
     #: max |x_{t+1} - x_t| under which two frames count as identical.
     same_frame_tol: float = 1e-4

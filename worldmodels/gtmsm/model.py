@@ -267,25 +267,40 @@ class GTMSM(WorldModel):
         return StatePath(torch.stack(samples, 1), torch.stack(means, 1), torch.stack(logvars, 1),
                          torch.stack(disps, 1), torch.stack(kls, 1))
 
-    def gate_loss(self, path: StatePath, actions: torch.Tensor, moved: torch.Tensor,
-                  known: torch.Tensor) -> torch.Tensor:
-        """BCE teaching the wall gate to predict, from the state, whether a move succeeds.
+    def transition_aux_loss(self, path: StatePath, actions: torch.Tensor, moved: torch.Tensor,
+                            known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-supervised losses that let the prior transition predict without frames.
 
-        Targets are "the next frame differs" on steps whose action is a moving one; an action
-        index counts as moving when more than 10 % of its steps in the batch change the frame
-        (so "stay", which never does, is excluded without being named). Inputs are detached: the gate learns the map, it does
-        not bend the states.
+        With ``blocked_from_frames`` the inferred states use "the frame changed" instead of the
+        gate, so the ELBO alone teaches neither the gate nor the displacement of actions that
+        never move (e.g. "stay"). Two terms, from frames and actions only:
+
+        * ``gate_bce``: BCE teaching the gate ``sigma_d(s_{t-1} + M a_t)`` whether a move
+          succeeds (target: the next frame differs), on steps whose action is a moving one;
+        * ``still``: squared displacement ``|M a_t|^2`` of non-moving actions.
+
+        An action index counts as moving when more than 10 % of its steps in the batch change
+        the frame ("stay", which never does, is found without being named). Gate inputs are
+        detached: the gate learns the map, it does not bend the states. Returns both scalars.
         """
         a = actions[:, :-1]
         w_known = known.to(a.dtype).unsqueeze(-1)
         frac = (a * moved.unsqueeze(-1) * w_known).sum((0, 1)) / (a * w_known).sum((0, 1)).clamp(min=1e-6)
+        used = (a * w_known).sum((0, 1)) > 0
         moving = (frac > 0.1).to(a.dtype)  # [A]
         weight = (a * moving).sum(-1) * known.to(a.dtype)  # [B, T-1]
-        prev = path.sample[:, :-1].detach()
-        disp = self.transition.to_state_space(prev, path.disp[:, 1:].detach())
-        logit = self.transition.gate_logit(prev + disp).squeeze(-1)
-        bce = F.binary_cross_entropy_with_logits(logit, moved, reduction="none")
-        return (bce * weight).sum() / weight.sum().clamp(min=1.0)
+        if self.config.gate:
+            prev = path.sample[:, :-1].detach()
+            disp = self.transition.to_state_space(prev, path.disp[:, 1:].detach())
+            logit = self.transition.gate_logit(prev + disp).squeeze(-1)
+            bce = F.binary_cross_entropy_with_logits(logit, moved, reduction="none")
+            gate = (bce * weight).sum() / weight.sum().clamp(min=1.0)
+        else:
+            gate = a.new_zeros(())
+        still_actions = (1.0 - moving) * used.to(a.dtype)  # [A]
+        M = self.transition.M.weight  # [S, A]
+        still = ((M ** 2).sum(0) * still_actions).sum() / still_actions.sum().clamp(min=1.0)
+        return gate, still
 
     # ----------------------------------------------------------------- memory
     def memorise(self, path: StatePath, code_mean: torch.Tensor, code_logvar: torch.Tensor,
@@ -364,10 +379,11 @@ class GTMSM(WorldModel):
         loss = -(recon - kl) + kl_s
         terms = {"recon": recon.detach(), "kl_z": kl.detach(), "kl_s": kl_s.detach(),
                  "elbo": (recon - kl - kl_s).detach()}
-        if cfg.gate and cfg.blocked_from_frames and cfg.gate_loss_weight > 0:
-            g = self.gate_loss(path, actions, moved, known)
-            loss = loss + cfg.gate_loss_weight * g
-            terms["gate_bce"] = g.detach()
+        if cfg.blocked_from_frames and cfg.gate_loss_weight > 0:
+            gate, still = self.transition_aux_loss(path, actions, moved, known)
+            loss = loss + cfg.gate_loss_weight * (gate + still)
+            terms["gate_bce"] = gate.detach()
+            terms["still_disp"] = still.detach()
         with torch.no_grad():
             terms["recon_mse"] = ((self.decode_code(mu_p) - obs[:, tau:]) ** 2).mean()
         return LossOutput(loss, terms)
