@@ -1,0 +1,39 @@
+"""The image-navigation experiment runs end to end on a tiny dataset (a few training steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_gtmsm_navigation_experiment_smoke(tmp_path, one_thread):
+    pytest.importorskip("envs.generate")
+    from experiments import gtmsm_navigation
+
+    rc = gtmsm_navigation.main([
+        "--reduced", "--preset", "image_navigation_small", "--data-dir", str(tmp_path / "data"),
+        "--run-dir", str(tmp_path / "run"), "--results-dir", str(tmp_path / "res"),
+        "--tau", "64", "--train-predict", "16", "--test-predict", "32", "--steps", "3",
+        "--baseline-steps", "2", "--max-test", "6", "--batch-size", "4", "--name", "smoke"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "res" / "smoke.json").read_text())
+    res = rec["results"]
+    assert res["n_sequences"] == 6
+    for k in ("gtmsm", "floor", "baseline"):
+        assert len(res["per_step"][k]["mean"]) == 32
+        assert res["mean_mse"][k] > 0
+    assert -1.0 <= res["r2_memorised_states"] <= 1.0
+    assert res["train_step_s"]["T"] == 80 and res["train_step_s"]["median_s"] > 0
+    for f in ("smoke.png", "smoke_states.png", "smoke_frames.png"):
+        assert (tmp_path / "res" / f).stat().st_size > 0
+    assert (tmp_path / "run" / "gtmsm" / "checkpoints").is_dir()
