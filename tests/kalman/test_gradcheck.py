@@ -62,3 +62,25 @@ def test_gradcheck_filter_only_and_steps():
         return update_step(mp, Pp, y, Cm, R, mask=torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
 
     assert torch.autograd.gradcheck(steps, (m, Lp, y, Cm, A))
+
+
+@pytest.mark.parametrize("impl", ["batch_first", "batch_last"])
+def test_gradcheck_each_internal_implementation(impl):
+    """The GPU path (batch_first) and the CPU path (batch_last) are both differentiable."""
+    from worldmodels.kalman.inputs import prepare
+    from worldmodels.kalman.sequential import filter_sequential, sample_sequential, smoother_sequential
+
+    args, mk = _inputs(True, True)
+    eps = torch.randn(2, 2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def run(*a):
+        kw = dict(zip(NAMES, a))
+        for k in ("Q", "R", "P0"):
+            L = torch.tril(kw[k])
+            kw[k] = L @ L.mT
+        pb = prepare(kw.pop("obs"), mask=mk, **kw)
+        f = filter_sequential(pb, impl)
+        mean, cov, cross = smoother_sequential(pb, f, impl)
+        return f.log_likelihood, mean, cov, cross, sample_sequential(pb, f, eps, impl)
+
+    assert torch.autograd.gradcheck(run, args, fast_mode=True)

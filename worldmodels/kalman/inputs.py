@@ -23,7 +23,7 @@ class Problem:
     * ``mask`` ``[B, T]`` bool (True = observed) or None (all observed).
     * ``A`` ``[n, n]`` (shared) or ``[B, T, n, n]``; ``C`` ``[m, n]`` or ``[B, T, m, n]``.
     * ``Q`` ``[n, n]``, ``R`` ``[m, m]``, ``mu0`` ``[B, n]``, ``P0`` ``[n, n]`` or ``[B, n, n]``.
-    * ``Bu`` ``[B, T, n]`` control input ``B_t u_t`` (index 0 unused) or None.
+    * ``Bu`` ``[B, T, n]`` control input ``B_t u_t`` (zero at t = 0, which the model ignores) or None.
     """
 
     obs: torch.Tensor
@@ -174,5 +174,8 @@ def prepare(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: torch.Ten
             Bu = controls @ B.mT
         else:
             Bu = (B @ controls.unsqueeze(-1)).squeeze(-1)
+        first = torch.ones(steps, 1, dtype=Bu.dtype, device=Bu.device)
+        first[0] = 0.0
+        Bu = Bu * first                                    # B_0 u_0 is ignored by the model
     mu0_b = mu0.expand(batch, n) if mu0.dim() == 1 else mu0
     return Problem(obs=obs, mask=mask_b, A=A, C=C, Q=Q, R=R, mu0=mu0_b, P0=P0, Bu=Bu)

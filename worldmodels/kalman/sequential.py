@@ -52,6 +52,38 @@ def _converged(P: torch.Tensor, P_prev: torch.Tensor) -> bool:
     return bool(((P - P_prev).abs().amax() <= tol * P.abs().amax()).item())
 
 
+def _repeat_last(X: torch.Tensor, steps: int) -> torch.Tensor:
+    """``X [k, ...]`` -> ``[steps, ...]`` with entries >= k equal to ``X[k - 1]``."""
+    k = X.shape[0]
+    if k == steps:
+        return X
+    return torch.cat([X, X[-1:].expand(steps - k, *X.shape[1:])], 0)
+
+
+def _rows_matmul(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """``x [..., a] @ M [a, b]`` as one GEMM (``x`` made contiguous first)."""
+    return (x.reshape(-1, x.shape[-1]) @ M).reshape(*x.shape[:-1], M.shape[-1])
+
+
+def _steps_matmul_tm(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Time-major ``x[t] @ M_t``: ``x [T, B, a]``, ``M [k, a, b]`` (steps >= k use ``M[k - 1]``)."""
+    k, T = M.shape[0], x.shape[0]
+    head = torch.bmm(x[:k], M) if x.is_contiguous() else torch.einsum("tba,tac->tbc", x[:k], M)
+    if k == T:
+        return head
+    return torch.cat([head, _rows_matmul(x[k:], M[-1])], 0)
+
+
+def _steps_matmul(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Row-vector products ``x[:, t] @ M_t``: ``x [B, T, a]``, ``M [k, a, b]`` (k <= T; steps
+    >= k use ``M[k - 1]``) -> ``[B, T, b]``; one GEMM for the repeated part."""
+    k, T = M.shape[0], x.shape[1]
+    head = torch.einsum("bta,tac->btc", x[:, :k], M)
+    if k == T:
+        return head
+    return torch.cat([head, x[:, k:] @ M[-1]], 1)
+
+
 def filter_shared(pb: Problem) -> FilterResult:
     """Filter when the covariance recursion is shared by the batch (see ``Problem.shared``).
 
@@ -71,11 +103,7 @@ def filter_shared(pb: Problem) -> FilterResult:
     P_pred, P_filt, gains, chols, infos = [], [], [], [], []
     for t in range(T):
         if steady and t >= 2 and _converged(P_filt[-1], P_filt[-2]):
-            # Riccati recursion at its fixed point: every later step repeats step t-1
-            k = T - t
-            for lst in (P_pred, P_filt, gains, chols, infos):
-                lst.extend([lst[-1]] * k)
-            break
+            break      # Riccati recursion at its fixed point: every later step repeats step t-1
         if t > 0:
             P = torch.addmm(Q, A @ P, At)
         P_pred.append(P)
@@ -90,34 +118,38 @@ def filter_shared(pb: Problem) -> FilterResult:
         gains.append(Kt)
         chols.append(L)
         infos.append(info)
+    # k distinct steps; steps >= k repeat step k - 1 (k = T without the shortcut)
     _raise_if_not_pd(torch.stack(infos), "innovation covariance C P C^T + R")
-    P_pred = symmetrise(torch.stack(P_pred))               # [T, n, n]
-    P_filt = torch.stack(P_filt)
-    Kt = torch.stack(gains)                                # [T, m, n]
-    G = eye - Ct @ Kt                                      # [T, n, n], rows: m (I - C^T K^T)
-    c = torch.einsum("btm,tmn->btn", pb.obs, Kt)           # [B, T, n]
-    if pb.Bu is not None:
-        cu = torch.einsum("btk,tkn->btn", pb.Bu[:, 1:], G[1:])   # B_0 u_0 is ignored
-        c = torch.cat([c[:, :1], c[:, 1:] + cu], 1)
-    F = At @ G                                             # [T, n, n]
-    m_ = torch.addmm(c[:, 0], pb.mu0, G[0])
+    P_pred = _repeat_last(symmetrise(torch.stack(P_pred)), T)     # [T, n, n]
+    P_filt = _repeat_last(torch.stack(P_filt), T)
+    # everything below is time-major [T, B, .] so per-step rows are contiguous
+    Kt = torch.stack(gains)                                # [k, m, n]
+    G = eye - Ct @ Kt                                      # [k, n, n], rows: m (I - C^T K^T)
+    obs = pb.obs.transpose(0, 1)                           # [T, B, m]
+    c = _steps_matmul_tm(obs, Kt)                          # [T, B, n]
+    if pb.Bu is not None:                                  # (pb.Bu[:, 0] is zero)
+        c = c + _steps_matmul_tm(pb.Bu.transpose(0, 1), G)
+    F = At @ G                                             # [k, n, n]
+    k = F.shape[0]
+    m_ = torch.addmm(c[0], pb.mu0, G[0])
     means = [m_]
     for t in range(1, T):
-        m_ = torch.addmm(c[:, t], m_, F[t])
+        m_ = torch.addmm(c[t], m_, F[min(t, k - 1)])
         means.append(m_)
-    filt_mean = torch.stack(means, 1)
-    pm = filt_mean[:, :-1] @ At
+    filt_mean = torch.stack(means, 0)                      # [T, B, n]
+    pm = _rows_matmul(filt_mean[:-1], At)
     if pb.Bu is not None:
-        pm = pm + pb.Bu[:, 1:]
-    pred_mean = torch.cat([pb.mu0.unsqueeze(1), pm], 1)
+        pm = pm + pb.Bu.transpose(0, 1)[1:]
+    pred_mean = torch.cat([pb.mu0.unsqueeze(0), pm], 0)
     # log-likelihood with the per-step Cholesky factors shared by the batch
-    L = torch.stack(chols)                                 # [T, m, m]
+    L = torch.stack(chols)                                 # [k, m, m]
     Linv = torch.linalg.solve_triangular(L, torch.eye(m, dtype=L.dtype, device=L.device).expand_as(L),
                                          upper=False)
-    v = pb.obs - pred_mean @ Ct                            # [B, T, m]
-    w = torch.einsum("tij,btj->bti", Linv, v)
-    logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)      # [T]
-    ll = (-0.5 * (w * w).sum(-1) - logdet - 0.5 * m * math.log(2 * math.pi)).sum(-1)
+    v = obs - _rows_matmul(pred_mean, Ct)                  # [T, B, m]
+    w = _steps_matmul_tm(v, Linv.mT)                       # rows of L_t^-1 v_t
+    logdet = _repeat_last(torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1), T)   # [T]
+    ll = (-0.5 * (w * w).sum(-1) - logdet.unsqueeze(-1)).sum(0) - 0.5 * T * m * math.log(2 * math.pi)
+    pred_mean, filt_mean = pred_mean.transpose(0, 1), filt_mean.transpose(0, 1)
     return FilterResult(pred_mean=pred_mean, pred_cov=P_pred.expand(batch, T, n, n),
                         filt_mean=filt_mean, filt_cov=P_filt.expand(batch, T, n, n),
                         log_likelihood=ll)
@@ -196,18 +228,26 @@ def smoother_elements(pb: Problem, filt: FilterResult, impl: str = "auto"
         return batch_last.smoother_elements_batch_last(pb, filt)
     Pf = _compact_cov(pb, filt.filt_cov)[..., :-1, :, :]
     Pp = _compact_cov(pb, filt.pred_cov)[..., 1:, :, :]
+    T1 = Pf.shape[-3]
+    if Pf.dim() == 3 and T1 > 2 and _steady_state_allowed(pb):
+        # steady state: trailing steps repeat one covariance pair, compute it once
+        same = (Pf == Pf[-1]).flatten(1).all(1) & (Pp == Pp[-1]).flatten(1).all(1)
+        tail = int(same.flip(0).int().cumprod(0).sum().item())
+        if tail >= 2:
+            Pf, Pp = Pf[:T1 - tail + 1], Pp[:T1 - tail + 1]
     A = pb.A_from(1)                                       # [n, n] or [B, T-1, n, n]
     AP = A @ Pf
     Lp, info = torch.linalg.cholesky_ex(Pp)
     _raise_if_not_pd(info, "predicted covariance")
     Jt = torch.cholesky_solve(AP, Lp)                      # J^T = Pp^-1 A Pf
     J = Jt.mT
-    if Jt.dim() == 3:
-        g = filt.filt_mean[:, :-1] - torch.einsum("btk,tkn->btn", filt.pred_mean[:, 1:], Jt)
-    else:
-        g = filt.filt_mean[:, :-1] - (filt.pred_mean[:, 1:].unsqueeze(-2) @ Jt).squeeze(-2)
     IJA = torch.eye(pb.n, dtype=Pf.dtype, device=Pf.device) - J @ A
     Lc = symmetrise((IJA @ Pf) @ IJA.mT + (J @ pb.Q) @ Jt)
+    if Jt.dim() == 3:
+        g = filt.filt_mean[:, :-1] - _steps_matmul_tm(filt.pred_mean[:, 1:].transpose(0, 1), Jt).transpose(0, 1)
+        Jt, Lc = _repeat_last(Jt, T1), _repeat_last(Lc, T1)
+    else:
+        g = filt.filt_mean[:, :-1] - (filt.pred_mean[:, 1:].unsqueeze(-2) @ Jt).squeeze(-2)
     return Jt, g, Lc
 
 
@@ -220,11 +260,11 @@ def backward_affine(x_last: torch.Tensor, c: torch.Tensor, Jt: torch.Tensor) -> 
     T1, n = c.shape[-2], c.shape[-1]
     if Jt.dim() == 3:                                      # shared: one addmm per step
         lead = c.shape[:-2]
-        cf = c.reshape(-1, T1, n)
+        cf = c.reshape(-1, T1, n).transpose(0, 1).contiguous()   # time-major: contiguous rows
         x = x_last.expand(*lead, n).reshape(-1, n)
         xs = [x]
         for t in range(T1 - 1, -1, -1):
-            x = torch.addmm(cf[:, t], x, Jt[t])
+            x = torch.addmm(cf[t], x, Jt[t])
             xs.append(x)
         xs.reverse()
         return torch.stack(xs, 1).reshape(*lead, T1 + 1, n)
