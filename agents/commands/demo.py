@@ -80,6 +80,8 @@ def stage_summary(state: DemoState) -> None:
     """``demo_summary.json``: headline numbers, timings and every output path."""
     pred = state.evaluation["prediction"] if state.evaluation else None
     imp = (state.evaluation or {}).get("imputation") or {}
+    path = state.run_dir / "demo_summary.json"
+    state.outputs["summary"] = str(path)
     summary = {
         "model": state.cfg["model"].get("name"),
         "dataset": state.cfg["data"].get("preset"),
@@ -95,7 +97,6 @@ def stage_summary(state: DemoState) -> None:
         "timings_s": {k: round(v, 1) for k, v in state.timings.items()},
         "outputs": state.outputs,
     }
-    path = state.run_dir / "demo_summary.json"
     fd, tmp = tempfile.mkstemp(dir=state.run_dir, prefix=".demo_summary.")
     with os.fdopen(fd, "w") as f:
         json.dump(summary, f, indent=2, default=str)
@@ -103,7 +104,6 @@ def stage_summary(state: DemoState) -> None:
         os.fsync(f.fileno())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    state.outputs["summary"] = str(path)
 
 
 #: the demo's stages in order; append ``(name, fn(state))`` to extend it (e.g. planning).

@@ -1,0 +1,123 @@
+"""The ``worldmodels`` console script: help, config overrides, presets, and a tiny end-to-end run
+(generate -> train -> resume -> evaluate, and the demo) on the small bouncing-ball preset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from agents.cli import available_commands, main
+from agents.commands import (CONFIG_DIR, MODELS, apply_overrides, build_model, dataclass_from, import_object,
+                             list_presets, load_config)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_help_of_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    cmds = available_commands()
+    assert {"train", "evaluate", "demo"} <= set(cmds)
+    for name in cmds:
+        assert name in out
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert f"worldmodels {name}" in capsys.readouterr().out
+    assert main([]) == 2
+
+
+def test_overrides_parse_yaml_values_and_nest():
+    cfg = apply_overrides({"train": {"lr": 0.1}}, ["train.lr=3e-3", "model.config.mlp_hidden=[64, 32]",
+                                                   "train.freeze={dynamics: 2}", "eval.imputation=null"])
+    assert cfg["train"]["lr"] == pytest.approx(3e-3)
+    assert cfg["model"]["config"]["mlp_hidden"] == [64, 32]
+    assert cfg["train"]["freeze"] == {"dynamics": 2} and cfg["eval"]["imputation"] is None
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides({}, ["train.lr"])
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_presets_build_their_model_and_configs(name):
+    from worldmodels.evaluation import EvalConfig
+    from worldmodels.training import TrainConfig
+
+    cfg = load_config(name)
+    assert cfg["data"]["preset"]
+    from envs.generate import PRESETS
+
+    assert cfg["data"]["preset"] in PRESETS
+    tcfg = dataclass_from(TrainConfig, cfg["train"], "train")
+    dataclass_from(EvalConfig, cfg.get("eval") or {}, "eval")
+    defaults = import_object(MODELS[cfg["model"]["name"]]).config_class()  # data shapes: class defaults
+    model = build_model(cfg["model"], defaults.obs_shape, defaults.action_dim)
+    for group in tcfg.freeze:
+        assert group in model.parameter_groups(), f"{name}: freeze names unknown group {group!r}"
+    with pytest.raises(ValueError, match="train"):
+        dataclass_from(TrainConfig, {**cfg["train"], "learning_rate": 1}, "train")
+
+
+def test_demo_default_matches_configs_demo_yaml():
+    from agents.commands.demo import DEFAULT_CONFIG
+
+    assert yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text()) == DEFAULT_CONFIG
+
+
+TINY = ["--set", "model.config.mlp_hidden=[32]", "--set", "model.config.hidden_dim=8",
+        "--set", "train.batch_size=16", "--set", "train.val_every=2", "--set", "train.checkpoint_every=2",
+        "--set", "eval.horizon=5", "--set", "eval.num_videos=1", "--set", "eval.max_sequences=8",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    from envs.generate import generate_dataset
+
+    root = tmp_path_factory.mktemp("data") / "bouncing_ball_small"
+    generate_dataset("bouncing_ball_small", root, num_workers=1, progress=False)
+    return root
+
+
+def test_demo_runs_end_to_end_with_tiny_override(tmp_path, data_root, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--run-dir", str(run), "--set", f"data.root={data_root}", "--set", "train.steps=4",
+                 "--device", "cpu", *TINY]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run / "demo_summary.json").read_text())
+    for key in ("prediction_video", "prediction_plot", "prediction_json", "summary", "checkpoint"):
+        assert Path(summary["outputs"][key]).is_file(), key
+        assert summary["outputs"][key] in out  # the demo prints where its outputs are
+    assert summary["train"]["steps"] == 4 and len(json.loads((run / "eval" / "prediction.json").read_text())
+                                                   ["metrics"]["ssim"]["mean"]) == 5
+
+
+def test_train_resume_and_evaluate_commands(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    base = ["--config", "demo", "--run-dir", str(run), "--set", f"data.root={data_root}", *TINY,
+            "--set", "train.log_every=1"]
+    assert main(["train", *base, "--steps", "2"]) == 0
+    assert main(["train", *base, "--steps", "4", "--resume"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if r["split"] == "val"] == [2, 4]
+    assert json.loads((run / "summary.json").read_text())["resumed"] is True
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--horizon", "4", "--imputation", "block", "--no-video",
+                 "--max-sequences", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR" in out and "imputation (block)" in out
+    assert json.loads((run / "eval" / "prediction.json").read_text())["horizon"] == 4
+    with pytest.raises(SystemExit, match="--resume needs --run-dir"):
+        main(["train", "--config", "demo", "--resume"])
