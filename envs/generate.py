@@ -1,0 +1,373 @@
+"""Sharded sequence datasets: ``<root>/manifest.json`` + ``<root>/<split>/shard_NNNNN.npz``.
+
+Shard arrays (``N`` sequences of ``T`` frames):
+
+* ``obs``      uint8   ``[N, T, H, W, C]`` (channel-last, as the environment returns them)
+* ``actions``  float32 ``[N, T, A]``; discrete actions one-hot. ``actions[:, t]`` is taken after
+  seeing ``obs[:, t]``.
+* ``rewards``  float32 ``[N, T]``; what ``env.step(actions[:, t])`` returned.
+* ``states``   float32 ``[N, T, S]``; ``info["state"]`` at ``obs[:, t]``.
+
+Every sequence is seeded from ``(spec.seed, split, sequence index)`` alone, so a dataset does
+not depend on the number of workers or on interruptions. Shards are written atomically (temp
+file, fsync, rename) and the manifest records each finished shard (size and sha256), so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+import envs  # noqa: F401  (registers the ids)
+from envs.policies import POLICIES, make_policy
+
+SPLITS = ("train", "valid", "test")
+MANIFEST = "manifest.json"
+FORMAT = "worldmodels-sequences"
+FORMAT_VERSION = 1
+_MAX_ATTEMPTS = 100
+
+
+@dataclass
+class DatasetSpec:
+    """What to generate: environment, exploration policy, sequence length and split sizes.
+
+    Attributes:
+        name: dataset name (a preset name or your own).
+        env_id: a registered id, e.g. ``"worldmodels/BouncingBall-v0"``.
+        seq_len: frames per sequence T.
+        splits: split name (``train``, ``valid``, ``test``) -> number of sequences.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+        policy: exploration policy name (``zero``, ``uniform``, ``poisson_repeat``).
+        policy_kwargs: its options.
+        shard_size: sequences per shard file.
+        seed: root seed of the whole dataset.
+        compress: ``np.savez_compressed`` (True) or ``np.savez``.
+        description: a line for humans.
+    """
+
+    name: str
+    env_id: str
+    seq_len: int
+    splits: dict[str, int]
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    policy: str = "zero"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    shard_size: int = 250
+    seed: int = 0
+    compress: bool = True
+    description: str = ""
+
+    def __post_init__(self):
+        if self.env_id not in envs.ENV_IDS:
+            raise ValueError(f"env_id: expected one of {sorted(envs.ENV_IDS)}, got {self.env_id!r}")
+        if not isinstance(self.seq_len, int) or self.seq_len < 1:
+            raise ValueError(f"seq_len: expected a positive integer, got {self.seq_len!r}")
+        if not self.splits or set(self.splits) - set(SPLITS):
+            raise ValueError(f"splits: expected a non-empty dict with keys among {SPLITS}, got {self.splits!r}")
+        for k, n in self.splits.items():
+            if not isinstance(n, int) or n < 1:
+                raise ValueError(f"splits[{k!r}]: expected a positive integer, got {n!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy: expected one of {sorted(POLICIES)}, got {self.policy!r}")
+        if not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise ValueError(f"shard_size: expected a positive integer, got {self.shard_size!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DatasetSpec":
+        """Inverse of ``dataclasses.asdict``; unknown keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"DatasetSpec: unknown field(s) {sorted(unknown)}; expected among {sorted(names)}")
+        return cls(**d)
+
+
+def _presets() -> dict[str, DatasetSpec]:
+    ball = "worldmodels/BouncingBall-v0"
+    big = {"train": 5000, "valid": 500, "test": 1000}
+    small = {"train": 256, "valid": 32, "test": 32}
+    specs = [
+        DatasetSpec("bouncing_ball", ball, 20, dict(big), description="KVAE box: passive ball, 32x32 binary"),
+        DatasetSpec("bouncing_ball_gravity", "worldmodels/BouncingBallGravity-v0", 20, dict(big), seed=1,
+                    description="KVAE box with gravity"),
+        DatasetSpec("bouncing_ball_polygon", "worldmodels/BouncingBallPolygon-v0", 20, dict(big), seed=2,
+                    description="KVAE irregular polygon walls"),
+        DatasetSpec("bouncing_ball_pong", "worldmodels/BouncingBallPong-v0", 20, dict(big), seed=3,
+                    description="KVAE pong-like paddles"),
+        DatasetSpec("bouncing_ball_forces", ball, 20, dict(big), policy="uniform", seed=4,
+                    description="box with uniform random forces (for action-conditioned models)"),
+        DatasetSpec("pendulum", "worldmodels/Pendulum-v0", 15, {"train": 500, "valid": 500, "test": 500},
+                    policy="uniform", shard_size=100, seed=5,
+                    description="Pendulum-v1 dynamics, 16x16 frames, uniform random torques"),
+        DatasetSpec("image_navigation", "worldmodels/ImageNavigation-v0", 512,
+                    {"train": 2000, "valid": 100, "test": 100}, policy="poisson_repeat",
+                    policy_kwargs={"rate": 2.0}, shard_size=50, seed=6,
+                    description="GTM-SM: 256 memorise + 256 predict steps on procedural 32x32 worlds"),
+        DatasetSpec("bouncing_ball_small", ball, 20, dict(small), shard_size=64, seed=100,
+                    description="small passive ball set for demos and tests"),
+        DatasetSpec("bouncing_ball_forces_small", ball, 20, dict(small), policy="uniform", shard_size=64,
+                    seed=104, description="small ball set with random forces"),
+        DatasetSpec("pendulum_small", "worldmodels/Pendulum-v0", 15, dict(small), policy="uniform",
+                    shard_size=64, seed=105, description="small pendulum set for demos and tests"),
+        DatasetSpec("image_navigation_small", "worldmodels/ImageNavigation-v0", 96,
+                    {"train": 64, "valid": 16, "test": 16}, policy="poisson_repeat",
+                    policy_kwargs={"rate": 2.0}, shard_size=16, seed=106,
+                    description="small image navigation set (64 memorise + 32 predict steps)"),
+    ]
+    return {s.name: s for s in specs}
+
+
+#: Named dataset specs: the papers' sets and small ones that generate in seconds.
+PRESETS: dict[str, DatasetSpec] = _presets()
+
+
+def get_spec(spec: DatasetSpec | str) -> DatasetSpec:
+    """A ``DatasetSpec`` as given, or the preset of that name (``ValueError`` if unknown)."""
+    if isinstance(spec, DatasetSpec):
+        return spec
+    if isinstance(spec, str) and spec in PRESETS:
+        return dataclasses.replace(PRESETS[spec])
+    raise ValueError(f"spec: expected a DatasetSpec or a preset name among {sorted(PRESETS)}, got {spec!r}")
+
+
+# ---------------------------------------------------------------------------------- files
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write a file atomically: ``write(fileobj)`` into a temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(root: Path, manifest: dict) -> None:
+    data = json.dumps(manifest, indent=2).encode()
+    atomic_write_bytes(root / MANIFEST, lambda f: f.write(data))
+
+
+# ---------------------------------------------------------------------------------- rollouts
+def make_env(spec: DatasetSpec) -> gym.Env:
+    """The raw (unwrapped) environment of ``spec``; bad ``env_kwargs`` raise ``ValueError``."""
+    try:
+        return gym.make(spec.env_id, disable_env_checker=True, **spec.env_kwargs).unwrapped
+    except TypeError as e:
+        raise ValueError(f"env_kwargs: bad options {spec.env_kwargs} for {spec.env_id}: {e}") from e
+
+
+def env_layout(env: gym.Env) -> dict[str, Any]:
+    """Shapes the manifest records: obs ``[H, W, C]``, action dim/type, state dim."""
+    a = env.action_space
+    discrete = isinstance(a, spaces.Discrete)
+    return {
+        "obs_shape": list(env.observation_space.shape),
+        "action_dim": int(a.n) if discrete else int(np.prod(a.shape)),
+        "action_type": "discrete" if discrete else "continuous",
+        "state_dim": int(env.state_dim),
+    }
+
+
+def _split_code(split: str) -> int:
+    return SPLITS.index(split)
+
+
+def rollout_sequences(spec: DatasetSpec, split: str, start: int, count: int, env: gym.Env | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Generate sequences ``start .. start+count-1`` of ``split``: the shard arrays (module docstring).
+
+    Sequence ``i`` depends only on ``(spec.seed, split, i)``. An episode that terminates before
+    ``seq_len`` frames (the ball leaving the pong scene) is redrawn with the next attempt's seed.
+    """
+    env = env if env is not None else make_env(spec)
+    lay = env_layout(env)
+    T, A = spec.seq_len, lay["action_dim"]
+    discrete = lay["action_type"] == "discrete"
+    obs_buf = np.empty((count, T, *lay["obs_shape"]), dtype=np.uint8)
+    act_buf = np.zeros((count, T, A), dtype=np.float32)
+    rew_buf = np.empty((count, T), dtype=np.float32)
+    st_buf = np.empty((count, T, lay["state_dim"]), dtype=np.float32)
+    policy = make_policy(spec.policy, env.action_space, **spec.policy_kwargs)
+    for n in range(count):
+        i = start + n
+        for attempt in range(_MAX_ATTEMPTS):
+            ss = np.random.SeedSequence([spec.seed, _split_code(split), i, attempt])
+            env_seed, pol_seed = ss.generate_state(2)
+            obs, info = env.reset(seed=int(env_seed))
+            policy.reset(np.random.default_rng(int(pol_seed)))
+            act_buf[n] = 0.0
+            ok = True
+            for t in range(T):
+                obs_buf[n, t] = obs
+                st_buf[n, t] = info["state"]
+                a = policy(obs, info)
+                if discrete:
+                    act_buf[n, t, int(a)] = 1.0
+                else:
+                    act_buf[n, t] = a
+                obs, r, terminated, truncated, info = env.step(a)
+                rew_buf[n, t] = r
+                if terminated and t < T - 1:
+                    ok = False
+                    break
+            if ok:
+                break
+        else:
+            raise RuntimeError(f"{spec.env_id}: every one of {_MAX_ATTEMPTS} episodes for sequence {i} "
+                               f"ended before {T} frames")
+    return {"obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "states": st_buf}
+
+
+def _generate_shard(task: tuple) -> tuple[str, int, dict]:
+    """Worker: generate one shard and write it atomically; returns its manifest entry."""
+    spec_dict, split, index, start, count, path = task
+    spec = DatasetSpec.from_dict(spec_dict)
+    arrays = rollout_sequences(spec, split, start, count)
+    save = np.savez_compressed if spec.compress else np.savez
+    path = Path(path)
+    atomic_write_bytes(path, lambda f: save(f, **arrays))
+    entry = {"file": f"{split}/{path.name}", "num_sequences": count, "start": start,
+             "bytes": path.stat().st_size, "sha256": _sha256(path), "done": True}
+    return split, index, entry
+
+
+# ---------------------------------------------------------------------------------- driver
+def _plan(spec: DatasetSpec) -> dict[str, list[dict]]:
+    plan = {}
+    for split in SPLITS:
+        n = spec.splits.get(split, 0)
+        plan[split] = [
+            {"file": f"{split}/shard_{k:05d}.npz", "num_sequences": min(spec.shard_size, n - s), "start": s,
+             "done": False}
+            for k, s in enumerate(range(0, n, spec.shard_size))
+        ] if n else []
+    return {s: p for s, p in plan.items() if p}
+
+
+def _shard_ok(root: Path, entry: dict) -> bool:
+    p = root / entry["file"]
+    return bool(entry.get("done")) and p.is_file() and p.stat().st_size == entry.get("bytes")
+
+
+def _clean_temp_files(root: Path) -> None:
+    for split in SPLITS:
+        d = root / split
+        if d.is_dir():
+            for f in d.glob(".*.tmp"):
+                f.unlink(missing_ok=True)
+    for f in root.glob(f".{MANIFEST}.*.tmp"):
+        f.unlink(missing_ok=True)
+
+
+def generate_dataset(spec: DatasetSpec | str, out_dir: str | os.PathLike, num_workers: int | None = None,
+                     resume: bool = True, progress: bool = True) -> Path:
+    """Generate the dataset ``spec`` (a ``DatasetSpec`` or a preset name) into ``out_dir``.
+
+    Shards run in ``num_workers`` processes (default: the CPU count, at most one per shard;
+    ``1`` runs in this process). With ``resume=True`` shards already recorded as finished in an
+    existing manifest of the *same* spec are kept; a manifest of a different spec raises
+    ``ValueError`` (pass ``resume=False`` to regenerate everything). Shows a tqdm bar over
+    sequences when ``progress``. Returns the path of ``manifest.json``.
+    """
+    spec = get_spec(spec)
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+        raise ValueError(f"num_workers: expected a positive integer or None, got {num_workers!r}")
+    root = Path(out_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"out_dir: {str(root)!r} exists and is not a directory")
+    layout = env_layout(make_env(spec))  # validates env_kwargs before any file is touched
+    policy_probe = make_policy(spec.policy, make_env(spec).action_space, **spec.policy_kwargs)
+    del policy_probe
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_temp_files(root)
+    spec_dict = asdict(spec)
+    plan = _plan(spec)
+    mpath = root / MANIFEST
+    if mpath.exists() and resume:
+        try:
+            old = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{mpath}: unreadable manifest ({e}); pass resume=False to regenerate") from e
+        if old.get("spec") != json.loads(json.dumps(spec_dict)):
+            raise ValueError(f"out_dir {str(root)!r} holds a different dataset ({old.get('spec', {}).get('name')!r});"
+                             " use another folder or resume=False to overwrite it")
+        for split, entries in plan.items():
+            for k, e in enumerate(old.get("splits", {}).get(split, {}).get("shards", [])[: len(entries)]):
+                if _shard_ok(root, e) and e.get("start") == entries[k]["start"]:
+                    entries[k] = e
+    manifest = {
+        "format": FORMAT, "version": FORMAT_VERSION, "name": spec.name, "spec": spec_dict,
+        "env_id": spec.env_id, "seq_len": spec.seq_len, **layout,
+        "obs_layout": "NTHWC uint8", "discrete_actions": "one-hot float32",
+        "splits": {s: {"num_sequences": spec.splits[s], "shards": p} for s, p in plan.items()},
+        "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for split in plan:
+        (root / split).mkdir(exist_ok=True)
+    if not resume:  # drop shard files a previous, different dataset left behind
+        planned = {e["file"] for p in plan.values() for e in p}
+        for split in SPLITS:
+            for f in (root / split).glob("shard_*.npz") if (root / split).is_dir() else []:
+                if f"{split}/{f.name}" not in planned:
+                    f.unlink()
+    _write_manifest(root, manifest)
+    todo = [(spec_dict, split, k, e["start"], e["num_sequences"], str(root / e["file"]))
+            for split, p in plan.items() for k, e in enumerate(p) if not e.get("done")]
+    total = sum(spec.splits.values())
+    done_seqs = total - sum(t[4] for t in todo)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=done_seqs, unit="seq", desc=f"generate {spec.name}", file=sys.stderr)
+    workers = min(num_workers or os.cpu_count() or 1, max(len(todo), 1))
+    pool = None
+    try:
+        if workers <= 1:
+            results = map(_generate_shard, todo)
+        else:
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            pool = mp.get_context(method).Pool(workers)
+            results = pool.imap_unordered(_generate_shard, todo)
+        for split, k, entry in results:
+            manifest["splits"][split]["shards"][k] = entry
+            _write_manifest(root, manifest)
+            if bar is not None:
+                bar.update(entry["num_sequences"])
+        manifest["complete"] = True
+        _write_manifest(root, manifest)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if bar is not None:
+            bar.close()
+        _clean_temp_files(root)
+    return mpath

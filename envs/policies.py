@@ -1,0 +1,115 @@
+"""Exploration policies that generate the datasets.
+
+A policy is called as ``policy(obs, info) -> action`` after ``policy.reset(rng)`` at the start of
+each episode; all randomness comes from the ``np.random.Generator`` given to ``reset``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from gymnasium import spaces
+
+
+class Policy:
+    """Base class: ``reset(rng)`` once per episode, then ``__call__(obs, info) -> action``."""
+
+    def __init__(self, action_space: spaces.Space):
+        self.action_space = action_space
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def __call__(self, obs: np.ndarray, info: dict[str, Any]):
+        raise NotImplementedError
+
+
+class ZeroPolicy(Policy):
+    """Always the zero action of a ``Box`` space (passive bouncing-ball videos)."""
+
+    def __init__(self, action_space: spaces.Box):
+        super().__init__(action_space)
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(f"action_space: ZeroPolicy needs a Box space, got {action_space}")
+        self._zero = np.zeros(action_space.shape, dtype=action_space.dtype)
+
+    def __call__(self, obs, info):
+        return self._zero.copy()
+
+
+class UniformPolicy(Policy):
+    """I.i.d. uniform actions in ``[low, high] * scale`` of a ``Box`` space (random torques/forces)."""
+
+    def __init__(self, action_space: spaces.Box, scale: float = 1.0):
+        super().__init__(action_space)
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(f"action_space: UniformPolicy needs a Box space, got {action_space}")
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"scale: expected in (0, 1], got {scale}")
+        mid = (action_space.high + action_space.low) / 2
+        half = (action_space.high - action_space.low) / 2 * scale
+        self._low, self._high = mid - half, mid + half
+
+    def __call__(self, obs, info):
+        return self.rng.uniform(self._low, self._high).astype(self.action_space.dtype)
+
+
+class PoissonRepeatPolicy(Policy):
+    """Random discrete moves repeated a Poisson number of steps (the GTM-SM exploration data).
+
+    When the current run is over, draws ``n ~ Poisson(rate)``; ``n = 0`` gives one ``stay_action``
+    step, otherwise a direction uniformly among the moves that ``info["action_mask"]`` allows
+    right now (all moves if there is no mask) is repeated ``n`` times, even after it hits a
+    wall (the agent then stays put and must learn that walls block).
+    """
+
+    def __init__(self, action_space: spaces.Discrete, rate: float = 2.0, stay_action: int = 4):
+        super().__init__(action_space)
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"action_space: PoissonRepeatPolicy needs a Discrete space, got {action_space}")
+        if rate <= 0:
+            raise ValueError(f"rate: expected > 0, got {rate}")
+        self.rate = float(rate)
+        self.stay = int(stay_action)
+        self._moves = np.array([a for a in range(int(action_space.n)) if a != self.stay])
+        self._left = 0
+        self._current = self.stay
+
+    def reset(self, rng: np.random.Generator) -> None:
+        super().reset(rng)
+        self._left = 0
+
+    def __call__(self, obs, info):
+        if self._left <= 0:
+            n = int(self.rng.poisson(self.rate))
+            if n == 0:
+                return self.stay
+            moves = self._moves
+            mask = info.get("action_mask") if isinstance(info, dict) else None
+            if mask is not None:
+                allowed = moves[np.asarray(mask)[moves] > 0]
+                moves = allowed if len(allowed) else moves
+            self._current = int(moves[int(self.rng.integers(len(moves)))])
+            self._left = n
+        self._left -= 1
+        return self._current
+
+
+#: Policy names usable in dataset specs -> constructors ``(action_space, **kwargs) -> Policy``.
+POLICIES: dict[str, Callable[..., Policy]] = {
+    "zero": ZeroPolicy,
+    "uniform": UniformPolicy,
+    "poisson_repeat": PoissonRepeatPolicy,
+}
+
+
+def make_policy(name: str, action_space: spaces.Space, **kwargs) -> Policy:
+    """Build a policy by name (see ``POLICIES``); unknown names or options raise ``ValueError``."""
+    if name not in POLICIES:
+        raise ValueError(f"policy: expected one of {sorted(POLICIES)}, got {name!r}")
+    try:
+        return POLICIES[name](action_space, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"policy {name!r}: bad options {kwargs}: {e}") from e

@@ -1,0 +1,72 @@
+"""Small numpy rasterisers for the pixel environments (no pygame).
+
+Coordinates: a scene of ``size x size`` pixels with continuous coordinates ``(x, y)`` in
+``[0, size]``, ``x`` to the right and ``y`` *up* (as in pymunk). Pixel ``(row i, col j)`` has its
+centre at ``(x, y) = (j + 0.5, size - i - 0.5)``. All functions return ``float32`` or ``bool``
+arrays of shape ``[size, size]``; callers convert to ``uint8``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class PixelGrid:
+    """Pixel-centre coordinates of a square image, cached once per environment.
+
+    Attributes:
+        x, y: ``[size, size]`` float64 pixel-centre coordinates (y up).
+        xf, yf: the same, flattened to ``[size * size]``.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"size: expected a positive image size, got {size}")
+        self.size = int(size)
+        j = np.arange(size, dtype=np.float64) + 0.5
+        self.x = np.broadcast_to(j[None, :], (size, size)).copy()
+        self.y = np.broadcast_to((size - j)[:, None], (size, size)).copy()
+        self.xf = self.x.ravel()
+        self.yf = self.y.ravel()
+
+    def disc(self, cx: float, cy: float, radius: float) -> np.ndarray:
+        """Binary disc: ``True`` where the pixel centre lies within ``radius`` of ``(cx, cy)``."""
+        return (self.x - cx) ** 2 + (self.y - cy) ** 2 <= radius * radius
+
+    def capsule_coverage(self, ax: float, ay: float, bx: float, by: float, half_width: float) -> np.ndarray:
+        """Anti-aliased thick segment from ``a`` to ``b`` with round caps, coverage in [0, 1].
+
+        Coverage is ``clip(half_width + 0.5 - d, 0, 1)`` with ``d`` the distance from the pixel
+        centre to the segment: a one-pixel linear ramp at the edge (a cheap box-filter estimate).
+        """
+        dx, dy = bx - ax, by - ay
+        px = self.xf - ax
+        py = self.yf - ay
+        den = dx * dx + dy * dy
+        if den > 0.0:
+            t = (px * dx + py * dy) * (1.0 / den)
+            np.clip(t, 0.0, 1.0, out=t)
+            px -= t * dx
+            py -= t * dy
+        d = np.sqrt(px * px + py * py)
+        cov = (half_width + 0.5) - d
+        np.clip(cov, 0.0, 1.0, out=cov)
+        return cov.reshape(self.size, self.size)
+
+
+def rasterize_segments(size: int, segments, samples_per_px: int = 4) -> np.ndarray:
+    """One-pixel-wide lines through the given segments ``[(x0, y0, x1, y1), ...]``: ``bool [size, size]``.
+
+    Every pixel that a segment passes through is set (dense sampling along the segment).
+    """
+    img = np.zeros((size, size), dtype=bool)
+    for x0, y0, x1, y1 in segments:
+        n = max(2, int(np.ceil(np.hypot(x1 - x0, y1 - y0) * samples_per_px)) + 1)
+        t = np.linspace(0.0, 1.0, n)
+        xs = x0 + t * (x1 - x0)
+        ys = y0 + t * (y1 - y0)
+        cols = np.floor(xs).astype(int)
+        rows = np.floor(size - ys).astype(int)
+        ok = (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
+        img[rows[ok], cols[ok]] = True
+    return img
