@@ -33,6 +33,8 @@ class RewardHeadConfig:
         steps, batch_size, lr, weight_decay: Adam training on the extracted transitions.
         skip_first: transitions of the first ``skip_first`` steps of each sequence are dropped
             (the filter has not converged yet, e.g. velocity unknown from one frame).
+        clip_inputs: clamp inputs to the range seen in training (no extrapolation for the
+            planner to exploit).
     """
 
     latent_dim: int
@@ -45,6 +47,7 @@ class RewardHeadConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     skip_first: int = 2
+    clip_inputs: bool = True
     seed: int = 0
 
 
@@ -63,6 +66,10 @@ class RewardHead(nn.Module):
         self.net = nn.Sequential(*layers)
         self.register_buffer("in_mean", torch.zeros(d_in))
         self.register_buffer("in_std", torch.ones(d_in))
+        # range of the standardised training inputs: inputs are clamped to it, so a planner
+        # cannot exploit the head's extrapolation far outside the data (set by training)
+        self.register_buffer("in_low", torch.full((d_in,), -float("inf")))
+        self.register_buffer("in_high", torch.full((d_in,), float("inf")))
         self.register_buffer("out_mean", torch.zeros(()))
         self.register_buffer("out_std", torch.ones(()))
 
@@ -85,6 +92,7 @@ class RewardHead(nn.Module):
         if actions.shape[-1] != A:
             raise ValueError(f"actions: expected shape [..., {A}], got {list(actions.shape)}")
         x = (self._inputs(before, actions, after) - self.in_mean) / self.in_std
+        x = torch.maximum(torch.minimum(x, self.in_high), self.in_low)
         return self.net(x).squeeze(-1) * self.out_std + self.out_mean
 
     # --- persistence -----------------------------------------------------------------------
@@ -199,6 +207,10 @@ def train_reward_head(
     x = head._inputs(train["before"], train["actions"], train["after"])
     head.in_mean.copy_(x.mean(0))
     head.in_std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
+    xs = (x - head.in_mean) / head.in_std
+    if config.clip_inputs:
+        head.in_low.copy_(xs.min(0).values)
+        head.in_high.copy_(xs.max(0).values)
     head.out_mean.copy_(train["rewards"].mean())
     head.out_std.copy_(train["rewards"].std(unbiased=False).clamp_min(1e-6))
     opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -60,3 +60,20 @@ def test_reward_head_fits_known_reward_with_small_heldout_error(tmp_path):
     # the head plugs into the planning objective: [B, N, H] rewards summed over H
     obj = rollout_objective(model, LinearBelief(torch.zeros(2, 2)), head)
     assert obj(torch.zeros(2, 7, 4, 1)).shape == (2, 7)
+
+
+def test_reward_head_clamps_inputs_to_training_range():
+    torch.manual_seed(0)
+    model = LinearWorldModel()
+    cfg = RewardHeadConfig(latent_dim=2, action_dim=1, hidden=(16,), steps=50, skip_first=0)
+    head, _ = train_reward_head(model, make_batches(model, 1), None, cfg, progress=False)
+    tr = transitions_from_batches(model, make_batches(model, 1))
+    far = torch.tensor([[50.0, -50.0]])
+    edge_before = torch.stack([tr["before"][:, 0].max(), tr["before"][:, 1].min()])[None]
+    edge_after = torch.stack([tr["after"][:, 0].max(), tr["after"][:, 1].min()])[None]
+    a = torch.tensor([[3.0]])
+    with torch.no_grad():
+        assert torch.allclose(head(far, a, far), head(edge_before, tr["actions"].max()[None, None], edge_after),
+                              atol=1e-5)
+        unclipped = RewardHead(RewardHeadConfig(**{**cfg.__dict__, "clip_inputs": False}))
+        assert torch.isinf(unclipped.in_high).all()  # untrained heads do not clamp
