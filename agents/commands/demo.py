@@ -27,7 +27,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "model": {"name": "vae_rnn",
               "config": {"latent_dim": 4, "hidden_dim": 64, "encoder": "mlp", "mlp_hidden": [256, 128],
                          "likelihood": "bernoulli", "free_nats": 3.0}},
-    "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "grad_clip": 100.0, "log_every": 10,
+    "train": {"steps": 500, "batch_size": 32, "lr": 2e-3, "grad_clip": 100.0, "log_every": 10,
               "val_every": 100, "checkpoint_every": 100, "seed": 0, "device": "auto"},
     "eval": {"context": 5, "horizon": 15, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
              "batch_size": 32},
