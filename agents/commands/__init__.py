@@ -33,6 +33,7 @@ MODELS = {
     "vae_rnn": "worldmodels.vae_rnn:VAERNN",
     "kvae": "worldmodels.kvae:KVAE",
     "gtmsm": "worldmodels.gtmsm:GTMSM",
+    "dkf": "worldmodels.baselines.dkf:DKF",
 }
 
 
