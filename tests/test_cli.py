@@ -117,7 +117,7 @@ def test_train_resume_and_evaluate_commands(tmp_path, data_root, capsys):
     assert main(["evaluate", str(run), "--horizon", "4", "--imputation", "block", "--no-video",
                  "--max-sequences", "4"]) == 0
     out = capsys.readouterr().out
-    assert "PSNR" in out and "imputation (block)" in out
+    assert "PSNR" in out and "imputation (block)" in out and "repeating the last observed frame" in out
     assert json.loads((run / "eval" / "prediction.json").read_text())["horizon"] == 4
     with pytest.raises(SystemExit, match="--resume needs --run-dir"):
         main(["train", "--config", "demo", "--resume"])

@@ -144,3 +144,10 @@ def test_evaluate_writes_json_plot_and_videos(tmp_path):
     js = json.loads((tmp_path / "prediction.json").read_text())
     assert len(js["metrics"]["psnr"]["mean"]) == 5 and js["n_sequences"] == 10
     assert json.loads((tmp_path / "imputation.json").read_text())["metrics"]["mse"]["mean"] > 0
+
+
+def test_copy_last_baseline_is_reported_and_matches_a_copy_model(tmp_path):
+    out = evaluate(CopyLast(), Seqs(), tmp_path, EvalConfig(context=3, horizon=4, imputation=None), video=False)
+    pred = out["prediction"]
+    for m in ("mse", "psnr", "ssim"):
+        np.testing.assert_allclose(pred["baseline_copy_last"][m]["mean"], pred["metrics"][m]["mean"], rtol=1e-6)

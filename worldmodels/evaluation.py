@@ -5,6 +5,8 @@ Prediction: from ``context`` observed frames the model predicts open-loop for ``
 SSIM over sequences, each with its mean, a 95% confidence interval of the mean
 (``mean +- 1.96 * std / sqrt(N)``) and the 2.5/97.5 percentiles of the per-sequence values.
 
+Every prediction report also scores the trivial baseline that repeats the last context frame.
+
 Imputation: frames are hidden by a mask (``random``: each frame missing with probability ``p``;
 ``block``: a contiguous middle block) and `WorldModel.impute` fills them in; metrics are over the
 missing frames.
@@ -139,12 +141,14 @@ def evaluate_prediction(model: torch.nn.Module, data: Any, context: int, horizon
     """Open-loop prediction metrics.
 
     Returns ``{"per_sequence": {metric: ndarray [N, horizon]}, "n_sequences": N,
-    "examples": {"truth", "pred"} ndarrays [keep, k + H, C, H, W]}``.
+    "copy_last": {metric: ndarray [N, horizon]}`` (the baseline that repeats the last context
+    frame), ``"examples": {"truth", "pred"} ndarrays [keep, k + H, C, H, W]}``.
     """
     if context < 1 or horizon < 1:
         raise ValueError(f"context/horizon: expected >= 1, got {context}/{horizon}")
     model = model.to(device).eval()
     per: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    base: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     ex_truth, ex_pred = [], []
     for batch in _batches(data, split, batch_size, max_sequences):
         T = batch.obs.shape[1]
@@ -157,6 +161,9 @@ def evaluate_prediction(model: torch.nn.Module, data: Any, context: int, horizon
         check_shape("model.predict output", pred, (obs.shape[0], horizon, *obs.shape[2:]))
         for k, v in frame_metrics(pred, obs[:, context:]).items():
             per[k].append(v.cpu().numpy())
+        copy_last = obs[:, context - 1:context].expand(-1, horizon, *obs.shape[2:])
+        for k, v in frame_metrics(copy_last, obs[:, context:]).items():
+            base[k].append(v.cpu().numpy())
         if sum(len(t) for t in ex_truth) < keep:
             ex_truth.append(obs.cpu().numpy())
             ex_pred.append(torch.cat([obs[:, :context], pred], 1).cpu().numpy())
@@ -165,6 +172,7 @@ def evaluate_prediction(model: torch.nn.Module, data: Any, context: int, horizon
     if n == 0:
         raise ValueError(f"data: no sequences in split {split!r}")
     return {"per_sequence": out, "n_sequences": n, "context": context, "horizon": horizon,
+            "copy_last": {k: np.concatenate(v, 0) for k, v in base.items()},
             "examples": {"truth": np.concatenate(ex_truth)[:keep], "pred": np.concatenate(ex_pred)[:keep]}}
 
 
@@ -266,7 +274,10 @@ def plot_prediction(summary: dict[str, Any], path: str | os.PathLike, title: str
         ax.fill_between(steps, s["p2_5"], s["p97_5"], color="tab:orange", alpha=0.15,
                         label="2.5-97.5 percentile of sequences")
         ax.fill_between(steps, s["ci_low"], s["ci_high"], color="tab:blue", alpha=0.35, label="95% CI of mean")
-        ax.plot(steps, s["mean"], color="tab:blue", marker="o", ms=3, label="mean")
+        ax.plot(steps, s["mean"], color="tab:blue", marker="o", ms=3, label="model (mean)")
+        if "baseline_copy_last" in summary:
+            ax.plot(steps, summary["baseline_copy_last"][m]["mean"], color="gray", ls="--",
+                    label="repeat last frame")
         ax.set_xlabel("prediction step")
         ax.set_title(m.upper() + (" (dB)" if m == "psnr" else ""))
         ax.grid(alpha=0.3)
@@ -322,6 +333,8 @@ def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, conf
         "metrics": {m: summarize(v) for m, v in pred["per_sequence"].items()},
     }
     summary["overall"] = {m: float(np.mean(pred["per_sequence"][m])) for m in METRICS}
+    summary["baseline_copy_last"] = {m: summarize(v) for m, v in pred["copy_last"].items()}
+    summary["baseline_copy_last_overall"] = {m: float(np.mean(pred["copy_last"][m])) for m in METRICS}
     files = {"prediction_json": str(out / "prediction.json"),
              "prediction_plot": str(plot_prediction(summary, out / "prediction.png"))}
     if video:

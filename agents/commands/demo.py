@@ -92,7 +92,9 @@ def stage_summary(state: DemoState) -> None:
             "mse_first_step": pred["metrics"]["mse"]["mean"][0], "mse_last_step": pred["metrics"]["mse"]["mean"][-1],
             "psnr_first_step": pred["metrics"]["psnr"]["mean"][0], "psnr_last_step": pred["metrics"]["psnr"]["mean"][-1],
             "ssim_first_step": pred["metrics"]["ssim"]["mean"][0], "ssim_last_step": pred["metrics"]["ssim"]["mean"][-1],
-            "overall": pred["overall"]},
+            "overall": pred["overall"],
+            "baseline_copy_last": {k: {"first_step": v["mean"][0], "last_step": v["mean"][-1]}
+                                   for k, v in pred["baseline_copy_last"].items()}},
         "imputation_mse": (imp.get("metrics") or {}).get("mse", {}).get("mean"),
         "timings_s": {k: round(v, 1) for k, v in state.timings.items()},
         "outputs": state.outputs,
@@ -161,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"open-loop prediction from {pred['context']} frames on {pred['n_sequences']} test sequences: "
               f"MSE {m['mse']['mean'][0]:.4f} (step 1) -> {m['mse']['mean'][-1]:.4f} (step {pred['horizon']}), "
               f"SSIM {m['ssim']['mean'][0]:.3f} -> {m['ssim']['mean'][-1]:.3f}")
+        b = pred["baseline_copy_last"]
+        print(f"  (baseline repeating the last observed frame: MSE {b['mse']['mean'][0]:.4f} -> "
+              f"{b['mse']['mean'][-1]:.4f}, SSIM {b['ssim']['mean'][0]:.3f} -> {b['ssim']['mean'][-1]:.3f})")
     labels = {"prediction_video": "video (truth | prediction | error)", "prediction_plot": "plot (metrics vs horizon)",
               "summary": "JSON summary", "prediction_json": "per-step metrics", "checkpoint": "model checkpoint",
               "imputation_video": "imputation video", "imputation_plot": "imputation plot"}

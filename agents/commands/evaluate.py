@@ -84,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     pred = result["prediction"]
     print(f"open-loop prediction from {pred['context']} frames, N={pred['n_sequences']} sequences")
     print(format_table(pred, every=max(1, pred["horizon"] // 8)))
+    b = pred["baseline_copy_last"]
+    print(f"baseline repeating the last observed frame: MSE {b['mse']['mean'][0]:.4f} (step 1) -> "
+          f"{b['mse']['mean'][-1]:.4f} (step {pred['horizon']}), SSIM {b['ssim']['mean'][0]:.3f} -> "
+          f"{b['ssim']['mean'][-1]:.3f}")
     imp = result.get("imputation")
     if imp and "metrics" in imp:
         print(f"imputation ({imp['mode']}): MSE on missing frames {imp['metrics']['mse']['mean']:.4f} "
