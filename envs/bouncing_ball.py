@@ -78,7 +78,7 @@ class BouncingBallEnv(gym.Env):
         size: int = 32,
         radius: float = 3.0,
         dt: float = 0.2,
-        substeps: int = 10,
+        substeps: int = 5,
         force_scale: float = 10.0,
         target: tuple[float, float] | None = None,
         speed: tuple[float, float] | None = None,
@@ -212,10 +212,14 @@ class BouncingBallEnv(gym.Env):
             max_v = 2.0 / self.dt  # 2 px per frame
             for body in self._paddles:
                 body.velocity = (0.0, min(max((by - body.position.y) / self.dt, -max_v), max_v))
-        ball = self._ball
-        for _ in range(self.substeps):
-            ball.force = (fx, fy)
-            self._space.step(h)
+        ball, space_step = self._ball, self._space.step
+        if fx == 0.0 and fy == 0.0:  # pymunk resets forces after every step
+            for _ in range(self.substeps):
+                space_step(h)
+        else:
+            for _ in range(self.substeps):
+                ball.force = (fx, fy)
+                space_step(h)
         self._frame = None
         x, y = ball.position
         terminated = bool(self.variant == "pong" and not (0.0 <= x <= self.size and 0.0 <= y <= self.size))

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ class DatasetSpec:
         policy_kwargs: its options.
         shard_size: sequences per shard file.
         seed: root seed of the whole dataset.
-        compress: ``np.savez_compressed`` (True) or ``np.savez``.
+        compress: deflate the shards (True) or store them uncompressed.
         description: a line for humans.
     """
 
@@ -161,6 +162,19 @@ def atomic_write_bytes(path: Path, write) -> None:
             tmp.unlink()
 
 
+def save_npz(f, arrays: dict[str, np.ndarray], compress: bool = True, level: int = 3) -> None:
+    """Write ``arrays`` as an ``.npz`` (readable by ``np.load``) to the open binary file ``f``.
+
+    Like ``np.savez_compressed`` but with a fast deflate level (3: about 2x faster than
+    numpy's default and within 40 % of its size on binary frames).
+    """
+    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(f, "w", mode, compresslevel=level if compress else None) as z:
+        for k, v in arrays.items():
+            with z.open(k + ".npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(v), allow_pickle=False)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -250,9 +264,8 @@ def _generate_shard(task: tuple) -> tuple[str, int, dict]:
     spec_dict, split, index, start, count, path = task
     spec = DatasetSpec.from_dict(spec_dict)
     arrays = rollout_sequences(spec, split, start, count)
-    save = np.savez_compressed if spec.compress else np.savez
     path = Path(path)
-    atomic_write_bytes(path, lambda f: save(f, **arrays))
+    atomic_write_bytes(path, lambda f: save_npz(f, arrays, spec.compress))
     entry = {"file": f"{split}/{path.name}", "num_sequences": count, "start": start,
              "bytes": path.stat().st_size, "sha256": _sha256(path), "done": True}
     return split, index, entry
