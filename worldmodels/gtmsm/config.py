@@ -36,7 +36,7 @@ class GTMSMConfig:
     # state-space model: s_t = s_{t-1} + R(s) d_t * gate + eps, eps ~ N(0, r^2 I)
     transition_std: float = 1e-3
     gate: bool = True  # wall gate sigma_d of eq. 7.3
-    gate_hidden: tuple[int, ...] = (10, 5)
+    gate_hidden: tuple[int, ...] = (32, 32)  # (10, 5) in the public re-implementation
     rotation: bool = False  # eq. 7.4: needs state_dim == 3 (x, y, angle)
     momentum: bool = False  # 7.4.2.2: d_t = c_s * tanh(sigmoid(c_f) * d_{t-1} + M a_t)
     #: at inference time (frames known) a move whose next frame is identical to the current

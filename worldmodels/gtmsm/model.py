@@ -292,6 +292,8 @@ class GTMSM(WorldModel):
         if self.config.gate:
             prev = path.sample[:, :-1].detach()
             disp = self.transition.to_state_space(prev, path.disp[:, 1:].detach())
+            if self.training:
+                self.transition.update_gate_stats(prev + disp)
             logit = self.transition.gate_logit(prev + disp).squeeze(-1)
             bce = F.binary_cross_entropy_with_logits(logit, moved, reduction="none")
             gate = (bce * weight).sum() / weight.sum().clamp(min=1.0)

@@ -37,6 +37,13 @@ class StateTransition(nn.Module):
         if config.gate:
             self.gate_net = _mlp([S, *config.gate_hidden, 1])
             nn.init.constant_(self.gate_net[-1].bias, 3.0)  # start open: sigma(3) = 0.95
+            # input whitening (running statistics, like batch norm): the learned state space
+            # can be rotated and very anisotropic (thesis fig. 7.2c); whitened inputs keep the
+            # wall boundary easy to learn for a small MLP
+            self.register_buffer("gate_mean", torch.zeros(S))
+            self.register_buffer("gate_cov", torch.eye(S))
+            self.register_buffer("gate_white", torch.eye(S))
+            self.register_buffer("gate_stats_updates", torch.zeros((), dtype=torch.long))
         if config.momentum:
             self.c_f = nn.Parameter(torch.full((S,), -1.0))
             self.c_s = nn.Parameter(torch.ones(S))
@@ -63,10 +70,35 @@ class StateTransition(nn.Module):
         """``sigma_d`` at the projected state ``s_{t-1} + R d_t``: ``[..., 1]`` in (0, 1)."""
         if not self.config.gate:
             return projected.new_ones(*projected.shape[:-1], 1)
-        return torch.sigmoid(self.gate_net(projected))
+        return torch.sigmoid(self.gate_logit(projected))
 
     def gate_logit(self, projected: torch.Tensor) -> torch.Tensor:
-        return self.gate_net(projected)
+        # clones: the running statistics are updated in place later in the same training step
+        x = (projected - self.gate_mean.clone()) @ self.gate_white.clone().T
+        return self.gate_net(x)
+
+    @torch.no_grad()
+    def update_gate_stats(self, x: torch.Tensor, momentum: float = 0.05) -> None:
+        """Update the running mean/covariance of gate inputs from ``x [N, S]`` (detached)."""
+        x = x.reshape(-1, x.shape[-1]).to(self.gate_mean.dtype)
+        if x.shape[0] < 2:
+            return
+        mean = x.mean(0)
+        xc = x - mean
+        cov = xc.T @ xc / (x.shape[0] - 1)
+        if int(self.gate_stats_updates) == 0:
+            self.gate_mean.copy_(mean)
+            self.gate_cov.copy_(cov)
+        else:
+            self.gate_mean.lerp_(mean, momentum)
+            self.gate_cov.lerp_(cov, momentum)
+        self.gate_stats_updates += 1
+        S = self.gate_cov.shape[0]
+        c = self.gate_cov + 1e-6 * self.gate_cov.diagonal().mean().clamp(min=1e-8) * torch.eye(
+            S, dtype=self.gate_cov.dtype, device=self.gate_cov.device)
+        L = torch.linalg.cholesky(c)
+        self.gate_white.copy_(torch.linalg.solve_triangular(
+            L, torch.eye(S, dtype=c.dtype, device=c.device), upper=False))
 
     def step(self, state: torch.Tensor, actions: torch.Tensor,
              prev_disp: torch.Tensor | None = None, move: torch.Tensor | None = None
