@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.rendering import PixelGrid
+from envs.rendering import RodRenderer
 
 _TWO_PI = 2.0 * math.pi
 _f32 = np.float32
@@ -66,9 +66,7 @@ class PixelPendulumEnv(gym.Env):
         self.state_dim = 3
         self.action_space = spaces.Box(-self.max_torque, self.max_torque, (1,), np.float32)
         self.observation_space = spaces.Box(0, 255, (self.size, self.size, 1), np.uint8)
-        self._grid = PixelGrid(self.size)
-        self._rod = 0.42 * self.size
-        self._half_width = 0.08 * self.size
+        self._render_rod = RodRenderer(self.size, length=0.42 * self.size, half_width=0.08 * self.size)
         self.state: np.ndarray | None = None
         self._frame: np.ndarray | None = None
 
@@ -120,12 +118,7 @@ class PixelPendulumEnv(gym.Env):
     def _observation(self) -> np.ndarray:
         if self._frame is None:
             th = float(self.state[0])
-            c = self.size / 2.0
-            cov = self._grid.capsule_coverage(c, c, c - self._rod * math.sin(th), c + self._rod * math.cos(th),
-                                              self._half_width)
-            cov *= 255.0
-            cov += 0.5
-            self._frame = cov.astype(np.uint8)[:, :, None]
+            self._frame = self._render_rod(-math.sin(th), math.cos(th))  # theta = 0 points up
         return self._frame
 
     def _info(self) -> dict[str, Any]:

@@ -62,10 +62,13 @@ class PoissonRepeatPolicy(Policy):
     When the current run is over, draws ``n ~ Poisson(rate)``; ``n = 0`` gives one ``stay_action``
     step, otherwise a direction uniformly among the moves that ``info["action_mask"]`` allows
     right now (all moves if there is no mask) is repeated ``n`` times, even after it hits a
-    wall (the agent then stays put and must learn that walls block).
+    wall (the agent then stays put and must learn that walls block). With
+    ``blocked_as_stay=True`` a repeated move that the mask now blocks is emitted as ``stay``
+    instead (chenxy99's ``random_walk_wo_wall`` data, where a linear transition fits).
     """
 
-    def __init__(self, action_space: spaces.Discrete, rate: float = 2.0, stay_action: int = 4):
+    def __init__(self, action_space: spaces.Discrete, rate: float = 2.0, stay_action: int = 4,
+                 blocked_as_stay: bool = False):
         super().__init__(action_space)
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"action_space: PoissonRepeatPolicy needs a Discrete space, got {action_space}")
@@ -73,6 +76,7 @@ class PoissonRepeatPolicy(Policy):
             raise ValueError(f"rate: expected > 0, got {rate}")
         self.rate = float(rate)
         self.stay = int(stay_action)
+        self.blocked_as_stay = bool(blocked_as_stay)
         self._moves = np.array([a for a in range(int(action_space.n)) if a != self.stay])
         self._left = 0
         self._current = self.stay
@@ -94,6 +98,9 @@ class PoissonRepeatPolicy(Policy):
             self._current = int(moves[int(self.rng.integers(len(moves)))])
             self._left = n
         self._left -= 1
+        if self.blocked_as_stay and isinstance(info, dict) and info.get("action_mask") is not None:
+            if not np.asarray(info["action_mask"])[self._current]:
+                return self.stay
         return self._current
 
 

@@ -151,3 +151,15 @@ def test_poisson_repeat_policy_statistics():
     assert 1.5 < runs.mean() < 3.5  # repeated moves: runs much longer than 1
     # fraction of "stay" steps: P(n=0) / (P(n=0) + E[n]) = e^-2 / (e^-2 + 2)
     assert abs((acts == 4).mean() - np.exp(-2) / (np.exp(-2) + 2)) < 0.02
+
+
+def test_blocked_as_stay_relabels_wall_hits():
+    spec = _spec(env_id="worldmodels/ImageNavigation-v0", policy="poisson_repeat", seq_len=200,
+                 policy_kwargs={"rate": 4.0, "blocked_as_stay": True})
+    out = rollout_sequences(spec, "train", 0, 2)
+    moves = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)], float)
+    pred = out["states"][:, :-1] + out["actions"][:, :-1] @ moves
+    np.testing.assert_array_equal(pred, out["states"][:, 1:])  # every labelled move happened: linear dynamics
+    walls = rollout_sequences(dataclasses.replace(spec, policy_kwargs={"rate": 4.0}), "train", 0, 2)
+    pred = walls["states"][:, :-1] + walls["actions"][:, :-1] @ moves
+    assert (pred != walls["states"][:, 1:]).any()  # without it, wall hits keep their move label
