@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--freeze-dynamics-epochs", type=int, default=None,
                    help="epochs the alpha network stays frozen (default: 1/8 of training, >= 1)")
     p.add_argument("--recon-weight", type=float, default=0.3)
+    p.add_argument("--vae-warmup", type=int, default=0,
+                   help="first KVAE updates with the fixed N(0, I) prior (plain VAE)")
     p.add_argument("--run-dir", default="runs/kvae_imputation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
 
     cfg = KVAEConfig(obs_shape=train_set.obs_shape, action_dim=train_set.action_dim,
                      use_controls=False, a_dim=2, z_dim=4, num_modes=3,
-                     recon_weight=args.recon_weight)
+                     recon_weight=args.recon_weight, vae_warmup_updates=args.vae_warmup)
     kvae = KVAE(cfg)
     t0 = time.time()
     kvae_summary = train(kvae, train_set, run_dir / "kvae", steps=args.steps,

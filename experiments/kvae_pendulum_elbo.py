@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.007)
     p.add_argument("--baseline-lr", type=float, default=0.002)
     p.add_argument("--recon-weight", type=float, default=0.3)
+    p.add_argument("--vae-warmup", type=int, default=0,
+                   help="first KVAE updates with the fixed N(0, I) prior (plain VAE)")
     p.add_argument("--freeze-dynamics-epochs", type=int, default=5)
     p.add_argument("--models", default="kvae_cnn,kvae_mlp,dmm")
     p.add_argument("--run-dir", default="runs/kvae_pendulum_elbo")
@@ -45,12 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build(name: str, obs_shape, action_dim: int, recon_weight: float):
+def build(name: str, obs_shape, action_dim: int, recon_weight: float, vae_warmup: int = 0):
     if name.startswith("kvae"):
         enc = "conv" if name == "kvae_cnn" else "mlp"
         return KVAE(KVAEConfig(obs_shape=obs_shape, action_dim=action_dim, a_dim=2, z_dim=3,
                                num_modes=2, encoder=enc, decoder=enc, likelihood="gaussian",
-                               recon_weight=recon_weight))
+                               recon_weight=recon_weight, vae_warmup_updates=vae_warmup))
     if name == "dmm":
         return DKF(DKFConfig(obs_shape=obs_shape, action_dim=action_dim, z_dim=3, encoder="conv",
                              likelihood="gaussian"))
@@ -114,7 +116,8 @@ def main(argv=None) -> int:
     models = {}
     for name in args.models.split(","):
         torch.manual_seed(args.seed)
-        model = build(name, train_set.obs_shape, train_set.action_dim, args.recon_weight)
+        model = build(name, train_set.obs_shape, train_set.action_dim, args.recon_weight,
+                      args.vae_warmup)
         is_kvae = isinstance(model, KVAE)
         summ = train(model, train_set, run_dir / name, steps=args.steps, batch_size=args.batch_size,
                      lr=args.lr if is_kvae else args.baseline_lr, decay_every_steps=20 * spe,

@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.007)
     p.add_argument("--recon-weight", type=float, default=0.3)
+    p.add_argument("--vae-warmup", type=int, default=0,
+                   help="first KVAE updates with the fixed N(0, I) prior (plain VAE)")
     p.add_argument("--dynamics", default="mlp", choices=("mlp", "lstm"))
     p.add_argument("--freeze-dynamics-epochs", type=int, default=1)
     p.add_argument("--generation-steps", type=int, default=60)
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
         cfg = KVAEConfig(obs_shape=train_set.obs_shape, action_dim=train_set.action_dim,
                          use_controls=False, a_dim=2, z_dim=spec["z_dim"],
                          num_modes=spec["num_modes"], dynamics=args.dynamics,
-                         recon_weight=args.recon_weight)
+                         recon_weight=args.recon_weight, vae_warmup_updates=args.vae_warmup)
         kvae = KVAE(cfg)
         spe = len(train_set) // args.batch_size
         summ = train(kvae, train_set, run_dir / scene, steps=args.steps, batch_size=args.batch_size,

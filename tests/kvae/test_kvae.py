@@ -152,3 +152,19 @@ def test_missing_frames_do_not_affect_the_training_elbo():
     e2 = m.elbo(Batch(obs2, b.actions, mask), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(e1["elbo"], e2["elbo"])
     assert torch.equal(e1["frames"], torch.full((3,), 5.0))
+
+
+def test_vae_warmup_uses_fixed_prior_for_the_first_updates():
+    m = _model(vae_warmup_updates=2)
+    b = _batch()
+    m.train()
+    for i in range(3):
+        m.zero_grad()
+        m.loss(b).loss.backward()
+        got_grad = m.C_modes.grad is not None and bool(m.C_modes.grad.abs().sum() > 0)
+        assert got_grad == (i >= 2)
+    assert int(m.num_updates) == 3
+    m.eval()  # evaluation always uses the LGSSM prior
+    e = m.elbo(b, generator=torch.Generator().manual_seed(0))["log_prior"]
+    e.sum().backward()
+    assert m.C_modes.grad.abs().sum() > 0

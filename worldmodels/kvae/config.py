@@ -54,6 +54,7 @@ class KVAEConfig:
 
     # objective
     recon_weight: float = 0.3  # weight of log p(x|a) during training (evaluation uses 1)
+    vae_warmup_updates: int = 0  # first training updates use the fixed N(0, I) prior (VAE only)
     estimator: str = "exact"  # exact log p(a|u) | sampled (eq. 6.8, joint z) | marginal (reference)
     kalman_method: str = "sequential"  # forwarded to worldmodels.kalman (sequential | parallel)
 

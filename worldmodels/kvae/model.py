@@ -110,6 +110,8 @@ class KVAE(WorldModel):
         self.register_buffer("P0", c.init_cov * torch.eye(n))
         self.dynamics = DynamicsNetwork(m, K, c.dynamics, c.dynamics_hidden, c.concrete,
                                         c.concrete_temperature)
+        # training updates seen (loss calls in training mode), for the VAE warm-up phase
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ parameter groups
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -252,7 +254,8 @@ class KVAE(WorldModel):
         recon = self.frame_log_prob(a, obs)  # [S, B, T]
         recon = (recon * mask).sum(-1)
         entropy = -(log_q * mask).sum(-1)
-        if self.config.prior == "gaussian":
+        warming_up = self.training and int(self.num_updates) < self.config.vae_warmup_updates
+        if self.config.prior == "gaussian" or warming_up:
             log_prior = ((-0.5 * (_LOG_2PI + a ** 2)).sum(-1) * mask).sum(-1)
         else:
             Bsz, T = mask.shape
@@ -297,8 +300,13 @@ class KVAE(WorldModel):
 
     def loss(self, batch: Batch) -> LossOutput:
         """Negative training ELBO per observed frame (reconstruction weighted by
-        ``config.recon_weight``, 0.3 in the paper); logs the unweighted ELBO per frame too."""
+        ``config.recon_weight``, 0.3 in the paper); logs the unweighted ELBO per frame too.
+
+        During the first ``config.vae_warmup_updates`` calls in training mode the prior over the
+        codes is N(0, I) (a plain VAE), so the codes spread out before the LGSSM fits them."""
         terms = self.elbo(batch, recon_weight=self.config.recon_weight)
+        if self.training:
+            self.num_updates += 1
         frames = terms["frames"].sum().clamp(min=1.0)
         loss = -terms["elbo"].sum() / frames
         elbo_1 = (terms["recon"] + terms["log_prior"] + terms["entropy"]).sum() / frames
