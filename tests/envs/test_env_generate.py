@@ -163,3 +163,41 @@ def test_blocked_as_stay_relabels_wall_hits():
     walls = rollout_sequences(dataclasses.replace(spec, policy_kwargs={"rate": 4.0}), "train", 0, 2)
     pred = walls["states"][:, :-1] + walls["actions"][:, :-1] @ moves
     assert (pred != walls["states"][:, 1:]).any()  # without it, wall hits keep their move label
+
+
+def test_resume_after_sigkill_gives_identical_data(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = _spec(splits={"train": 240}, shard_size=10, seq_len=10)
+    root = tmp_path / "killed"
+    code = ("import dataclasses, json, sys; from envs.generate import DatasetSpec, generate_dataset; "
+            "generate_dataset(DatasetSpec(**json.loads(sys.argv[1])), sys.argv[2], num_workers=1, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(dataclasses.asdict(spec)), str(root)])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                m = json.loads((root / "manifest.json").read_text())
+                if sum(e["done"] for e in m["splits"]["train"]["shards"]) >= 3:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    m = json.loads((root / "manifest.json").read_text())  # the manifest is never half-written
+    done = sum(e["done"] for e in m["splits"]["train"]["shards"])
+    if done == len(m["splits"]["train"]["shards"]):
+        pytest.skip("the machine was too fast to interrupt the run")
+    assert not m["complete"] and done >= 3
+    generate_dataset(spec, root, num_workers=2, progress=False)
+    assert not list(root.rglob(".*.tmp"))
+    generate_dataset(spec, tmp_path / "clean", num_workers=1, progress=False)
+    a, b = _arrays(root, "train"), _arrays(tmp_path / "clean", "train")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])

@@ -272,3 +272,19 @@ def test_vector_envs(vector_cls):
         obs, r, term, trunc, info = venv.step(venv.action_space.sample())
         assert obs.shape[0] == 2 and r.shape == (2,) and info["state"].shape[0] == 2
         venv.close()
+
+
+def test_fast_rod_renderer_matches_reference_capsule():
+    from envs.rendering import PixelGrid, RodRenderer
+
+    for size in (16, 64):
+        grid, rod = PixelGrid(size), RodRenderer(size, 0.42 * size, 0.08 * size)
+        c = size / 2
+        for th in np.linspace(-4.0, 4.0, 9):
+            dx, dy = -np.sin(th), np.cos(th)
+            ref = grid.capsule_coverage(c, c, c + 0.42 * size * dx, c + 0.42 * size * dy, 0.08 * size)
+            got = rod(dx, dy)[:, :, 0].astype(int)
+            assert np.abs((ref * 255 + 0.5).astype(np.uint8).astype(int) - got).max() <= 1
+            # coverage sums to the rod's area (in pixels): width * length + a disc at each end
+            area = 2 * 0.08 * size * 0.42 * size + np.pi * (0.08 * size) ** 2
+            assert abs(got.sum() / 255 - area) < 0.1 * area
