@@ -76,7 +76,8 @@ class RodRenderer:
     def __call__(self, dx: float, dy: float) -> np.ndarray:
         """Rod along the unit vector ``(dx, dy)`` (y up) -> grey frame ``uint8 [size, size, 1]``."""
         proj = self._p @ np.array([dx, dy])
-        t = np.clip(proj, 0.0, self.length)
+        t = np.maximum(proj, 0.0)  # ufuncs, not np.clip: its Python wrapper costs more than the maths
+        np.minimum(t, self.length, out=t)
         b = self._buf
         np.multiply(proj, -2.0, out=b)
         b += t
@@ -86,7 +87,8 @@ class RodRenderer:
         np.sqrt(b, out=b)
         b *= -255.0
         b += self._k0
-        np.clip(b, 0.0, 255.0, out=b)
+        np.maximum(b, 0.0, out=b)
+        np.minimum(b, 255.0, out=b)
         return b.astype(np.uint8).reshape(self.size, self.size, 1)
 
 
