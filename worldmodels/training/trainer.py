@@ -309,7 +309,8 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean loss and terms over the validation split (seeded, same on every rank)."""
+        """Mean loss and terms over the validation split (seeded). Under DDP the batches are
+        split over ranks and the sums all-reduced, so every rank returns the same numbers."""
         if self.val_set is None:
             return {}
         cfg = self.config
@@ -318,6 +319,10 @@ class Trainer:
         batches = [idx[i:i + bs] for i in range(0, len(idx), bs)]
         if cfg.val_batches is not None:
             batches = batches[:cfg.val_batches]
+        W = self.dist.world_size
+        shard = self.dist.enabled and len(batches) >= W
+        if shard:
+            batches = batches[self.dist.rank::W]
         was_training = self.model.training
         self.model.eval()
         sums: dict[str, float] = {}
@@ -336,6 +341,13 @@ class Trainer:
                 count += w
         if was_training:
             self.model.train()
+        if shard:
+            import torch.distributed as dist
+
+            keys = sorted(sums)
+            t = torch.tensor([float(count)] + [sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            count, sums = t[0].item(), dict(zip(keys, t[1:].tolist()))
         return {k: v / max(count, 1) for k, v in sums.items()}
 
     @torch.no_grad()
