@@ -221,10 +221,11 @@ class BouncingBallEnv(gym.Env):
                 ball.force = (fx, fy)
                 space_step(h)
         self._frame = None
-        x, y = ball.position
+        pos = ball.position
+        x, y = pos.x, pos.y
         terminated = bool(self.variant == "pong" and not (0.0 <= x <= self.size and 0.0 <= y <= self.size))
         reward = -math.hypot(x - self.target[0], y - self.target[1]) / self.size
-        return self._observation(), reward, terminated, False, self._info()
+        return self._observation(pos), reward, terminated, False, self._info(pos)
 
     def render(self):
         if self.render_mode is None:
@@ -233,9 +234,9 @@ class BouncingBallEnv(gym.Env):
         return np.repeat(self._observation(), 3, axis=2)
 
     # ------------------------------------------------------------------ helpers
-    def _observation(self) -> np.ndarray:
+    def _observation(self, pos=None) -> np.ndarray:
         if self._frame is None:
-            x, y = self._ball.position
+            x, y = pos if pos is not None else self._ball.position
             img = self._grid.disc(x, y, self.radius) | self._background
             for body, px in zip(self._paddles, getattr(self, "_paddle_x", ())):
                 py = body.position.y
@@ -243,8 +244,9 @@ class BouncingBallEnv(gym.Env):
             self._frame = (img.astype(np.uint8) * 255)[:, :, None]
         return self._frame
 
-    def _info(self) -> dict[str, Any]:
-        b = self._ball
-        s = [b.position.x, b.position.y, b.velocity.x, b.velocity.y]
+    def _info(self, pos=None) -> dict[str, Any]:
+        p = pos if pos is not None else self._ball.position
+        v = self._ball.velocity
+        s = [p.x, p.y, v.x, v.y]
         s += [body.position.y for body in self._paddles]
         return {"state": np.asarray(s, dtype=np.float32)}

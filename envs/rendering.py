@@ -27,11 +27,17 @@ class PixelGrid:
         self.x = np.broadcast_to(j[None, :], (size, size)).copy()
         self.y = np.broadcast_to((size - j)[:, None], (size, size)).copy()
         self.xf = self.x.ravel()
+        self._col_x = j.copy()  # x of each column
+        self._row_y = size - j  # y of each row
         self.yf = self.y.ravel()
 
     def disc(self, cx: float, cy: float, radius: float) -> np.ndarray:
         """Binary disc: ``True`` where the pixel centre lies within ``radius`` of ``(cx, cy)``."""
-        return (self.x - cx) ** 2 + (self.y - cy) ** 2 <= radius * radius
+        dx2 = self._col_x - cx
+        dx2 *= dx2
+        dy2 = self._row_y - cy
+        dy2 *= dy2
+        return np.add.outer(dy2, dx2) <= radius * radius
 
     def capsule_coverage(self, ax: float, ay: float, bx: float, by: float, half_width: float) -> np.ndarray:
         """Anti-aliased thick segment from ``a`` to ``b`` with round caps, coverage in [0, 1].
