@@ -584,7 +584,7 @@ class Trainer:
                             rec.update(lr=self.optimizer.param_groups[0]["lr"], epoch=self.step / self.steps_per_epoch,
                                        frames_per_s=window_frames / max(now - window_t, 1e-9))
                             self.logger.log("train", self.step, rec)
-                            pbar.set_postfix(loss=f"{ema:.4g}", fps=f"{rec['frames_per_s']:.0f}")
+                            pbar.set_postfix({"loss": f"{ema:.4g}", "frames/s": f"{rec['frames_per_s']:.0f}"})
                             window_frames, window_t = 0.0, now
                     val_due = self.val_set is not None and (
                         (cfg.val_every is not None and self.step % cfg.val_every == 0)
