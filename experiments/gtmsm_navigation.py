@@ -229,17 +229,20 @@ def plots(result: dict, examples: dict, tau: int, stem: Path) -> list[str]:
     cols = [c for c in cols if c < H]
     rows = [("true", examples["truth"][0]), ("GTM-SM", examples["gtmsm"][0]),
             ("floor", examples["floor"][0]), ("no memory", examples["baseline"][0])]
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(len(cols) * 0.7, len(rows) * 0.8))
-    for r, (name, clip) in enumerate(rows):
+    h, w = examples["truth"].shape[-2:]
+    pad = 1
+    mosaic = np.ones((len(rows) * (h + pad) + pad, len(cols) * (w + pad) + pad, 3))
+    for r, (_, clip) in enumerate(rows):
         for c, t in enumerate(cols):
-            ax = axes[r, c]
-            ax.imshow(np.clip(clip[t].transpose(1, 2, 0), 0, 1), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"t={tau + t + 1}", fontsize=6)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=6)
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            mosaic[y:y + h, x:x + w] = np.clip(clip[t].transpose(1, 2, 0), 0, 1)
+    fig, ax = plt.subplots(figsize=(len(cols) * 0.6 + 1.0, len(rows) * 0.6 + 0.6))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(len(rows))], [n for n, _ in rows],
+                  fontsize=7)
+    ax.set_xticks([pad + c * (w + pad) + w / 2 for c in range(len(cols))],
+                  [str(tau + t + 1) for t in cols], fontsize=6)
+    ax.set_xlabel("time step t (prediction phase)", fontsize=7)
     fig.tight_layout()
     path = stem.parent / f"{stem.name}_frames.png"
     fig.savefig(path, dpi=120)
@@ -271,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--name", default=None, help="results name (default by configuration)")
     p.add_argument("--results-dir", default=None, help="default experiments/results")
+    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--timing-repeats", type=int, default=5)
     args = p.parse_args(argv)
     base = REDUCED if args.reduced else PAPER
     for k, v in base.items():
@@ -312,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                          timing_batch.mask[:, :args.tau + args.train_predict])
     result["train_step_s"] = {"batch": args.batch_size, "T": args.tau + args.train_predict,
                               "device": args.device, "threads": torch.get_num_threads(),
-                              "median_s": step_time(cfg, args.device, timing_batch)}
+                              "median_s": step_time(cfg, args.device, timing_batch,
+                                                    args.timing_repeats)}
 
     out = save_results(name, {**vars(args), "model": vars(cfg)}, result,
                        argv=["-m", "experiments.gtmsm_navigation",
@@ -320,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                        out_dir=args.results_dir)
     result_files = plots(result, examples, args.tau, out.with_suffix(""))
     try:
+        if args.no_video:
+            raise RuntimeError("--no-video")
         from worldmodels.video import tile_clips, write_video
 
         rows = [[examples["truth"][i], examples["gtmsm"][i], examples["baseline"][i],

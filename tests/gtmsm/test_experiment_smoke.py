@@ -17,14 +17,17 @@ def one_thread():
 
 
 def test_gtmsm_navigation_experiment_smoke(tmp_path, one_thread):
-    pytest.importorskip("envs.generate")
+    generate = pytest.importorskip("envs.generate")
     from experiments import gtmsm_navigation
 
+    generate.generate_dataset("image_navigation_small", tmp_path / "data", num_workers=1,
+                              progress=False)
     rc = gtmsm_navigation.main([
         "--reduced", "--preset", "image_navigation_small", "--data-dir", str(tmp_path / "data"),
         "--run-dir", str(tmp_path / "run"), "--results-dir", str(tmp_path / "res"),
         "--tau", "64", "--train-predict", "16", "--test-predict", "32", "--steps", "3",
-        "--baseline-steps", "2", "--max-test", "6", "--batch-size", "4", "--name", "smoke"])
+        "--baseline-steps", "2", "--max-test", "6", "--batch-size", "4", "--name", "smoke",
+        "--no-video", "--timing-repeats", "1"])
     assert rc == 0
     rec = json.loads((tmp_path / "res" / "smoke.json").read_text())
     res = rec["results"]
