@@ -383,7 +383,10 @@ class Trainer:
         self.last_val, self.last_val_step = val, self.step
         self.logger.log("val", self.step, val)
         if self.is_main:
-            self._log_media()
+            try:
+                self._log_media()
+            except Exception as e:  # pictures are a convenience: never let them stop training
+                self._warn(f"TensorBoard prediction video skipped: {type(e).__name__}: {e}")
         key = cfg.early_stopping_metric.removeprefix("val/")
         if key not in val:
             raise ValueError(f"early_stopping_metric: {cfg.early_stopping_metric!r} is not among the "
