@@ -12,7 +12,9 @@ Measured in the same run (anchors are optional and skipped when not installed):
 * ``dynamax``: ``jax.jit(jax.vmap(lgssm_smoother))`` (compiled before timing).
 * ``pykalman``: ``KalmanFilter.smooth`` looped over the sequences (T = 100 only; slow).
 
-Every figure is the median of ``--repeats`` runs after a warm-up.  Run::
+Every figure is the median of ``--repeats`` runs after a warm-up (``min_*``: the minimum).
+``paired_ratio_*`` compares torch and dynamax timed in alternating blocks (see
+:func:`paired_ratio`), the robust comparison on a shared, loaded CPU.  Run::
 
     python -m experiments.bench_kalman            # writes experiments/results/bench_kalman.json + .png
 """
@@ -96,6 +98,49 @@ def torch_timings(p: dict[str, np.ndarray], repeats: int, device: str) -> tuple[
     return out, means
 
 
+def paired_ratio(fn_a: Callable[[], object], fn_b: Callable[[], object], rounds: int,
+                 block: int = 5) -> float:
+    """Median over ``rounds`` of median-time(a) / median-time(b), each round timing a block of
+    ``block`` calls of ``a`` then of ``b`` (after one discarded warm-up call each).
+
+    On a shared CPU the load changes from second to second; comparing the two within a round
+    makes their ratio much more stable than the ratio of two separately measured medians, and
+    the warm-up call keeps one library's thread-pool wake-up or cache refill out of the other's
+    timing."""
+    def block_ms(fn):
+        fn()
+        times = []
+        for _ in range(block):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    return statistics.median(block_ms(fn_a) / block_ms(fn_b) for _ in range(rounds))
+
+
+def dynamax_function(p: dict[str, np.ndarray]) -> Callable[[], np.ndarray] | None:
+    """``jit(vmap(lgssm_smoother))`` on the problem, returning smoothed means; None if not installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+        from dynamax.linear_gaussian_ssm.inference import (ParamsLGSSM, ParamsLGSSMDynamics,
+                                                            ParamsLGSSMEmissions, ParamsLGSSMInitial,
+                                                            lgssm_smoother)
+    except ImportError:
+        return None
+    n, m = p["A"].shape[0], p["C"].shape[0]
+    params = ParamsLGSSM(
+        initial=ParamsLGSSMInitial(mean=jnp.asarray(p["mu0"]), cov=jnp.asarray(p["P0"])),
+        dynamics=ParamsLGSSMDynamics(weights=jnp.asarray(p["A"]), bias=jnp.zeros(n),
+                                     input_weights=jnp.zeros((n, 0)), cov=jnp.asarray(p["Q"])),
+        emissions=ParamsLGSSMEmissions(weights=jnp.asarray(p["C"]), bias=jnp.zeros(m),
+                                       input_weights=jnp.zeros((m, 0)), cov=jnp.asarray(p["R"])))
+    obs = jnp.asarray(p["obs"])
+    fn = jax.jit(jax.vmap(lambda y: lgssm_smoother(params, y).smoothed_means))
+    return lambda: np.asarray(jax.block_until_ready(fn(obs)))
+
+
 def dynamax_timing(p: dict[str, np.ndarray], repeats: int) -> tuple[float, np.ndarray] | None:
     try:
         import jax
@@ -135,6 +180,7 @@ def pykalman_timing(p: dict[str, np.ndarray], num_seqs: int) -> tuple[float, np.
 
 def plot(results: dict, path) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -147,6 +193,9 @@ def plot(results: dict, path) -> None:
             ax.plot(xs, [results[str(t)][k] for t in xs], marker="o", label=k)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(steps)
+    ax.set_xticklabels([str(t) for t in steps])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("sequence length T")
     ax.set_ylabel("median time per call (ms), B = 256")
     ax.set_title("Batched RTS smoother, n = 4, m = 2, float32")
@@ -186,6 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         row["dynamax"] = row["pykalman"] = None
         if not args.no_anchors:
             dyn = dynamax_timing(p, args.repeats)
+            dyn_fn = dynamax_function(p)
+            if dyn_fn is not None:
+                kw = {k: torch.from_numpy(v) for k, v in p.items()}
+                obs = kw.pop("obs")
+                kw_seq = dict(kw, P0=kw["P0"].expand(args.batch, *kw["P0"].shape))
+                with torch.inference_mode():
+                    row["paired_ratio_torch_shared_to_dynamax"] = paired_ratio(
+                        lambda: kalman_smoother(obs, **kw), dyn_fn, max(3, args.repeats // 3))
+                    row["paired_ratio_torch_per_sequence_to_dynamax"] = paired_ratio(
+                        lambda: kalman_smoother(obs, **kw_seq), dyn_fn, 3, block=3)
             if dyn is not None:
                 row["dynamax"] = dyn[0]
                 row["dynamax_max_abs_diff_means"] = float(np.abs(dyn[1] - means).max())

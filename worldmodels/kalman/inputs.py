@@ -70,9 +70,6 @@ class Problem:
         """``A_t`` for t >= start: ``[n, n]`` or ``[B, T - start, n, n]`` (broadcasts with [B, T', ...])."""
         return self.A if self.A.dim() == 2 else self.A[:, start:]
 
-    def C_all(self) -> torch.Tensor:
-        return self.C
-
 
 def check_spd(name: str, x: torch.Tensor) -> None:
     """Raise ``ValueError`` unless every matrix in ``x`` (``[..., k, k]``) is symmetric PD."""
