@@ -288,3 +288,20 @@ def test_fast_rod_renderer_matches_reference_capsule():
             # coverage sums to the rod's area (in pixels): width * length + a disc at each end
             area = 2 * 0.08 * size * 0.42 * size + np.pi * (0.08 * size) ** 2
             assert abs(got.sum() / 255 - area) < 0.1 * area
+
+
+@pytest.mark.parametrize("env_id, kwargs", [
+    ("worldmodels/ImageNavigation-v0", {"obstacles": True, "goal": "view", "random_start": True}),
+    ("worldmodels/ImageNavigation-v0", {"goal": None}),
+    ("worldmodels/Pendulum-v0", {"size": 64}),
+    ("worldmodels/BouncingBall-v0", {"target": (8.0, 20.0), "gravity": (0.0, -3.0)}),
+])
+def test_check_env_passes_with_options(env_id, kwargs):
+    env = gym.make(env_id, render_mode="rgb_array", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env.unwrapped)
+    f1, s1, r1 = _rollout(env_id, 5, **kwargs)
+    f2, s2, r2 = _rollout(env_id, 5, **kwargs)
+    np.testing.assert_array_equal(f1, f2)
+    np.testing.assert_array_equal(r1, r2)
