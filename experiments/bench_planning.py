@@ -96,8 +96,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
 
     if args.checkpoint:
-        from worldmodels.training import load
-        model = load(args.checkpoint, device=device)
+        from agents.commands.plan import load_world_model
+        model = load_world_model(args.checkpoint, device=str(device))
     else:
         model = pendulum_kvae(device)
     head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim)).to(device).eval()

@@ -187,8 +187,10 @@ def prepare_gtmsm(args, run: Path, device, progress: bool):
     from worldmodels.gtmsm import GTMSM, GTMSMConfig
     from worldmodels.training import TrainConfig, Trainer, load
 
+    from agents.commands.plan import load_world_model
+
     if args.checkpoint:
-        return load(args.checkpoint, device=device).eval(), {"checkpoint": args.checkpoint}
+        return load_world_model(args.checkpoint, device=str(device)).eval(), {"checkpoint": args.checkpoint}
     preset = "image_navigation_small" if args.quick else "image_navigation"
     data = Path(f"runs/data/{preset}")
     generate_dataset(preset, data, progress=progress)
@@ -201,7 +203,7 @@ def prepare_gtmsm(args, run: Path, device, progress: bool):
                           tensorboard=False, val_every=max(steps // 4, 1), checkpoint_every=max(steps // 4, 1))
         Trainer(model, cfg, kdir, dataset_split(data, "train"), dataset_split(data, "valid"),
                 resume=(kdir / "checkpoints").exists()).fit()
-    return load(kdir, device=device).eval(), {"checkpoint": str(kdir), "dataset": str(data)}
+    return load_world_model(kdir, device=str(device)).eval(), {"checkpoint": str(kdir), "dataset": str(data)}
 
 
 def plot(runs, budget, path):

@@ -171,6 +171,7 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
     ``config_fn``: KVAE config factory; ``train_steps``: default (quick, full) updates.
     """
     from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
+    from agents.commands.plan import load_world_model
     from envs.generate import generate_dataset
     from worldmodels.kvae import KVAE
     from worldmodels.training import TrainConfig, Trainer, load
@@ -181,7 +182,7 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
     generate_dataset(preset, data, progress=progress)
     info: dict = {"dataset": str(data)}
     if args.checkpoint:
-        model = load(args.checkpoint, device=device)
+        model = load_world_model(args.checkpoint, device=str(device))
     else:
         kdir = run / "kvae"
         steps = args.train_steps or (train_steps[0] if args.quick else train_steps[1])
@@ -197,7 +198,7 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
             summary = Trainer(model, cfg, kdir, dataset_split(data, "train"), dataset_split(data, "valid"),
                               resume=(kdir / "checkpoints").exists()).fit()
             info["kvae_train_summary"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-        model = load(kdir, device=device)
+        model = load_world_model(kdir, device=str(device))
     model.eval()
     head_path = run / "reward_head.pt"
     metrics_path = run / "reward_head_metrics.json"

@@ -143,9 +143,7 @@ def run(args: argparse.Namespace) -> int:
         model = model.to(device)
         out = Path(args.out or "runs/plan_oracle")
     else:
-        from worldmodels.training import load
-
-        model = load(args.checkpoint, device=device)
+        model = load_world_model(args.checkpoint, device=str(device))
         reward_fn, head_path, metrics = load_reward_head(args, model, device)
         info = {"checkpoint": args.checkpoint, "reward_head": head_path, "reward_head_metrics": metrics}
         ck = Path(args.checkpoint)
@@ -195,7 +193,7 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
                           progress=progress, tensorboard=False, checkpoint_every=None)
         Trainer(model, cfg, out / "kvae", dataset, dataset).fit()
         checkpoint = str(out / "kvae")
-    model = load(checkpoint, device=device)
+    model = load_world_model(checkpoint, device=device)
     head, metrics = train_reward_head(
         model, make_dataloader(dataset, "train", 64, shuffle=False), make_dataloader(dataset, "valid", 64, shuffle=False),
         RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim, steps=reward_steps),
@@ -208,3 +206,22 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
     result["checkpoint"] = checkpoint
     (out / "plan.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def load_world_model(path: str | Path, device: str = "cpu"):
+    """``worldmodels.training.load``, tolerating checkpoints that lack *buffers* the model class
+    gained since (e.g. training counters); missing parameters still raise."""
+    from worldmodels.training import CheckpointError, load
+    from worldmodels.training.checkpoint import build_model, read_checkpoint
+
+    try:
+        return load(path, device=device)
+    except CheckpointError:
+        ckpt = read_checkpoint(path, map_location="cpu")
+        model = build_model(ckpt)
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        params = {n for n, _ in model.named_parameters()}
+        if unexpected or any(k in params for k in missing):
+            raise
+        print(f"note: checkpoint {path} lacks buffers {missing}; kept their initial values")
+        return model.to(device).eval()
