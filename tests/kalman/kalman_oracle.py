@@ -50,7 +50,7 @@ def _per_step(x, b, t, shared_dims):
 def joint(kw, b):
     """Mean and covariance of (z_{0:T-1}, a_{0:T-1}) for batch element ``b`` (stacked by time)."""
     obs, A, C, Q, R = kw["obs"], kw["A"], kw["C"], kw["Q"], kw["R"]
-    T, m = obs.shape[1], obs.shape[2]
+    T = obs.shape[1]
     n = Q.shape[0]
     mu0 = kw["mu0"] if kw["mu0"].dim() == 1 else kw["mu0"][b]
     P0 = kw["P0"] if kw["P0"].dim() == 2 else kw["P0"][b]

@@ -8,8 +8,15 @@ Model (B batch, T steps; state z dim n, observation a dim m, control u dim p)::
 
 Index 0 of ``A``, ``B`` and ``controls`` is ignored.  ``A`` / ``B`` / ``C`` are shared
 (``[n, n]``, ``[n, p]``, ``[m, n]``) or time-varying per sequence (``[B, T, n, n]``,
-``[B, T, n, p]``, ``[B, T, m, n]``).  ``mask`` ``[B, T]`` (1 = observed): masked steps skip the
-update and add nothing to the log-likelihood; their observations may be NaN.
+``[B, T, n, p]``, ``[B, T, m, n]``).  ``mask`` ``[B, T]`` (non-zero = observed): masked steps skip
+the update and add nothing to the log-likelihood; their observations may be NaN.
+
+``method="sequential"`` loops over T and picks the fastest exact implementation for the problem
+(see :func:`worldmodels.kalman.sequential.filter_sequential`); ``method="parallel"`` uses an
+associative scan (O(log T) depth; for GPUs and long sequences).  Both give the same results up
+to float rounding.  Returned covariances that are identical for every sequence (shared ``A``,
+``C``, ``P0``, no mask) are broadcast views (``expand``): call ``.contiguous()`` before writing
+into them in place.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 
 from worldmodels.kalman.inputs import Problem
 from worldmodels.kalman.results import FilterResult
-from worldmodels.kalman.sequential import _log_likelihood, smoother_elements, _compact_cov
+from worldmodels.kalman.sequential import _log_likelihood, smoother_elements
 from worldmodels.kalman.steps import symmetrise, update_rows
 
 Elems = Sequence[torch.Tensor]

@@ -17,6 +17,8 @@ class FilterResult:
     * ``filt_mean`` ``[B, T, n]``, ``filt_cov`` ``[B, T, n, n]``: p(z_t | a_{0:t}, u) (equal to the
       prediction at masked steps).
     * ``log_likelihood`` ``[B]``: log p(a_{observed} | u), summed over observed steps, in nats.
+
+    Covariances shared by the whole batch are returned as broadcast (expanded) views.
     """
 
     pred_mean: torch.Tensor
