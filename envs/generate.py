@@ -16,6 +16,7 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -327,6 +328,29 @@ def generate_dataset(spec: DatasetSpec | str, out_dir: str | os.PathLike, num_wo
     policy_probe = make_policy(spec.policy, make_env(spec).action_space, **spec.policy_kwargs)
     del policy_probe
     root.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(root):
+        return _generate_locked(spec, root, layout, num_workers, resume, progress)
+
+
+@contextlib.contextmanager
+def _folder_lock(root: Path):
+    """Exclusive lock on ``root`` (``fcntl.flock`` where available): a second generator of the
+    same folder waits, then finds the shards done and only rewrites the manifest."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    with open(root / ".generate.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _generate_locked(spec: DatasetSpec, root: Path, layout: dict, num_workers: int | None, resume: bool,
+                     progress: bool) -> Path:
     _clean_temp_files(root)
     spec_dict = asdict(spec)
     plan = _plan(spec)

@@ -204,3 +204,23 @@ def test_resume_after_sigkill_gives_identical_data(tmp_path):
     a, b = _arrays(root, "train"), _arrays(tmp_path / "clean", "train")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_concurrent_generators_of_one_folder_agree(tmp_path):
+    import threading
+
+    root, errors = tmp_path / "d", []
+
+    def gen():
+        try:
+            generate_dataset(_spec(), root, num_workers=1, progress=False)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=gen) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    from worldmodels.data import SequenceDataset
+
+    assert len(SequenceDataset(root, "train")) == 10  # checksums in the manifest match the files
