@@ -367,6 +367,8 @@ def _generate_locked(spec: DatasetSpec, root: Path, layout: dict, num_workers: i
             for k, e in enumerate(old.get("splits", {}).get(split, {}).get("shards", [])[: len(entries)]):
                 if _shard_ok(root, e) and e.get("start") == entries[k]["start"]:
                     entries[k] = e
+        if old.get("complete") and all(e.get("done") for p in plan.values() for e in p):
+            return mpath  # nothing to do: leave the manifest untouched for concurrent readers
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "name": spec.name, "spec": spec_dict,
         "env_id": spec.env_id, "seq_len": spec.seq_len, **layout,

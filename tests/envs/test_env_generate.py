@@ -224,3 +224,10 @@ def test_concurrent_generators_of_one_folder_agree(tmp_path):
     from worldmodels.data import SequenceDataset
 
     assert len(SequenceDataset(root, "train")) == 10  # checksums in the manifest match the files
+
+
+def test_complete_dataset_is_left_untouched(tmp_path):
+    mpath = generate_dataset(_spec(), tmp_path / "d", num_workers=1, progress=False)
+    before = (mpath.stat().st_mtime_ns, mpath.read_bytes())
+    assert generate_dataset(_spec(), tmp_path / "d", num_workers=1, progress=False) == mpath
+    assert (mpath.stat().st_mtime_ns, mpath.read_bytes()) == before
