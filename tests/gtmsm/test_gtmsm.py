@@ -237,3 +237,17 @@ def test_aux_loss_finds_the_still_action_and_blocked_moves():
     # blocked moves exist in this data (border) and are labelled 0
     true_moved = (pos[:, 1:] != pos[:, :-1]).any(-1).float()
     assert torch.equal(moved, true_moved) and (moved == 0).any()
+
+
+def test_isotropy_term_is_scale_free_and_zero_for_isotropic_states():
+    m = small()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 500, 2, generator=g, dtype=torch.float64)
+    x = x - x.mean(1, keepdim=True)
+    # exactly isotropic sample covariance: whiten each sequence
+    L = torch.linalg.cholesky(x.transpose(1, 2) @ x / 499)
+    iso = torch.linalg.solve_triangular(L, x.transpose(1, 2), upper=False).transpose(1, 2)
+    assert abs(m.isotropy(iso).item()) < 1e-6
+    assert abs(m.isotropy(iso * 7.0).item()) < 1e-6  # scale-free
+    squashed = iso * torch.tensor([1.0, 0.05], dtype=torch.float64)
+    assert m.isotropy(squashed).item() > 1.0

@@ -37,6 +37,9 @@ class GTMSMConfig:
     transition_std: float = 1e-3
     gate: bool = True  # wall gate sigma_d of eq. 7.3
     gate_hidden: tuple[int, ...] = (32, 32)  # (10, 5) in the public re-implementation
+    #: what the gate MLP sees of the projected state: action_basis | whitened | raw
+    #: (see ``StateTransition.gate_features``)
+    gate_input: str = "action_basis"
     rotation: bool = False  # eq. 7.4: needs state_dim == 3 (x, y, angle)
     momentum: bool = False  # 7.4.2.2: d_t = c_s * tanh(sigmoid(c_f) * d_{t-1} + M a_t)
     #: at inference time (frames known) a move whose next frame is identical to the current
@@ -46,6 +49,11 @@ class GTMSMConfig:
     blocked_from_frames: bool = True
     #: weight of those two self-supervised terms (``GTMSM.transition_aux_loss``).
     gate_loss_weight: float = 1.0
+    #: weight of the isotropy gauge term ``S log(tr C / S) - log det C`` (>= 0, 0 iff isotropic)
+    #: on the covariance C of the memorised positions of each sequence. The ELBO barely
+    #: constrains linear maps of the state space, and training tends to a nearly rank-1 M whose
+    #: lattice cells overlap; this term picks a well-conditioned gauge. 0 disables it.
+    isotropy_weight: float = 0.1
     #: max |x_{t+1} - x_t| under which two frames count as identical.
     same_frame_tol: float = 1e-4
 
@@ -70,6 +78,8 @@ class GTMSMConfig:
             raise ValueError(f"encoder: expected 'mlp' or 'conv', got {self.encoder!r}")
         if self.likelihood not in ("gaussian", "bernoulli"):
             raise ValueError(f"likelihood: expected 'gaussian' or 'bernoulli', got {self.likelihood!r}")
+        if self.gate_input not in ("action_basis", "whitened", "raw"):
+            raise ValueError(f"gate_input: expected 'action_basis', 'whitened' or 'raw', got {self.gate_input!r}")
         if self.kl_estimator not in ("mc", "bound"):
             raise ValueError(f"kl_estimator: expected 'mc' or 'bound', got {self.kl_estimator!r}")
         if self.rotation and self.state_dim != 3:

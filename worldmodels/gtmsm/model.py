@@ -304,6 +304,20 @@ class GTMSM(WorldModel):
         still = ((M ** 2).sum(0) * still_actions).sum() / still_actions.sum().clamp(min=1.0)
         return gate, still
 
+    def isotropy(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over sequences of ``S log(tr C / S) - log det C`` for the covariance ``C`` of
+        ``states [B, T, S]`` (positions only under rotation); scale-free, 0 iff isotropic."""
+        x = states[..., :2] if self.config.rotation else states
+        w = torch.ones(x.shape[:2], device=x.device, dtype=x.dtype) if mask is None else mask.to(x.dtype)
+        n = w.sum(1, keepdim=True).clamp(min=2.0)  # [B, 1]
+        mean = (x * w.unsqueeze(-1)).sum(1, keepdim=True) / n.unsqueeze(-1)
+        xc = (x - mean) * w.unsqueeze(-1).sqrt()
+        S = x.shape[-1]
+        cov = xc.transpose(1, 2) @ xc / (n.unsqueeze(-1) - 1)
+        cov = cov + 1e-8 * torch.eye(S, device=x.device, dtype=x.dtype)
+        tr = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+        return (S * torch.log(tr / S) - torch.logdet(cov)).mean()
+
     # ----------------------------------------------------------------- memory
     def memorise(self, path: StatePath, code_mean: torch.Tensor, code_logvar: torch.Tensor,
                  mask: torch.Tensor | None = None, capacity: int | None = None) -> DNDMemory:
@@ -386,6 +400,10 @@ class GTMSM(WorldModel):
             loss = loss + cfg.gate_loss_weight * (gate + still)
             terms["gate_bce"] = gate.detach()
             terms["still_disp"] = still.detach()
+        if cfg.isotropy_weight > 0:
+            iso = self.isotropy(path.mean[:, :tau], mask[:, :tau])
+            loss = loss + cfg.isotropy_weight * iso
+            terms["isotropy"] = iso.detach()
         with torch.no_grad():
             terms["recon_mse"] = ((self.decode_code(mu_p) - obs[:, tau:]) ** 2).mean()
         return LossOutput(loss, terms)

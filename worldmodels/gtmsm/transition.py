@@ -72,10 +72,28 @@ class StateTransition(nn.Module):
             return projected.new_ones(*projected.shape[:-1], 1)
         return torch.sigmoid(self.gate_logit(projected))
 
+    def gate_features(self, projected: torch.Tensor) -> torch.Tensor:
+        """Input of the gate MLP for projected states ``[..., S]`` -> ``[..., S]``.
+
+        ``gate_input="action_basis"``: the state in units of the learned displacements,
+        ``pinv(M) s`` projected back to S dims by the (detached) right singular vectors: it is
+        invariant to rotations and stretches of the learned state space (fig. 7.2c), so walls
+        stay "k moves from the start" however M is oriented. ``"whitened"``: running-statistics
+        whitening. ``"raw"``: the state itself (as in eq. 7.3).
+        """
+        mode = self.config.gate_input
+        if mode == "raw":
+            return projected
+        if mode == "whitened":
+            # clones: the running statistics are updated in place later in the same step
+            return (projected - self.gate_mean.clone()) @ self.gate_white.clone().T
+        M = self.M.weight.detach()  # [S, A]
+        U, sv, _ = torch.linalg.svd(M, full_matrices=False)  # M = U diag(sv) V^T
+        inv = U / sv.clamp(min=1e-6 * sv.max().clamp(min=1e-12))  # diag(1/sv) U^T, as columns
+        return projected @ inv  # coordinates of s in M's singular basis, scaled by 1/sv
+
     def gate_logit(self, projected: torch.Tensor) -> torch.Tensor:
-        # clones: the running statistics are updated in place later in the same training step
-        x = (projected - self.gate_mean.clone()) @ self.gate_white.clone().T
-        return self.gate_net(x)
+        return self.gate_net(self.gate_features(projected))
 
     @torch.no_grad()
     def update_gate_stats(self, x: torch.Tensor, momentum: float = 0.05) -> None:
