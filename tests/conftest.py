@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-# Two cores on CI: keep intra-op threads low so parallel-ish tests do not oversubscribe.
-torch.set_num_threads(int(os.environ.get("WM_TEST_THREADS", "2")))
+# Tiny models run fastest single-threaded (thread start-up dominates), and CI has 2 cores.
+torch.set_num_threads(int(os.environ.get("WM_TEST_THREADS", "1")))
 
 
 @pytest.fixture
