@@ -13,6 +13,7 @@ Inside: matrices ``[r, c, *batch]``, vectors ``[r, *batch]``; in the time loop `
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -40,6 +41,68 @@ def _pick(X: torch.Tensor, t: int) -> torch.Tensor:
     return X[0] if X.shape[0] == 1 else X[t]
 
 
+def _predict(mean: torch.Tensor, P: torch.Tensor, At: torch.Tensor, Bu_t: torch.Tensor | None,
+             Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean [n, B]``, ``P [n, n, Bc]``, ``At [n, n, B or 1]``, ``Bu_t [n, B]`` -> predicted."""
+    mean = small.mv(At, mean)
+    if Bu_t is not None:
+        mean = mean + Bu_t
+    P = small.mm(small.mm(At, P), small.tr(At)) + Q           # symmetrised after the loop
+    return mean, P
+
+
+def _update(mean: torch.Tensor, P: torch.Tensor, Ct: torch.Tensor, y_t: torch.Tensor,
+            keep: torch.Tensor | None, R: torch.Tensor, I: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Joseph-form update.  Returns ``(mean [n, B], P [n, n, B or 1], w [m, B], logdet [B or 1])``
+    with ``w = L^-1 v`` the whitened innovation and ``logdet = sum log diag L``."""
+    n, m, batch = P.shape[0], Ct.shape[0], mean.shape[-1]
+    CP = small.mm(Ct, P)                                          # [m, n, *]
+    L = small.cholesky_entries(small.mm(CP, small.tr(Ct)) + R)
+    v = y_t - small.mv(Ct, mean)                                  # [m, B]
+    if CP.shape[-1] != batch:
+        CP = CP.expand(m, n, batch)
+    W = small.forward_sub_entries(L, torch.cat([CP, v.unsqueeze(1)], 1))
+    Wc, w = W[:, :n], W[:, n]                                     # L^-1 C P, L^-1 v
+    Kt = small.backward_sub_t_entries(L, Wc)                      # K^T = S^-1 C P
+    K = small.tr(Kt)
+    mean_f = mean + small.vm(w, Wc)                               # m + K v
+    IKC = I - small.mm(K, Ct)
+    P_f = small.sym(small.mm(small.mm(IKC, P), small.tr(IKC)) + small.mm(small.mm(K, R), Kt))
+    if keep is not None:
+        mean_f = torch.where(keep, mean_f, mean)
+        P_f = torch.where(keep, P_f, P)
+    return mean_f, P_f, w, small.log_diag_sum(L)
+
+
+def _predict_update(mean, P, At, Bu_t, Q, Ct, y_t, keep, R, I):
+    mean, P = _predict(mean, P, At, Bu_t, Q)
+    mean_f, P_f, w, logdet = _update(mean, P, Ct, y_t, keep, R, I)
+    return mean, P, mean_f, P_f, w, logdet
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def set_compile(enabled: bool) -> None:
+    """Opt in to ``torch.compile`` of the batch-last step functions (CPU path).
+
+    Each step then runs as a few fused kernels: about 3.5x faster forward + backward for
+    B = 32, T = 20, n = 4, m = 2 on a 2-core CPU, at the price of a one-off compilation of
+    ~50 s per problem structure (shared vs. time-varying matrices, mask or not, controls or
+    not; batch-size changes recompile once more with dynamic shapes).  Off by default; also
+    switched on by the environment variable ``WORLDMODELS_KALMAN_COMPILE=1``.
+    """
+    _COMPILED.clear()
+    if enabled:
+        _COMPILED["update"] = torch.compile(_update)
+        _COMPILED["predict_update"] = torch.compile(_predict_update)
+
+
+if os.environ.get("WORLDMODELS_KALMAN_COMPILE", "0") == "1":
+    set_compile(True)
+
+
 def filter_batch_last(pb: Problem) -> FilterResult:
     """Batched sequential Kalman filter (see module docstring)."""
     batch, T, n, m = pb.batch, pb.steps, pb.n, pb.m
@@ -51,39 +114,27 @@ def filter_batch_last(pb: Problem) -> FilterResult:
     mask = None if pb.mask is None else pb.mask.t()               # [T, B]
     mean = pb.mu0.t()                                             # [n, B]
     P = pb.P0.unsqueeze(-1) if pb.P0.dim() == 2 else pb.P0.permute(1, 2, 0)
+    update = _COMPILED.get("update", _update)
+    predict_update = _COMPILED.get("predict_update", _predict_update)
+    if _COMPILED:                     # one shape for every step: fewer compiled variants
+        P = P.expand(n, n, batch).contiguous()
     const = 0.5 * m * math.log(2 * math.pi)
     pm, pP, fm, fP, ws, logdets = [], [], [], [], [], []
     for t in range(T):
-        if t > 0:
-            At = _pick(A, t)
-            mean = small.mv(At, mean)
-            if Bu is not None:
-                mean = mean + Bu[t]
-            P = small.mm(small.mm(At, P), small.tr(At)) + Q      # symmetrised after the loop
-        pm.append(mean)
-        pP.append(P)
-        Ct = _pick(C, t)
-        CP = small.mm(Ct, P)                                      # [m, n, *]
-        L = small.cholesky_entries(small.mm(CP, small.tr(Ct)) + R)
-        v = y[t] - small.mv(Ct, mean)                             # [m, B]
-        if CP.shape[-1] != batch:
-            CP = CP.expand(m, n, batch)
-        W = small.forward_sub_entries(L, torch.cat([CP, v.unsqueeze(1)], 1))
-        Wc, w = W[:, :n], W[:, n]                                 # L^-1 C P, L^-1 v
-        Kt = small.backward_sub_t_entries(L, Wc)                  # K^T = S^-1 C P
-        K = small.tr(Kt)
-        mean_f = mean + small.vm(w, Wc)                           # m + K v
-        IKC = I - small.mm(K, Ct)
-        P_f = small.sym(small.mm(small.mm(IKC, P), small.tr(IKC)) + small.mm(small.mm(K, R), Kt))
-        if mask is not None:
-            keep = mask[t]
-            mean_f = torch.where(keep, mean_f, mean)
-            P_f = torch.where(keep, P_f, P)
-        mean, P = mean_f, P_f
+        keep = None if mask is None else mask[t]
+        if t == 0:
+            pm.append(mean)
+            pP.append(P)
+            mean, P, w, logdet = update(mean, P, _pick(C, 0), y[0], keep, R, I)
+        else:
+            mp, Pp, mean, P, w, logdet = predict_update(
+                mean, P, _pick(A, t), None if Bu is None else Bu[t], Q, _pick(C, t), y[t], keep, R, I)
+            pm.append(mp)
+            pP.append(Pp)
         fm.append(mean)
         fP.append(P)
         ws.append(w)
-        logdets.append(small.log_diag_sum(L).expand(batch))
+        logdets.append(logdet.expand(batch))
     w = torch.stack(ws, 0)                                        # [T, m, B]
     ll = -0.5 * (w * w).sum(1) - torch.stack(logdets, 0) - const  # [T, B]
     if mask is not None:
