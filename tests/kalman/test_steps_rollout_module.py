@@ -93,3 +93,15 @@ def test_lgssm_module_learns_by_gradient_and_accepts_overrides():
     assert z.shape == (3, 4, 8, 2)
     with pytest.raises(ValueError, match="controls given"):
         LGSSM(2, 2).filter(obs, controls=u)
+
+
+def test_lgssm_fixed_initial_state_and_iso_noise():
+    model = LGSSM(3, 2, noise="iso", init_P0=20.0, learn_initial=False)
+    names = {n for n, _ in model.named_parameters()}
+    assert names == {"A", "C", "Q.raw", "R.raw"}
+    torch.testing.assert_close(model.initial_cov(), 20.0 * torch.eye(3))
+    obs = torch.randn(2, 5, 2)
+    res = model.smooth(obs)
+    assert res.mean.shape == (2, 5, 3) and torch.isfinite(res.log_likelihood).all()
+    with pytest.raises(ValueError, match="noise must be one of"):
+        LGSSM(3, 2, noise="banded")
