@@ -13,7 +13,7 @@ MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)])
 
 
 def crop_world_batch(batch: int, T: int, grid: int = 3, view: int = 8, step: int = 2,
-                     rate: float = 1.0, seed: int = 0, block: int = 4,
+                     rate: float = 1.0, seed: int = 0, block: int = 4, centre_start: bool = False,
                      dtype: torch.dtype = torch.float32):
     """Returns ``(obs [B, T, 3, view, view], actions [B, T, 5], positions [B, T, 2])``.
 
@@ -30,6 +30,8 @@ def crop_world_batch(batch: int, T: int, grid: int = 3, view: int = 8, step: int
     pos = np.zeros((batch, T, 2), np.int64)
     acts = np.zeros((batch, T), np.int64)
     p = rng.integers(0, grid, size=(batch, 2))
+    if centre_start:  # as in the image-navigation env: walls are then fixed in state space
+        p[:] = grid // 2
     left = np.zeros(batch, np.int64)
     a = np.zeros(batch, np.int64)
     for t in range(T):

@@ -37,6 +37,9 @@ class GTMSMConfig:
     transition_std: float = 1e-3
     gate: bool = True  # wall gate sigma_d of eq. 7.3
     gate_hidden: tuple[int, ...] = (32, 32)  # (10, 5) in the public re-implementation
+    #: learning-rate multiplier of the gate MLP (weights stored scaled, see
+    #: ``transition.ScaledLinear``); the public re-implementation trains sigma_d at 10x lr.
+    gate_lr_scale: float = 10.0
     #: what the gate MLP sees of the projected state: action_basis | whitened | raw
     #: (see ``StateTransition.gate_features``)
     gate_input: str = "action_basis"
@@ -53,7 +56,7 @@ class GTMSMConfig:
     #: on the covariance C of the memorised positions of each sequence. The ELBO barely
     #: constrains linear maps of the state space, and training tends to a nearly rank-1 M whose
     #: lattice cells overlap; this term picks a well-conditioned gauge. 0 disables it.
-    isotropy_weight: float = 0.1
+    isotropy_weight: float = 0.0
     #: max |x_{t+1} - x_t| under which two frames count as identical.
     same_frame_tol: float = 1e-4
 

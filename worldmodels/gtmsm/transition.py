@@ -8,10 +8,26 @@ from torch import nn
 from worldmodels.gtmsm.config import GTMSMConfig
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+class ScaledLinear(nn.Linear):
+    """``nn.Linear`` whose weights are stored divided by ``scale`` and multiplied back in the
+    forward pass: same function and initialisation, but Adam's steps act ``scale`` times
+    faster on it (a per-module learning-rate multiplier that any optimiser setup respects)."""
+
+    def __init__(self, n_in: int, n_out: int, scale: float = 1.0) -> None:
+        super().__init__(n_in, n_out)
+        self.scale = float(scale)
+        with torch.no_grad():
+            self.weight.div_(self.scale)
+            self.bias.div_(self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * self.scale, self.bias * self.scale)
+
+
+def _mlp(sizes: list[int], scale: float = 1.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        layers.append(ScaledLinear(sizes[i], sizes[i + 1], scale))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -35,8 +51,9 @@ class StateTransition(nn.Module):
         S = config.state_dim
         self.M = nn.Linear(config.action_dim, S, bias=False)
         if config.gate:
-            self.gate_net = _mlp([S, *config.gate_hidden, 1])
-            nn.init.constant_(self.gate_net[-1].bias, 3.0)  # start open: sigma(3) = 0.95
+            self.gate_net = _mlp([S, *config.gate_hidden, 1], config.gate_lr_scale)
+            with torch.no_grad():  # start open: sigma(3) = 0.95
+                self.gate_net[-1].bias.fill_(3.0 / config.gate_lr_scale)
             # input whitening (running statistics, like batch norm): the learned state space
             # can be rotated and very anisotropic (thesis fig. 7.2c); whitened inputs keep the
             # wall boundary easy to learn for a small MLP
