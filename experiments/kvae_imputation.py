@@ -76,6 +76,29 @@ def score(models: dict, data: SequenceTensors, masks: torch.Tensor, batch: int =
     return out
 
 
+class MeanFrame:
+    """Trivial imputer: every frame is the per-pixel mean training frame (walls, no ball)."""
+
+    def __init__(self, train_set: SequenceTensors) -> None:
+        self.frame = train_set.obs_u8[:, :].float().mean((0, 1)) / 255.0  # [C, H, W]
+
+    def impute(self, obs, actions, mask, method="filter"):
+        return self.frame.expand_as(obs)
+
+
+def mean_frame_scores(train_set: SequenceTensors, test_set: SequenceTensors, xs_random, xs_gap):
+    """Wrong-pixel fractions of `MeanFrame` on the same masks as the models."""
+    models = {"mean_frame": (MeanFrame(train_set), "filter")}
+    T, N = test_set.obs_u8.shape[1], len(test_set)
+    out = {"random": [], "gap": []}
+    for key, xs in (("random", xs_random), ("gap", xs_gap)):
+        for x in xs:
+            g = torch.Generator().manual_seed(1000 + int(10 * x))
+            masks = random_mask(N, T, x, generator=g) if key == "random" else gap_mask(N, T, x)
+            out[key].append(score(models, test_set, masks)["mean_frame"])
+    return out
+
+
 def plot_curves(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -86,7 +109,8 @@ def plot_curves(res: dict, path: Path) -> None:
     for ax, key, xlabel in ((axes[0], "random", "drop probability"),
                             (axes[1], "gap", "consecutive missing frames")):
         xs = res[key]["x"]
-        for name, style in (("kvae_smooth", "-o"), ("kvae_filter", "-s"), ("vaernn", "-^")):
+        for name, style in (("kvae_smooth", "-o"), ("kvae_filter", "-s"), ("vaernn", "-^"),
+                            ("mean_frame", "-x")):
             if name in res[key]:
                 ax.plot(xs, res[key][name], style, label=name.replace("_", " "))
         for name, style in (("smooth", "k--"), ("filter", "k:")):
@@ -194,6 +218,7 @@ def main(argv=None) -> int:
                              lr=args.lr, decay_every_steps=decay_every, seed=args.seed)
         vaernn.eval()
         models["vaernn"] = (vaernn, "filter")
+    models["mean_frame"] = (MeanFrame(train_set), "filter")
 
     T = test_set.obs_u8.shape[1]
     N = len(test_set)

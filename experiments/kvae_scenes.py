@@ -24,7 +24,7 @@ import torch
 from experiments._results import RESULTS_DIR, save_results
 from experiments.kvae_common import (SequenceTensors, ensure_dataset, evaluate_elbo,
                                      random_mask, train, wrong_pixel_fraction)
-from experiments.kvae_imputation import plot_latents
+from experiments.kvae_imputation import MeanFrame, plot_latents
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.video import tile_clips, write_video
 
@@ -160,6 +160,8 @@ def main(argv=None) -> int:
         b = test_set.batch(slice(0, len(test_set)))
         scores = {m: wrong_pixel_fraction(kvae.impute(b.obs, b.actions, mask, method=m), b.obs, mask)
                   for m in ("smooth", "filter")}
+        scores["mean_frame"] = wrong_pixel_fraction(MeanFrame(train_set).impute(b.obs, None, mask),
+                                                    b.obs, mask)
         elbo = evaluate_elbo(kvae, test_set, estimators=("exact",))
         pngs = {k: RESULTS_DIR / f"{args.out_name}_{scene}_{k}.png"
                 for k in ("alpha", "latents", "generation")}
