@@ -76,12 +76,26 @@ class ShardSequences(Dataset):
                      states=torch.stack([x["states"] for x in items]))
 
 
-def ensure_dataset(preset: str, data_dir: Path) -> Path:
+def dataset_spec(preset: str, obstacles: bool):
+    """The preset's spec, or its obstacle variant (thesis 7.10.1) under ``<preset>_obstacles``."""
+    import dataclasses
+
+    from envs.generate import get_spec
+
+    spec = get_spec(preset)
+    if obstacles:
+        spec = dataclasses.replace(spec, name=f"{spec.name}_obstacles",
+                                   env_kwargs={**spec.env_kwargs, "obstacles": True},
+                                   description=f"{spec.description} (with obstacles)")
+    return spec
+
+
+def ensure_dataset(spec, data_dir: Path) -> Path:
     if not (data_dir / "manifest.json").exists():
         from envs.generate import generate_dataset
 
-        print(f"generating {preset} into {data_dir}")
-        generate_dataset(preset, data_dir)
+        print(f"generating {spec.name} into {data_dir}")
+        generate_dataset(spec, data_dir)
     return data_dir
 
 
@@ -268,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anneal-steps", type=int, default=None)
     p.add_argument("--grad-clip", type=float, default=10.0)
     p.add_argument("--encoder", default="mlp", choices=["mlp", "conv"])
+    p.add_argument("--obstacles", action="store_true", help="obstacle variant of the env (7.10.1)")
+    p.add_argument("--landmark", action="store_true", help="landmark inference network (7.10)")
+    p.add_argument("--transition-std", type=float, default=None,
+                   help="r (default 1e-3; with --landmark 0.05, so corrections are affordable)")
+    p.add_argument("--no-blocked-from-frames", action="store_true",
+                   help="infer states with the gate only (the paper's setting)")
     p.add_argument("--max-test", type=int, default=-1, help="-1: preset default, 0: all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -289,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     name = args.name or ("gtmsm_navigation_reduced" if args.reduced else "gtmsm_navigation")
     run_dir = Path(args.run_dir or ROOT / "runs" / name)
-    data_dir = ensure_dataset(args.preset, Path(args.data_dir or ROOT / "runs" / "data" / args.preset))
+    spec = dataset_spec(args.preset, args.obstacles)
+    data_dir = ensure_dataset(spec, Path(args.data_dir or ROOT / "runs" / "data" / spec.name))
     train_set = ShardSequences(data_dir, "train")
     test_set = ShardSequences(data_dir, "test")
     T_data = train_set.obs.shape[1]
@@ -297,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--test-predict: sequences of {T_data} steps are shorter than tau + "
                          f"test_predict = {args.tau + args.test_predict}")
 
+    r = args.transition_std if args.transition_std is not None else (0.05 if args.landmark else 1e-3)
     cfg = GTMSMConfig(tau=args.tau, predict_steps=args.train_predict, encoder=args.encoder,
+                      landmark=args.landmark, transition_std=r,
+                      blocked_from_frames=not args.no_blocked_from_frames,
                       obs_shape=tuple(int(s) for s in train_set[0]["obs"].shape[1:]),
                       action_dim=train_set.actions.shape[-1])
     torch.manual_seed(args.seed)

@@ -199,7 +199,6 @@ class GTMSM(WorldModel):
         fast = self.transition.linear and not use_landmark and (
             not cfg.gate or (move is not None and bool(known_m.all())))
         logvar = torch.full((B, T, S), self.log_r2, device=dev, dtype=dt)
-        logvar[:, 0] = self.log_r2
         if fast:  # s_t = sum_{i<t} (M a_i * factor_i + r eps_i): one cumsum
             d = self.transition.displacement(actions[:, :-1])  # [B, T-1, S]
             step = d * move if move is not None else d
@@ -238,7 +237,7 @@ class GTMSM(WorldModel):
                 m = torch.where(known_m[:, t - 1], move[:, t - 1], gate)
             mu_p, d = self.transition.step(samples[-1], actions[:, t - 1], disps[-1], move=m)
             lv_p = logvar[:, t]
-            if use_landmark and t >= 1:
+            if use_landmark:
                 if stored_mean is None or t <= tau:
                     stored_mean = torch.stack(means[:min(t, tau)], 1)
                     stored_lv = torch.stack(logvars[:min(t, tau)], 1)
