@@ -15,6 +15,7 @@ writes ``experiments/results/kvae_scenes.json`` + PNGs; videos and checkpoints g
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-name", default="kvae_scenes")
+    p.add_argument("--eval-only", action="store_true",
+                   help="skip training: load <run-dir>/<scene>/checkpoints/last.pt")
     return p.parse_args(argv)
 
 
@@ -105,7 +108,7 @@ def alpha_map(kvae: KVAE, data: SequenceTensors, path: Path, n_traj: int = 20) -
     a, _ = kvae.encode(b.obs)  # [N, T, 2]
     flat = a.reshape(-1, 2)
     lo, hi = flat.min(0).values, flat.max(0).values
-    pad = 0.1 * (hi - lo)
+    pad = (0.1 * (hi - lo)).clamp(min=0.5)  # collapsed codes would give an empty extent
     xs = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), 120)
     ys = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), 120)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
@@ -149,11 +152,17 @@ def main(argv=None) -> int:
                          use_controls=False, a_dim=2, z_dim=spec["z_dim"],
                          num_modes=spec["num_modes"], dynamics=args.dynamics,
                          recon_weight=args.recon_weight, vae_warmup_updates=args.vae_warmup)
-        kvae = KVAE(cfg)
         spe = len(train_set) // args.batch_size
-        summ = train(kvae, train_set, run_dir / scene, steps=args.steps, batch_size=args.batch_size,
-                     lr=args.lr, decay_every_steps=20 * spe,
-                     freeze_epochs={"dynamics": args.freeze_dynamics_epochs}, seed=args.seed)
+        if args.eval_only:
+            from worldmodels.training import load
+
+            kvae = load(run_dir / scene / "checkpoints" / "last.pt")
+            summ = json.loads((run_dir / scene / "summary.json").read_text())
+        else:
+            kvae = KVAE(cfg)
+            summ = train(kvae, train_set, run_dir / scene, steps=args.steps,
+                         batch_size=args.batch_size, lr=args.lr, decay_every_steps=20 * spe,
+                         freeze_epochs={"dynamics": args.freeze_dynamics_epochs}, seed=args.seed)
         kvae.eval()
         T = test_set.obs_u8.shape[1]
         mask = random_mask(len(test_set), T, 0.8, generator=torch.Generator().manual_seed(7))
@@ -173,7 +182,7 @@ def main(argv=None) -> int:
         results[scene] = {
             "dataset": spec["dataset"], "z_dim": spec["z_dim"], "num_modes": spec["num_modes"],
             "wrong_pixels_p0.8": scores, "test_elbo_per_seq": elbo["exact"],
-            "train": {k: summ[k] for k in ("steps", "epochs", "final_train", "wall_s")},
+            "train": {k: summ.get(k) for k in ("steps", "epochs", "final_train", "wall_s", "time_s")},
             "artifacts": {**{k: str(v) for k, v in pngs.items()}, "video": str(video)},
         }
         print(scene, results[scene]["wrong_pixels_p0.8"], elbo, flush=True)
