@@ -50,8 +50,9 @@ def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: in
     agent = MPCAgent(model, planner, reward_fn, MPCConfig(context=context, warm_start=True),
                      num_envs=num_envs, obs_to_tensor=lambda o: torch.as_tensor(o), device=device)
     n = num_envs
-    for _ in range(context):  # fill the context window; the first call is also the warm-up
-        agent.act(obs_fn(n))
+    for _ in range(context - 1):  # fill the context window without planning
+        agent._push(torch.as_tensor(obs_fn(n)))
+    agent.act(obs_fn(n))  # warm-up decision (not timed)
     times, splits = [], []
     for _ in range(repeats):
         agent.timer.reset()
