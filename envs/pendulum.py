@@ -15,6 +15,17 @@ _TWO_PI = 2.0 * math.pi
 _f32 = np.float32
 
 
+def _finite_float(name: str, value) -> float:
+    """``value`` as a finite float, or a ``ValueError`` naming the reset option."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"options[{name!r}]: expected a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"options[{name!r}]: expected a finite number, got {x}")
+    return x
+
+
 class PixelPendulumEnv(gym.Env):
     """The swing-up pendulum of ``Pendulum-v1`` seen through small anti-aliased grey images.
 
@@ -78,8 +89,8 @@ class PixelPendulumEnv(gym.Env):
             if unknown:
                 raise ValueError(f"options: unknown reset option(s) {sorted(unknown)}; "
                                  "expected 'x_init' and/or 'y_init'")
-            x = float(gym.utils.verify_number_and_cast(options.get("x_init", x)))
-            y = float(gym.utils.verify_number_and_cast(options.get("y_init", y)))
+            x = _finite_float("x_init", options.get("x_init", x))
+            y = _finite_float("y_init", options.get("y_init", y))
         high = np.array([x, y])
         self.state = self.np_random.uniform(low=-high, high=high)
         self._frame = None

@@ -77,6 +77,19 @@ def test_pendulum_matches_gymnasium_pendulum_v1(seed):
     assert steps == 200
 
 
+def test_pendulum_reset_options_match_pendulum_v1():
+    options = {"x_init": 0.3, "y_init": 0.2}
+    ours, ref = gym.make("worldmodels/Pendulum-v0"), gym.make("Pendulum-v1")
+    _, info = ours.reset(seed=3, options=options)
+    ref_obs, _ = ref.reset(seed=3, options=options)
+    np.testing.assert_allclose(info["state"], ref_obs, atol=1e-6)
+    assert abs(ours.unwrapped.state[0]) <= 0.3 and abs(ours.unwrapped.state[1]) <= 0.2
+    with pytest.raises(ValueError, match="x_init"):
+        ours.reset(seed=0, options={"x_init": float("nan")})
+    with pytest.raises(ValueError, match="y_init"):
+        ours.reset(seed=0, options={"y_init": "fast"})
+
+
 def test_pendulum_frames_antialiased_and_follow_angle():
     env = PixelPendulumEnv(size=32)
     env.reset(seed=0)
