@@ -75,10 +75,11 @@ def test_demo_default_matches_configs_demo_yaml():
     assert yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text()) == DEFAULT_CONFIG
 
 
-TINY = ["--set", "model.config.mlp_hidden=[32]", "--set", "model.config.hidden_dim=8",
+TINY = ["--set", "model.name=vae_rnn",
+        "--set", "model.config={latent_dim: 4, hidden_dim: 8, encoder: mlp, mlp_hidden: [32], likelihood: bernoulli}",
         "--set", "train.batch_size=16", "--set", "train.val_every=2", "--set", "train.checkpoint_every=2",
         "--set", "eval.horizon=5", "--set", "eval.num_videos=1", "--set", "eval.max_sequences=8",
-        "--no-progress"]
+        "--set", "control=null", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +91,42 @@ def data_root(tmp_path_factory):
     return root
 
 
-def test_demo_runs_end_to_end_with_tiny_override(tmp_path, data_root, capsys):
+def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
+    """The default demo (pendulum KVAE -> evaluate -> latent MPC swing-up), shrunk to seconds."""
+    from envs.generate import generate_dataset
+
+    data = tmp_path / "pendulum_small"
+    generate_dataset("pendulum_small", data, num_workers=1, progress=False)
     run = tmp_path / "demo"
-    assert main(["demo", "--run-dir", str(run), "--set", f"data.root={data_root}", "--set", "train.steps=4",
-                 "--device", "cpu", *TINY]) == 0
+    tiny = ["--set", f"data.root={data}", "--set", "train.steps=4", "--set", "train.batch_size=16",
+            "--set", "train.val_every=2", "--set", "train.checkpoint_every=2",
+            "--set", "model.config={a_dim: 2, z_dim: 3, num_modes: 2, encoder: mlp, decoder: mlp, mlp_hidden: [32]}",
+            "--set", "eval.horizon=5", "--set", "eval.num_videos=1", "--set", "eval.max_sequences=8",
+            "--set", "control.steps=6", "--set", "control.episodes=1", "--set", "control.reward_steps=5", "--set", "control.horizon=3",
+            "--no-progress"]
+    assert main(["demo", "--run-dir", str(run), "--device", "cpu", *tiny]) == 0
     out = capsys.readouterr().out
     summary = json.loads((run / "demo_summary.json").read_text())
-    for key in ("prediction_video", "prediction_plot", "prediction_json", "summary", "checkpoint"):
+    assert summary["model"] == "kvae" and summary["dataset"] == "pendulum_small"
+    for key in ("prediction_video", "prediction_plot", "prediction_json", "summary", "checkpoint",
+                "episode_video", "imagination_video", "control_json"):
         assert Path(summary["outputs"][key]).is_file(), key
         assert summary["outputs"][key] in out  # the demo prints where its outputs are
     assert summary["train"]["steps"] == 4 and len(json.loads((run / "eval" / "prediction.json").read_text())
                                                    ["metrics"]["ssim"]["mean"]) == 5
+    control = summary["control"]
+    assert control["steps"] == 6 and len(control["returns"]) == 1
+    assert all(r <= 0 for r in control["returns"]) and control["random_mean_return"] <= 0  # pendulum costs
+    assert "swing-up" in out
+
+
+def test_demo_without_control_stage(tmp_path, data_root, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--run-dir", str(run), "--set", f"data.root={data_root}",
+                 "--set", "data.preset=bouncing_ball_small", "--set", "train.steps=2", "--device", "cpu",
+                 *TINY]) == 0
+    summary = json.loads((run / "demo_summary.json").read_text())
+    assert summary["control"] is None and "episode_video" not in summary["outputs"]
 
 
 def test_train_resume_and_evaluate_commands(tmp_path, data_root, capsys):

@@ -1,8 +1,10 @@
 """``worldmodels demo``: the end-to-end example, small enough for a CPU in a few minutes.
 
 Stages (each a function of the shared `DemoState`, so later stages can be appended): generate a
-small dataset -> train a world model -> evaluate open-loop prediction and imputation -> write a
-JSON summary. Everything lands in the run folder; the paths are printed at the end.
+small pixel-pendulum dataset -> train a Kalman VAE -> evaluate open-loop prediction and
+imputation -> swing the pendulum up from pixels by latent MPC with that model (next to a random
+policy) -> write a JSON summary. Everything lands in the run folder; the paths are printed at
+the end.
 """
 
 from __future__ import annotations
@@ -18,19 +20,20 @@ from typing import Any, Callable
 
 from . import add_config_args, apply_overrides, default_run_dir, ensure_dataset, load_config, merge
 
-HELP = "run the end-to-end demo: small dataset -> train -> evaluate -> video, plot, JSON"
+HELP = "run the end-to-end demo: small dataset -> train -> evaluate -> plan -> video, plot, JSON"
 
-#: the embedded default (``configs/demo.yaml`` holds the same); about 2-3 minutes on 1-2 CPU cores.
+#: the embedded default (``configs/demo.yaml`` holds the same); about 5 minutes on 2 CPU cores.
+#: ``control: null`` skips the planning stage (it needs pendulum data: it plans in Pendulum-v0).
 DEFAULT_CONFIG: dict[str, Any] = {
     "name": "demo",
-    "data": {"preset": "bouncing_ball_small", "root": "runs/data/bouncing_ball_small"},
-    "model": {"name": "vae_rnn",
-              "config": {"latent_dim": 4, "hidden_dim": 128, "encoder": "mlp", "mlp_hidden": [256, 128],
-                         "likelihood": "bernoulli", "free_nats": 3.0}},
-    "train": {"steps": 500, "batch_size": 32, "lr": 3e-3, "grad_clip": 100.0, "log_every": 10,
+    "data": {"preset": "pendulum_small", "root": "runs/data/pendulum_small"},
+    "model": {"name": "kvae", "config": {"a_dim": 3, "z_dim": 6, "num_modes": 4}},
+    "train": {"steps": 400, "batch_size": 32, "lr": 3e-3, "grad_clip": 150.0, "log_every": 10,
               "val_every": 100, "checkpoint_every": 100, "seed": 0, "device": "auto"},
-    "eval": {"context": 5, "horizon": 15, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
+    "eval": {"context": 5, "horizon": 10, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
              "batch_size": 32},
+    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 12, "episodes": 4,
+                "steps": 200, "reward_steps": 1500},
 }
 
 
@@ -45,6 +48,7 @@ class DemoState:
     model: Any = None
     train_summary: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    control: dict[str, Any] | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -76,6 +80,40 @@ def stage_evaluate(state: DemoState) -> None:
     state.outputs.update(state.evaluation["files"])
 
 
+def stage_control(state: DemoState) -> None:
+    """Latent MPC with the trained model swings up the pendulum from pixels; a random policy for scale."""
+    ctl = state.cfg.get("control")
+    if not ctl:
+        return
+    import numpy as np
+
+    from agents.rl_loop import make_vector_env, rollout
+
+    from .plan import swingup_demo
+
+    if ctl.get("env", "worldmodels/Pendulum-v0") != "worldmodels/Pendulum-v0":
+        raise ValueError(f"control.env: the demo's planning stage swings up worldmodels/Pendulum-v0, "
+                         f"got {ctl['env']!r}")
+    progress = state.cfg["train"].get("progress", True)
+    episodes, steps = int(ctl.get("episodes", 1)), int(ctl.get("steps", 200))
+    result = swingup_demo(state.run_dir, device=state.device, checkpoint=state.outputs["checkpoint"],
+                          dataset=str(state.data_root), reward_steps=int(ctl.get("reward_steps", 1500)),
+                          episodes=episodes, steps=steps, planner=ctl.get("planner", "cem_fast"),
+                          horizon=int(ctl.get("horizon", 20)), progress=progress)
+    venv = make_vector_env("worldmodels/Pendulum-v0", episodes, max_episode_steps=steps + 1)
+    venv.action_space.seed(0)
+    rand = rollout(venv, lambda o, i: venv.action_space.sample(), steps, seed=list(range(episodes)),
+                   progress=False, desc="random")
+    venv.close()
+    state.control = {"mean_return": result["mean_return"], "returns": result["returns"],
+                     "random_mean_return": float(np.mean(rand["returns"])), "steps": steps,
+                     "decisions_per_s": result["decisions_per_s"],
+                     "reward_head_valid_r2": result["reward_head_metrics"].get("valid_r2")}
+    files = result["files"]
+    state.outputs.update({k: v for k, v in files.items()})
+    state.outputs["control_json"] = str(state.run_dir / "swingup" / "plan.json")
+
+
 def stage_summary(state: DemoState) -> None:
     """``demo_summary.json``: headline numbers, timings and every output path."""
     pred = state.evaluation["prediction"] if state.evaluation else None
@@ -96,6 +134,7 @@ def stage_summary(state: DemoState) -> None:
             "baseline_copy_last": {k: {"first_step": v["mean"][0], "last_step": v["mean"][-1]}
                                    for k, v in pred["baseline_copy_last"].items()}},
         "imputation_mse": (imp.get("metrics") or {}).get("mse", {}).get("mean"),
+        "control": state.control,
         "timings_s": {k: round(v, 1) for k, v in state.timings.items()},
         "outputs": state.outputs,
     }
@@ -110,7 +149,8 @@ def stage_summary(state: DemoState) -> None:
 
 #: the demo's stages in order; append ``(name, fn(state))`` to extend it (e.g. planning).
 STAGES: list[tuple[str, Callable[[DemoState], None]]] = [
-    ("data", stage_data), ("train", stage_train), ("evaluate", stage_evaluate), ("summary", stage_summary),
+    ("data", stage_data), ("train", stage_train), ("evaluate", stage_evaluate), ("control", stage_control),
+    ("summary", stage_summary),
 ]
 
 
@@ -166,7 +206,14 @@ def run(args: argparse.Namespace) -> int:
         b = pred["baseline_copy_last"]
         print(f"  (baseline repeating the last observed frame: MSE {b['mse']['mean'][0]:.4f} -> "
               f"{b['mse']['mean'][-1]:.4f}, SSIM {b['ssim']['mean'][0]:.3f} -> {b['ssim']['mean'][-1]:.3f})")
-    labels = {"prediction_video": "video (truth | prediction | error)", "prediction_plot": "plot (metrics vs horizon)",
+    if state.control is not None:
+        c = state.control
+        print(f"pendulum swing-up from 16x16 pixels by latent MPC: mean return {c['mean_return']:.0f} over "
+              f"{len(c['returns'])} episodes of {c['steps']} steps (random policy, same starts: "
+              f"{c['random_mean_return']:.0f}; higher is better, 0 is upright and still)")
+    labels = {"episode_video": "swing-up video", "imagination_video": "real vs imagined futures",
+              "control_json": "swing-up results",
+              "prediction_video": "video (truth | prediction | error)", "prediction_plot": "plot (metrics vs horizon)",
               "summary": "JSON summary", "prediction_json": "per-step metrics", "checkpoint": "model checkpoint",
               "imputation_video": "imputation video", "imputation_plot": "imputation plot"}
     for key, label in labels.items():
