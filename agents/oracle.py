@@ -41,7 +41,47 @@ class StateBelief(Belief):
         return self.state.shape[0]
 
 
-class PendulumOracle(WorldModel):
+class SimulatorOracle(WorldModel):
+    """A simulator's true dynamics behind the planner protocol: the latent is the true state.
+
+    Subclasses set ``latent_dim`` (the state size S), ``action_dim`` and ``step``; ``observe``
+    takes true states ``[B, T, >= S]`` (``info["state"]``) instead of frames.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("_dummy", torch.zeros(()), persistent=False)
+
+    def loss(self, batch) -> LossOutput:
+        raise NotImplementedError("an oracle is not trained")
+
+    def observe(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> Belief:
+        """``obs [B, T, >= S]`` true states; the belief is the last one's first S entries."""
+        S = self.latent_dim
+        if obs.dim() != 3 or obs.shape[-1] < S:
+            raise ValueError(f"obs: expected shape [B, T, {S}] (true states), got {list(obs.shape)}")
+        return StateBelief(obs[:, -1, :S].to(self._dummy.dtype))
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One step: ``state [..., S]``, ``action [..., A]`` -> next state ``[..., S]``."""
+        raise NotImplementedError
+
+    def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Deterministic rollout of ``actions [B, N, H, A]`` -> states ``[B, N, H, S]``."""
+        s0 = belief.features()
+        B = s0.shape[0]
+        check_shape("actions", actions, (B, "N", "H", self.action_dim))
+        s = s0[:, None].expand(B, actions.shape[1], self.latent_dim)
+        out = []
+        for h in range(actions.shape[2]):  # the horizon is sequential; batch and candidates are not
+            s = self.step(s, actions[:, :, h])
+            out.append(s)
+        return torch.stack(out, dim=2)
+
+
+class PendulumOracle(SimulatorOracle):
     """True pendulum dynamics; ``observe`` takes states ``[B, T, 3]`` instead of frames."""
 
     config_class = PendulumOracleConfig
@@ -49,18 +89,7 @@ class PendulumOracle(WorldModel):
     action_dim = 1
 
     def __init__(self, config: PendulumOracleConfig | None = None):
-        super().__init__()
-        self.config = config or PendulumOracleConfig()
-        self.register_buffer("_dummy", torch.zeros(()), persistent=False)
-
-    def loss(self, batch) -> LossOutput:
-        raise NotImplementedError("the oracle is not trained")
-
-    def observe(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> Belief:
-        """``obs [B, T, 3]`` true states; the belief is the last one."""
-        if obs.dim() != 3 or obs.shape[-1] != 3:
-            raise ValueError(f"obs: expected shape [B, T, 3] (true states), got {list(obs.shape)}")
-        return StateBelief(obs[:, -1].to(self._dummy.dtype))
+        super().__init__(config or PendulumOracleConfig())
 
     def step(self, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One step: ``state [..., 3]``, torque ``u [..., 1]`` -> next state ``[..., 3]``."""
@@ -72,19 +101,6 @@ class PendulumOracle(WorldModel):
         newthdot = newthdot.clamp(-c.max_speed, c.max_speed)
         newth = th + newthdot * c.dt
         return torch.stack([torch.cos(newth), torch.sin(newth), newthdot], dim=-1)
-
-    def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Deterministic rollout of ``actions [B, N, H, 1]`` -> states ``[B, N, H, 3]``."""
-        s0 = belief.features()
-        B = s0.shape[0]
-        check_shape("actions", actions, (B, "N", "H", 1))
-        s = s0[:, None].expand(B, actions.shape[1], 3)
-        out = []
-        for h in range(actions.shape[2]):
-            s = self.step(s, actions[:, :, h])
-            out.append(s)
-        return torch.stack(out, dim=2)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Render states ``[..., 3]`` as ``[..., 1, S, S]`` frames like the pixel pendulum
@@ -127,7 +143,7 @@ class BallOracleConfig:
     image_size: int = 32
 
 
-class BallOracle(WorldModel):
+class BallOracle(SimulatorOracle):
     """Ball in a box, semi-implicit Euler substeps with elastic reflection at the walls.
 
     Latent = true state ``[x, y, vx, vy]`` (px, px/s, y up) as in ``info["state"]``; ``observe``
@@ -140,17 +156,7 @@ class BallOracle(WorldModel):
     action_dim = 2
 
     def __init__(self, config: BallOracleConfig | None = None):
-        super().__init__()
-        self.config = config or BallOracleConfig()
-        self.register_buffer("_dummy", torch.zeros(()), persistent=False)
-
-    def loss(self, batch) -> LossOutput:
-        raise NotImplementedError("the oracle is not trained")
-
-    def observe(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> Belief:
-        if obs.dim() != 3 or obs.shape[-1] < 4:
-            raise ValueError(f"obs: expected shape [B, T, 4] (true states), got {list(obs.shape)}")
-        return StateBelief(obs[:, -1, :4].to(self._dummy.dtype))
+        super().__init__(config or BallOracleConfig())
 
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -167,18 +173,6 @@ class BallOracle(WorldModel):
             pos = torch.where(below, 2 * lo - pos, torch.where(above, 2 * hi - pos, pos))
             vel = torch.where(below | above, -vel, vel)
         return torch.cat([pos, vel], dim=-1)
-
-    def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        s0 = belief.features()
-        B = s0.shape[0]
-        check_shape("actions", actions, (B, "N", "H", 2))
-        s = s0[:, None].expand(B, actions.shape[1], 4)
-        out = []
-        for h in range(actions.shape[2]):
-            s = self.step(s, actions[:, :, h])
-            out.append(s)
-        return torch.stack(out, dim=2)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Frames ``[..., 1, S, S]``: the ball as a disc (walls not drawn)."""
@@ -208,7 +202,7 @@ class GridOracleConfig:
     grid: int = 9
 
 
-class GridOracle(WorldModel):
+class GridOracle(SimulatorOracle):
     """True position dynamics of the image-navigation agent; latent = ``[row, col]``."""
 
     config_class = GridOracleConfig
@@ -216,30 +210,13 @@ class GridOracle(WorldModel):
     action_dim = 5
 
     def __init__(self, config: GridOracleConfig | None = None):
-        super().__init__()
-        self.config = config or GridOracleConfig()
+        super().__init__(config or GridOracleConfig())
         self.register_buffer("moves", torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0], [0.0, 0.0]]),
                              persistent=False)
 
-    def loss(self, batch) -> LossOutput:
-        raise NotImplementedError("the oracle is not trained")
-
-    def observe(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> Belief:
-        if obs.dim() != 3 or obs.shape[-1] != 2:
-            raise ValueError(f"obs: expected shape [B, T, 2] (grid positions), got {list(obs.shape)}")
-        return StateBelief(obs[:, -1].to(self.moves.dtype))
-
-    def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        s0 = belief.features()
-        check_shape("actions", actions, (s0.shape[0], "N", "H", 5))
-        steps = actions @ self.moves  # [B, N, H, 2]
-        s = s0[:, None].expand(-1, actions.shape[1], -1)
-        out = []
-        for h in range(actions.shape[2]):
-            s = (s + steps[:, :, h]).clamp(0, self.config.grid - 1)
-            out.append(s)
-        return torch.stack(out, dim=2)
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Grid position ``[..., 2]`` after a one-hot move ``[..., 5]`` (walls at the border)."""
+        return (state + action @ self.moves).clamp(0, self.config.grid - 1)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("the grid oracle has no frames")
