@@ -142,25 +142,12 @@ def dynamax_function(p: dict[str, np.ndarray]) -> Callable[[], np.ndarray] | Non
 
 
 def dynamax_timing(p: dict[str, np.ndarray], repeats: int) -> tuple[float, np.ndarray] | None:
-    try:
-        import jax
-        import jax.numpy as jnp
-        from dynamax.linear_gaussian_ssm.inference import (ParamsLGSSM, ParamsLGSSMDynamics,
-                                                            ParamsLGSSMEmissions, ParamsLGSSMInitial,
-                                                            lgssm_smoother)
-    except ImportError:
+    """Median ms of the jitted, vmapped dynamax smoother and its smoothed means; None if not installed."""
+    fn = dynamax_function(p)
+    if fn is None:
         return None
-    n, m = p["A"].shape[0], p["C"].shape[0]
-    params = ParamsLGSSM(
-        initial=ParamsLGSSMInitial(mean=jnp.asarray(p["mu0"]), cov=jnp.asarray(p["P0"])),
-        dynamics=ParamsLGSSMDynamics(weights=jnp.asarray(p["A"]), bias=jnp.zeros(n),
-                                     input_weights=jnp.zeros((n, 0)), cov=jnp.asarray(p["Q"])),
-        emissions=ParamsLGSSMEmissions(weights=jnp.asarray(p["C"]), bias=jnp.zeros(m),
-                                       input_weights=jnp.zeros((m, 0)), cov=jnp.asarray(p["R"])))
-    obs = jnp.asarray(p["obs"])
-    fn = jax.jit(jax.vmap(lambda y: lgssm_smoother(params, y).smoothed_means))
-    ms = median_ms(lambda: jax.block_until_ready(fn(obs)), repeats, key="dynamax")
-    return ms, np.asarray(fn(obs))
+    means = fn()  # compiles
+    return median_ms(fn, repeats, key="dynamax"), means
 
 
 def pykalman_timing(p: dict[str, np.ndarray], num_seqs: int) -> tuple[float, np.ndarray] | None:
