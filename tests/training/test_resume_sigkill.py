@@ -15,11 +15,12 @@ from worldmodels.training import read_checkpoint, read_metrics
 SCRIPT = str(Path(__file__).parent / "train_toy_script.py")
 
 
-def run(args, kill_at=None):
+def run(args, kill_at=None, sig=signal.SIGKILL):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WM_TOY_KILL_AT", None)
     if kill_at is not None:
         env["WM_TOY_KILL_AT"] = str(kill_at)
+        env["WM_TOY_SIGNAL"] = str(int(sig))
     return subprocess.run([sys.executable, SCRIPT, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -45,4 +46,23 @@ def test_sigkill_then_resume_reproduces_loss_curve(tmp_path):
     assert curve(killed) == curve(full)
     a = read_checkpoint(full / "checkpoints" / "last.pt")["model"]
     b = read_checkpoint(killed / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_checkpoints_the_finished_step_then_resumes_exactly(tmp_path):
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    args = ["18", "8", "--noise", "0.1"]
+    import train_toy_script
+
+    train_toy_script.main([str(full), *args])
+    # SIGINT arrives inside step 10's loss: the step completes, is checkpointed, then Ctrl-C propagates
+    r = run([str(stopped), *args], kill_at=11, sig=signal.SIGINT)
+    assert r.returncode != 0 and "KeyboardInterrupt" in r.stderr
+    assert "interrupted at step 10" in r.stdout + r.stderr
+    assert read_checkpoint(stopped / "checkpoints" / "last.pt")["step"] == 10
+    r = run([str(stopped), *args, "--resume"])
+    assert r.returncode == 0, r.stderr
+    assert curve(stopped) == curve(full)
+    a = read_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = read_checkpoint(stopped / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,7 +3,8 @@
 ``ToyModel`` predicts the next 4x4 frame from the current one and the action with one linear
 layer (two parameter groups: ``dynamics`` and ``readout``). ``noise > 0`` perturbs inputs with
 ``torch.randn`` so that RNG restoration matters. Env var ``WM_TOY_KILL_AT`` = n makes the
-process SIGKILL itself at the n-th loss call (for the resume test).
+process SIGKILL itself at the n-th loss call (for the resume tests; ``WM_TOY_SIGNAL`` picks another
+signal, e.g. SIGINT for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class ToyModel(WorldModel):
         self.calls += 1
         kill_at = os.environ.get("WM_TOY_KILL_AT")
         if kill_at is not None and self.calls == int(kill_at):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), int(os.environ.get("WM_TOY_SIGNAL", signal.SIGKILL)))
         B, T = batch.obs.shape[:2]
         z = batch.obs.reshape(B, T, -1)
         inp = z[:, :-1]

@@ -11,7 +11,9 @@ import json
 import math
 import os
 import random
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -82,6 +84,34 @@ def as_dataset(data: Any, split: str) -> tuple[Dataset, Any]:
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return data, _collate
     raise TypeError(f"data: expected a dataset folder, a Dataset or a DataLoader, got {type(data).__name__}")
+
+
+class _DeferredInterrupt:
+    """Defers the first SIGINT (Ctrl-C) to the end of the current step; a second one interrupts at once.
+
+    Only in the main thread of a single-process run: under DDP a rank-local flag would desynchronise
+    the collective checkpoint, so the default handler stays.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled and self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def resolve_device(device: str, info: DistInfo) -> torch.device:
@@ -530,6 +560,13 @@ class Trainer:
         _atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2))
 
     # ------------------------------------------------------------------ main loop
+    def _stop_for_interrupt(self) -> None:
+        """Checkpoint at a step boundary after Ctrl-C, then re-raise it (resume with ``resume=True``)."""
+        self._save("last.pt")
+        self._warn(f"interrupted at step {self.step}; checkpoint written to {self.checkpoint_path()} "
+                   "(resume to continue; a second Ctrl-C stops without saving)")
+        raise KeyboardInterrupt
+
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (or early stop); returns a summary dict (also ``summary.json``)."""
         from tqdm.auto import tqdm
@@ -550,7 +587,9 @@ class Trainer:
                     unit="step", dynamic_ncols=True, desc="train")
         window_frames, window_t = 0.0, time.time()
         ema = None
+        interrupt = _DeferredInterrupt(enabled=not self.dist.enabled)
         try:
+            interrupt.__enter__()
             while self.step < self.total_steps and not self.stopped_early:
                 epoch, pos = divmod(self.step, self.steps_per_epoch)
                 accum = cfg.grad_accum
@@ -596,11 +635,14 @@ class Trainer:
                         self._after_validation(self.validate())
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self._save("last.pt")
+                    if interrupt.requested:
+                        self._stop_for_interrupt()
             if self.val_set is not None and self.last_val_step != self.step and self.step > 0:
                 self._after_validation(self.validate())
             if self.step > start_step or not self.checkpoint_path().is_file():
                 self._save("last.pt")
         finally:
+            interrupt.__exit__()
             pbar.close()
             self.logger.close()
             torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
