@@ -18,6 +18,8 @@ import torch
 from worldmodels.base import Belief, WorldModel
 from worldmodels.checks import check_shape
 
+from .fast_imagine import mean_imagine_fn
+
 
 class RewardFn(Protocol):
     def __call__(self, before: torch.Tensor, actions: torch.Tensor,
@@ -52,18 +54,48 @@ def rollout_objective(
     sample: bool = False,
     generator: torch.Generator | None = None,
     timer: ObjectiveTimer | None = None,
+    fast: bool = True,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The planning objective: sum of (discounted) rewards of imagined trajectories.
 
     Returns ``objective(actions [B, N, H, A]) -> [B, N]`` that calls ``model.imagine`` once on
     the whole population. Differentiable if the model and the reward are (for GradCEM).
+
+    ``fast``: for mean rollouts (``sample=False``) of a KVAE scored by a ``RewardHead``, calls
+    without gradients take the fused features-first path (``agents.fast_imagine``,
+    ``RewardHead.rollout_rewards``): the same returns up to float rounding, ~4x faster on CPU.
     """
     start = belief.features()  # [B, D]
+    fast_imagine = None if sample or not fast else mean_imagine_fn(model)
+    fast_reward = getattr(reward_fn, "rollout_rewards", None) if fast_imagine is not None else None
+
+    def fused(actions: torch.Tensor) -> torch.Tensor:
+        """Means-only rollout and reward in the features-first layout (no autograd)."""
+        B, N, H, A = actions.shape
+        t0 = time.perf_counter() if timer is not None else 0.0
+        latents = fast_imagine.imagine_features_first(belief, actions)  # [H, D, B*N]
+        if timer is not None:
+            _sync(latents)
+            t1 = time.perf_counter()
+        u = actions.reshape(B * N, H, A).permute(1, 2, 0).to(latents.dtype)  # [H, A, B*N]
+        rewards = fast_reward(start.t().to(latents.dtype).repeat_interleave(N, 1), latents, u)  # [H, B*N]
+        if discount != 1.0:
+            rewards = rewards * discount ** torch.arange(H, device=rewards.device, dtype=rewards.dtype)[:, None]
+        total = rewards.sum(0).view(B, N)
+        if timer is not None:
+            _sync(total)
+            timer.model_s += t1 - t0
+            timer.reward_s += time.perf_counter() - t1
+            timer.calls += 1
+            timer.latent_steps += B * N * H
+        return total
 
     def objective(actions: torch.Tensor) -> torch.Tensor:
         if actions.dim() != 4:
             raise ValueError(f"actions: expected shape [B, N, H, A], got {list(actions.shape)}")
         B, N, H, _ = actions.shape
+        if fast_reward is not None and not (torch.is_grad_enabled() and actions.requires_grad):
+            return fused(actions)
         t0 = time.perf_counter() if timer is not None else 0.0
         latents = model.imagine(belief, actions, sample=sample, generator=generator)  # [B, N, H, D]
         if timer is not None:

@@ -95,6 +95,59 @@ class RewardHead(nn.Module):
         x = torch.maximum(torch.minimum(x, self.in_high), self.in_low)
         return self.net(x).squeeze(-1) * self.out_std + self.out_mean
 
+    @torch.no_grad()
+    def rollout_rewards(self, start: torch.Tensor, latents: torch.Tensor,
+                        actions: torch.Tensor) -> torch.Tensor:
+        """Rewards of imagined trajectories in the features-first layout of planning.
+
+        ``start [D, R]`` (latent before the first action), ``latents [H, D, R]`` (after each
+        action), ``actions [H, A, R]`` -> ``[H, R]``; equals ``forward(before, actions, after)``
+        on the transposed tensors up to float rounding. One step at a time through reused
+        ``[hidden, R]`` buffers, so the MLP's activations stay in cache and nothing is allocated
+        per call but the output (no autograd).
+        """
+        H, D, R = latents.shape
+        check_shape("start", start, (D, R))
+        check_shape("actions", actions, (H, self.config.action_dim, R))
+        ws = self.__dict__.setdefault("_workspace", {})
+        like = latents
+
+        def buf(name: str, rows: int) -> torch.Tensor:
+            b = ws.get(name)
+            if b is None or b.shape[0] != rows or b.shape[1] < R or b.dtype != like.dtype \
+                    or b.device != like.device:
+                b = ws[name] = torch.empty(rows, R, dtype=like.dtype, device=like.device)
+            return b[:, :R]
+
+        mean, std = self.in_mean[:, None], self.in_std[:, None]
+        low, high = self.in_low[:, None], self.in_high[:, None]
+        x = buf("x", self.in_mean.numel())
+        layers = list(self.net)
+        hidden = [buf(f"h{i}", mod.out_features) for i, mod in enumerate(layers)
+                  if isinstance(mod, nn.Linear) and i < len(layers) - 1]
+        out = torch.empty(H, R, dtype=like.dtype, device=like.device)
+        for t in range(H):
+            parts = [start if t == 0 else latents[t - 1]]
+            if self.config.use_action:
+                parts.append(actions[t])
+            if self.config.use_next:
+                parts.append(latents[t])
+            torch.cat(parts, dim=0, out=x)
+            x.sub_(mean).div_(std)
+            torch.maximum(torch.minimum(x, high, out=x), low, out=x)
+            h, k = x, 0
+            for mod in layers[:-1]:
+                if isinstance(mod, nn.Linear):
+                    h = torch.addmm(mod.bias[:, None], mod.weight, h, out=hidden[k])
+                    k += 1
+                elif isinstance(mod, nn.SiLU):
+                    torch.nn.functional.silu(h, inplace=True)
+                else:
+                    raise NotImplementedError(f"rollout_rewards: unsupported layer {mod}")
+            last = layers[-1]
+            torch.addmm(last.bias[:, None], last.weight, h, out=out[t:t + 1])
+        return out.mul_(self.out_std).add_(self.out_mean)
+
     # --- persistence -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Atomic ``torch.save`` of config and weights."""

@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     p.add_argument("--planner", default="planet", help="planner preset (agents.planners.PRESETS)")
     p.add_argument("--horizon", type=int, default=None)
     p.add_argument("--context", type=int, default=8)
+    p.add_argument("--dynamics", default="lstm", choices=["lstm", "mlp"],
+                   help="KVAE alpha network when training (mlp: Markov in a_{t-1}, ~2x faster planning)")
+    p.add_argument("--train-only", action="store_true", help="train the KVAE and reward head, then exit")
     p.add_argument("--skip-latent", action="store_true", help="only the oracle and random policies")
     p.add_argument("--extra-oracle-horizon", type=int, default=None,
                    help="also evaluate the oracle with this horizon (a stronger reference)")
@@ -99,6 +102,11 @@ def main(argv=None) -> int:
     from agents.oracle import PendulumOracle, pendulum_reward
     from agents.planners import make_planner
 
+    if args.train_only:
+        _, _, info = prepare_latent_agent(args, run, device, progress,
+                                          config_fn=lambda: kvae_config(dynamics=args.dynamics))
+        print(json.dumps(info, indent=1, default=str))
+        return 0
     overrides = {} if args.horizon is None else {"horizon": args.horizon}
     results: dict = {}
     t_start = time.time()
@@ -128,7 +136,8 @@ def main(argv=None) -> int:
 
     model_info = {}
     if not args.skip_latent:
-        model, head, model_info = prepare_latent_agent(args, run, device, progress)
+        model, head, model_info = prepare_latent_agent(args, run, device, progress,
+                                                       config_fn=lambda: kvae_config(dynamics=args.dynamics))
         record = {"agent": None}
 
         def latent_policy(n):
