@@ -32,11 +32,32 @@ class CEMConfig(PlannerConfig):
             raise ValueError(f"momentum: expected in [0, 1), got {self.momentum}")
 
 
+def refit_gaussian(mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
+                   momentum: float, min_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refit ``mean, std [B, H, A]`` to ``elites [B, K, H, A]`` with momentum and a std floor."""
+    e_mean, e_std = elites.mean(1), elites.std(1, unbiased=False)
+    mean = momentum * mean + (1 - momentum) * e_mean
+    std = (momentum * std + (1 - momentum) * e_std).clamp_min(min_std)
+    return mean, std
+
+
 class CEM(Planner):
-    """Batched CEM: one objective call per iteration on ``[B, N, H, A]`` candidates."""
+    """Batched CEM: one objective call per iteration on ``[B, N, H, A]`` candidates.
+
+    Subclasses change one iteration through two hooks: ``refine(objective, u)`` (GradCEM takes
+    gradient steps on the candidates) and ``warm_mean_candidate`` (add the warm-start mean as
+    a candidate in the first iteration).
+    """
+
+    #: add the warm-start mean to the first iteration's candidates
+    warm_mean_candidate: bool = False
 
     def __init__(self, config: CEMConfig, action_low, action_high, action_dim: int | None = None):
         super().__init__(config, action_low, action_high, action_dim)
+
+    def refine(self, objective: Objective, u: torch.Tensor) -> torch.Tensor:
+        """Hook: improve candidates ``u [B, N, H, A]`` (normalised) before they are scored."""
+        return u
 
     def optimize(self, objective: Objective, batch_size: int, *, warm_start: PlanResult | None = None,
                  generator: torch.Generator | None = None, device=None,
@@ -49,16 +70,16 @@ class CEM(Planner):
         best = BestTracker()
         elites = None
         with torch.no_grad():
-            for _ in range(cfg.iterations):
+            for i in range(cfg.iterations):
                 eps = torch.randn(B, N, H, A, device=device, dtype=dtype, generator=generator)
                 u = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)
+                if i == 0 and warm_start is not None and self.warm_mean_candidate:
+                    u = torch.cat([u, mean[:, None]], dim=1)
+                u = self.refine(objective, u)
                 returns = self._evaluate(objective, u)
                 best.update(u, returns)
-                idx = returns.topk(cfg.num_elites, dim=1).indices
-                elites = self._gather(u, idx)  # [B, K, H, A]
-                e_mean, e_std = elites.mean(1), elites.std(1, unbiased=False)
-                mean = cfg.momentum * mean + (1 - cfg.momentum) * e_mean
-                std = (cfg.momentum * std + (1 - cfg.momentum) * e_std).clamp_min(cfg.min_std)
+                elites = self._gather(u, returns.topk(cfg.num_elites, dim=1).indices)  # [B, K, H, A]
+                mean, std = refit_gaussian(mean, std, elites, cfg.momentum, cfg.min_std)
         plan_u = best.u if cfg.return_best else mean
         return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best.value,
                           elites=elites)

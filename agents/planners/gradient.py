@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import BestTracker, Objective, PlanResult, Planner
-from .cem import CEMConfig
+from .base import Objective
+from .cem import CEM, CEMConfig
 
 
 @dataclass
@@ -36,8 +36,11 @@ class GradCEMConfig(CEMConfig):
             raise ValueError(f"grad_steps >= 0 and lr > 0 expected, got {self.grad_steps}, {self.lr}")
 
 
-class GradCEM(Planner):
-    """CEM whose candidates are refined by gradient ascent on the objective."""
+class GradCEM(CEM):
+    """CEM whose candidates are refined by gradient ascent on the objective (the CEM loop with
+    the ``refine`` hook; the warm-start mean joins the first iteration's candidates)."""
+
+    warm_mean_candidate = True
 
     def __init__(self, config: GradCEMConfig, action_low, action_high, action_dim: int | None = None):
         super().__init__(config, action_low, action_high, action_dim)
@@ -62,30 +65,3 @@ class GradCEM(Planner):
                 with torch.no_grad():
                     u.clamp_(-1.0, 1.0)
         return u.detach()
-
-    def optimize(self, objective: Objective, batch_size: int, *, warm_start: PlanResult | None = None,
-                 generator: torch.Generator | None = None, device=None,
-                 dtype: torch.dtype = torch.float32) -> PlanResult:
-        cfg: GradCEMConfig = self.config
-        device = torch.device(device) if device is not None else self.action_low.device
-        B, N, H, A = batch_size, cfg.population, cfg.horizon, self.action_dim
-        mean = self._init_mean(B, warm_start, device, dtype)
-        std = torch.full_like(mean, cfg.init_std)
-        best = BestTracker()
-        elites = None
-        for _ in range(cfg.iterations):
-            eps = torch.randn(B, N, H, A, device=device, dtype=dtype, generator=generator)
-            u = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)
-            if warm_start is not None and best.u is None:
-                u = torch.cat([u, mean[:, None]], dim=1)
-            u = self.refine(objective, u)
-            with torch.no_grad():
-                returns = self._evaluate(objective, u)
-                best.update(u, returns)
-                elites = self._gather(u, returns.topk(cfg.num_elites, dim=1).indices)
-                mean = cfg.momentum * mean + (1 - cfg.momentum) * elites.mean(1)
-                std = (cfg.momentum * std + (1 - cfg.momentum) * elites.std(1, unbiased=False)
-                       ).clamp_min(cfg.min_std)
-        plan_u = best.u if cfg.return_best else mean
-        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best.value,
-                          elites=elites)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import BestTracker, Objective, PlanResult, Planner
-from .cem import CEMConfig
+from .cem import CEMConfig, refit_gaussian
 from .noise import colored_noise
 
 
@@ -86,9 +86,7 @@ class ICEM(Planner):
                 best.update(u, returns)
                 order = returns.topk(K, dim=1).indices  # sorted, best first
                 elites = self._gather(u, order)
-                e_mean, e_std = elites.mean(1), elites.std(1, unbiased=False)
-                mean = cfg.momentum * mean + (1 - cfg.momentum) * e_mean
-                std = (cfg.momentum * std + (1 - cfg.momentum) * e_std).clamp_min(cfg.min_std)
+                mean, std = refit_gaussian(mean, std, elites, cfg.momentum, cfg.min_std)
         plan_u = best.u if cfg.return_best else mean
         return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best.value,
                           elites=elites)
