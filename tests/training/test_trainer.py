@@ -240,3 +240,13 @@ def test_tensorboard_gets_scalars_and_prediction_video(tmp_run, monkeypatch):
     # 4 sequences of 6 frames tiled as truth | prediction: [1, T, 3, 4*(4+1)+1, 2*(4+1)+1]
     assert videos == [("video", "val/prediction", (1, 6, 3, 21, 11))]
     assert any(c[0] == "images" and c[3] == "NHWC" for c in calls)
+
+
+def test_fit_flushes_denormals_on_cpu(tmp_path):
+    denormal = torch.tensor([1e-40], dtype=torch.float32)
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU does not support flushing denormals")
+    assert (denormal * 1.0).item() > 0
+    Trainer(make(), quiet(steps=1, batch_size=8, flush_denormal=True), tmp_path, ToyDataset(8)).fit()
+    assert (denormal * 1.0).item() == 0.0  # arithmetic on a denormal now yields zero
+    assert torch.tensor([1e-30]).item() > 0  # normal floats are untouched

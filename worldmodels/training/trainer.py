@@ -576,6 +576,8 @@ class Trainer:
                     torch.is_deterministic_algorithms_warn_only_enabled())
         if cfg.deterministic:  # restored when fit returns
             torch.use_deterministic_algorithms(True, warn_only=True)
+        if cfg.flush_denormal:  # left on: torch offers no getter to restore the previous mode
+            torch.set_flush_denormal(True)
         self._resumed = False
         self._seed()
         self._resume()
