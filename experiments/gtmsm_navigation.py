@@ -106,10 +106,15 @@ def train(model: GTMSM, steps: int, args, run_dir: Path, train_set: Dataset) -> 
     tc = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, schedule="linear",
                      final_lr=args.final_lr, anneal_steps=max(1, anneal), grad_clip=args.grad_clip,
                      seed=args.seed, device=args.device, log_every=25,
-                     checkpoint_every=max(100, steps // 5), tensorboard=False)
+                     checkpoint_every=min(500, max(100, steps // 5)), tensorboard=False)
     t0 = time.time()
     summary = Trainer(model, tc, run_dir, train_set, resume="auto").fit()
-    return {"steps": steps, "wall_s": time.time() - t0,
+    # training time summed over resumed sessions (a finished run re-evaluates in seconds)
+    log = Path(run_dir) / "train_wall_s.json"
+    total = json.loads(log.read_text())["wall_s"] if log.exists() else 0.0
+    total += time.time() - t0
+    log.write_text(json.dumps({"wall_s": total}))
+    return {"steps": steps, "wall_s": total, "wall_s_this_session": time.time() - t0,
             "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}}
 
 
@@ -118,21 +123,52 @@ def _ci(values: np.ndarray) -> list[float]:
     return [s["ci_low"][0], s["ci_high"][0]]
 
 
-def r2_affine(x: np.ndarray, y: np.ndarray) -> float:
-    """R^2 of the least-squares affine map ``x [N, S] -> y [N, 2]``, pooled over both outputs."""
+def affine_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Least-squares affine map ``x [N, S] -> y [N, 2]``: ``(R^2 pooled over both outputs,
+    per-row Euclidean error [N] in the units of y)``."""
     X = np.concatenate([x, np.ones((len(x), 1))], 1)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    res = ((X @ coef - y) ** 2).sum()
-    return float(1.0 - res / ((y - y.mean(0)) ** 2).sum())
+    res = X @ coef - y
+    return float(1.0 - (res ** 2).sum() / ((y - y.mean(0)) ** 2).sum()), np.sqrt((res ** 2).sum(-1))
+
+
+def r2_affine(x: np.ndarray, y: np.ndarray) -> float:
+    """R^2 of the least-squares affine map ``x [N, S] -> y [N, 2]``, pooled over both outputs."""
+    return affine_fit(x, y)[0]
+
+
+def ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % paired-bootstrap interval (over sequences) of ``mean(num) / mean(den)``; ``[N]`` each."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(num), (n_boot, len(num)))
+    r = num[idx].mean(1) / den[idx].mean(1)
+    return [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
+
+
+def blocked_steps(actions: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """``[N, T]`` bool: step t was reached by a move that did not change the position (a
+    wall or an obstacle); ``actions [N, T, A]`` one-hot (last index "stay"), ``states [N, T, 2]``."""
+    a = actions.argmax(-1)[:, :-1]
+    same = (states[:, 1:] == states[:, :-1]).all(-1)
+    out = np.zeros(states.shape[:2], dtype=bool)
+    out[:, 1:] = same & (a != actions.shape[-1] - 1)
+    return out
 
 
 @torch.no_grad()
 def evaluate(gtmsm: GTMSM, baseline: GTMSM, test: ShardSequences, tau: int, horizon: int,
-             max_test: int | None, batch_size: int, device: str) -> dict:
+             max_test: int | None, batch_size: int, device: str,
+             mean_frame: torch.Tensor | None = None) -> dict:
+    """Per-step MSE of GTM-SM, the floor, the no-memory baseline and (if given) the mean
+    training frame ``[C, H, W]`` (the best constant prediction, a no-memory reference); R^2 and
+    position errors of the inferred states (with and without landmark inference)."""
     n = len(test) if max_test is None else min(len(test), max_test)
     mse = {"gtmsm": [], "floor": [], "baseline": []}
-    mem_states, mem_true, pred_states, pred_true = [], [], [], []
+    if mean_frame is not None:
+        mse["mean_frame"] = []
+    mem_states, mem_free, mem_true, mem_blocked, pred_states, pred_true = [], [], [], [], [], []
     examples = None
+    lm = gtmsm.landmark is not None
     for i0 in range(0, n, batch_size):
         b = test.batch(range(i0, min(n, i0 + batch_size))).to(device)
         obs, actions = b.obs[:, :tau + horizon], b.actions[:, :tau + horizon]
@@ -142,12 +178,21 @@ def evaluate(gtmsm: GTMSM, baseline: GTMSM, test: ShardSequences, tau: int, hori
         pred = gtmsm.decode(lat)
         floor = gtmsm.reconstruct(truth)
         base = baseline.predict(obs, actions, tau)
-        for name, p in (("gtmsm", pred), ("floor", floor), ("baseline", base)):
+        preds = {"gtmsm": pred, "floor": floor, "baseline": base}
+        if mean_frame is not None:
+            preds["mean_frame"] = mean_frame.to(truth).expand_as(truth)
+        for name, p in preds.items():
             mse[name].append(((p - truth) ** 2).mean((-3, -2, -1)).cpu().numpy())
         moved, known = gtmsm.frame_moved(obs[:, :tau])
-        path = gtmsm.infer_states(actions[:, :tau], moved, known, sample=False)
+        codes = gtmsm.encode(obs[:, :tau])[0] if lm else None
+        path = gtmsm.infer_states(actions[:, :tau], moved, known, codes=codes, num_memorised=tau,
+                                  sample=False)
         mem_states.append(path.mean.cpu().numpy())
+        if lm:
+            mem_free.append(gtmsm.infer_states(actions[:, :tau], moved, known,
+                                               sample=False).mean.cpu().numpy())
         mem_true.append(b.states[:, :tau].cpu().numpy())
+        mem_blocked.append(blocked_steps(actions[:, :tau].cpu().numpy(), mem_true[-1]))
         pred_states.append(lat[..., :gtmsm.config.state_dim].cpu().numpy())
         pred_true.append(b.states[:, tau:tau + horizon].cpu().numpy())
         if examples is None:
@@ -157,17 +202,36 @@ def evaluate(gtmsm: GTMSM, baseline: GTMSM, test: ShardSequences, tau: int, hori
                         "mem_true": mem_true[-1], "pred_true": pred_true[-1]}
     per = {k: np.concatenate(v) for k, v in mse.items()}  # [N, horizon]
     S = gtmsm.config.state_dim
+    true_m = np.concatenate(mem_true).reshape(-1, 2)
+    blocked = np.concatenate(mem_blocked).reshape(-1)
+    r2_mem, err_mem = affine_fit(np.concatenate(mem_states).reshape(-1, S), true_m)
     out = {"n_sequences": n,
            "per_step": {k: summarize(v) for k, v in per.items()},
            "mean_mse": {k: float(v.mean()) for k, v in per.items()},
            "mean_mse_ci95": {k: _ci(v.mean(1, keepdims=True)) for k, v in per.items()},
-           "r2_memorised_states": r2_affine(np.concatenate(mem_states).reshape(-1, S),
-                                            np.concatenate(mem_true).reshape(-1, 2)),
+           "r2_memorised_states": r2_mem,
            "r2_predicted_states": r2_affine(np.concatenate(pred_states).reshape(-1, S),
-                                            np.concatenate(pred_true).reshape(-1, 2))}
+                                            np.concatenate(pred_true).reshape(-1, 2)),
+           "memorised_position_error_cells": {
+               "all_steps": float(err_mem.mean()),
+               "after_blocked_moves": float(err_mem[blocked].mean()) if blocked.any() else None,
+               "fraction_blocked_steps": float(blocked.mean())}}
+    if lm:
+        r2_free, err_free = affine_fit(np.concatenate(mem_free).reshape(-1, S), true_m)
+        out["without_landmark"] = {
+            "r2_memorised_states": r2_free,
+            "memorised_position_error_cells": {
+                "all_steps": float(err_free.mean()),
+                "after_blocked_moves": float(err_free[blocked].mean()) if blocked.any() else None}}
     m = out["mean_mse"]
+    seq = {k: v.mean(1) for k, v in per.items()}  # per-sequence mean over the horizon
     out["ratio_gtmsm_to_floor"] = m["gtmsm"] / m["floor"]
+    out["ratio_gtmsm_to_floor_ci95"] = ratio_ci(seq["gtmsm"], seq["floor"])
     out["ratio_baseline_to_gtmsm"] = m["baseline"] / m["gtmsm"]
+    out["ratio_baseline_to_gtmsm_ci95"] = ratio_ci(seq["baseline"], seq["gtmsm"])
+    if mean_frame is not None:
+        out["ratio_mean_frame_to_gtmsm"] = m["mean_frame"] / m["gtmsm"]
+        out["ratio_mean_frame_to_gtmsm_ci95"] = ratio_ci(seq["mean_frame"], seq["gtmsm"])
     out["target_gtmsm_le_1.5x_floor"] = bool(out["ratio_gtmsm_to_floor"] <= 1.5)
     out["target_baseline_ge_3x_gtmsm"] = bool(out["ratio_baseline_to_gtmsm"] >= 3.0)
     return out, examples
@@ -201,8 +265,10 @@ def plots(result: dict, examples: dict, tau: int, stem: Path) -> list[str]:
     files = []
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     labels = {"gtmsm": "GTM-SM", "floor": "VAE reconstruction (floor)",
-              "baseline": "no-memory baseline"}
+              "baseline": "no-memory baseline", "mean_frame": "mean training frame"}
     for k, lab in labels.items():
+        if k not in result["per_step"]:
+            continue
         s = result["per_step"][k]
         h = np.arange(1, len(s["mean"]) + 1)
         ax.plot(h, s["mean"], label=lab)
@@ -282,12 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anneal-steps", type=int, default=None)
     p.add_argument("--grad-clip", type=float, default=10.0)
     p.add_argument("--encoder", default="mlp", choices=["mlp", "conv"])
+    p.add_argument("--obs-std", type=float, default=0.1,
+                   help="std of the Gaussian frame likelihood (lower: sharper VAE, larger KL)")
     p.add_argument("--obstacles", action="store_true", help="obstacle variant of the env (7.10.1)")
     p.add_argument("--landmark", action="store_true", help="landmark inference network (7.10)")
     p.add_argument("--transition-std", type=float, default=None,
                    help="r (default 1e-3; with --landmark 0.05, so corrections are affordable)")
     p.add_argument("--no-blocked-from-frames", action="store_true",
                    help="infer states with the gate only (the paper's setting)")
+    p.add_argument("--no-gate", action="store_true",
+                   help="no wall gate: the prior always moves by M a (7.10.1 with displacements)")
     p.add_argument("--max-test", type=int, default=-1, help="-1: preset default, 0: all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -320,19 +390,22 @@ def main(argv: list[str] | None = None) -> int:
 
     r = args.transition_std if args.transition_std is not None else (0.05 if args.landmark else 1e-3)
     cfg = GTMSMConfig(tau=args.tau, predict_steps=args.train_predict, encoder=args.encoder,
-                      landmark=args.landmark, transition_std=r,
-                      blocked_from_frames=not args.no_blocked_from_frames,
+                      landmark=args.landmark, transition_std=r, obs_std=args.obs_std,
+                      blocked_from_frames=not args.no_blocked_from_frames, gate=not args.no_gate,
                       obs_shape=tuple(int(s) for s in train_set[0]["obs"].shape[1:]),
                       action_dim=train_set.actions.shape[-1])
     torch.manual_seed(args.seed)
     gtmsm = GTMSM(cfg)
-    baseline = GTMSM(GTMSMConfig(**{**vars(cfg), "memory": False}))
+    baseline = GTMSM(GTMSMConfig(**{**vars(cfg), "memory": False, "landmark": False}))
     training = {"gtmsm": train(gtmsm, args.steps, args, run_dir / "gtmsm", train_set),
                 "baseline": train(baseline, args.baseline_steps, args, run_dir / "baseline", train_set)}
     gtmsm.eval().to(args.device)
     baseline.eval().to(args.device)
+    # mean training frame: the best constant prediction (what no memory can beat on average)
+    frames = train_set.obs[:500].reshape(-1, *train_set.obs.shape[2:])  # [N, H, W, C] uint8
+    mean_frame = torch.from_numpy(frames.mean(0, dtype=np.float64)).float().permute(2, 0, 1) / 255.0
     result, examples = evaluate(gtmsm, baseline, test_set, args.tau, args.test_predict,
-                                args.max_test, 32, args.device)
+                                args.max_test, 32, args.device, mean_frame=mean_frame)
     result["training"] = training
     result["M"] = gtmsm.transition.M.weight.detach().cpu().tolist()
     timing_batch = train_set.batch(range(args.batch_size)).to(args.device)
@@ -361,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # video encoding is optional (ffmpeg)
         print(f"video skipped: {e}")
     m = result["mean_mse"]
+    if "without_landmark" in result:
+        print(f"inferred states with / without landmarks: R^2 {result['r2_memorised_states']:.3f} / "
+              f"{result['without_landmark']['r2_memorised_states']:.3f}, position error after "
+              f"blocked moves {result['memorised_position_error_cells']['after_blocked_moves']} / "
+              f"{result['without_landmark']['memorised_position_error_cells']['after_blocked_moves']} cells")
     print(f"mean MSE over {args.test_predict} predicted steps: GTM-SM {m['gtmsm']:.5f}, "
           f"floor {m['floor']:.5f}, no-memory {m['baseline']:.5f}; "
           f"GTM-SM/floor {result['ratio_gtmsm_to_floor']:.2f}, "

@@ -210,6 +210,39 @@ def test_landmark_inference_snaps_to_memorised_state():
     assert torch.allclose(path.mean[:, 1], torch.zeros(B, 2), atol=1e-5)
 
 
+@pytest.mark.parametrize("gate", [False, True])
+def test_parallel_landmark_inference_equals_the_loop(gate):
+    """The batched solve (triangular system + depth levels) gives the loop's values and gradients."""
+    m = small(landmark=True, transition_std=0.05, gate=gate)
+    with torch.no_grad():  # non-trivial beta and variance networks
+        for p in m.landmark.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    g = torch.Generator().manual_seed(1)
+    B, T, tau = 3, 30, 20
+    a = F.one_hot(torch.randint(0, 5, (B, T), generator=g), 5).float()
+    codes = torch.randn(B, T, 6, generator=g)
+    codes[:, 15] = codes[:, 4] + 1e-3  # a revisit
+    moved = (torch.rand(B, T - 1, generator=g) > 0.2).float()
+    known = torch.ones(B, T - 1, dtype=torch.bool)
+    out = []
+    for loop in (True, False):
+        m.zero_grad()
+        c = codes.clone().requires_grad_()
+        p = m.infer_states(a, moved, known, codes=c, num_memorised=tau, landmark_loop=loop,
+                           generator=torch.Generator().manual_seed(5))
+        (p.sample.sin().sum() + p.kl.sum() + p.logvar.sum()).backward()
+        grads = {n: q.grad.clone() for n, q in m.named_parameters()
+                 if q.grad is not None and q.grad.abs().sum() > 0}
+        out.append((p, grads, c.grad.clone()))
+    (p1, g1, c1), (p2, g2, c2) = out
+    for f in ("sample", "mean", "logvar", "disp", "kl"):
+        assert torch.allclose(getattr(p1, f), getattr(p2, f), atol=1e-4, rtol=1e-4), f
+    assert sorted(g1) == sorted(g2) and "landmark.var_net.0.weight" in g1 and "transition.M.weight" in g1
+    for n in g1:
+        assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-4), n
+    assert torch.allclose(c1, c2, atol=1e-5, rtol=1e-4)
+
+
 def test_shape_errors():
     m = small()
     with pytest.raises(ValueError, match="batch.obs"):

@@ -34,13 +34,24 @@ class LandmarkInference(nn.Module):
         nn.init.zeros_(self.var_net[-1].weight)
         nn.init.zeros_(self.var_net[-1].bias)
 
+    def weights(self, sq_dist: torch.Tensor, valid: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(beta, feat) [..., K]``: pull weights in [0, 1] (0 where invalid) and the distance
+        features ``log(delta + 1e-6)`` (10, "very far", where invalid). Depend on codes only."""
+        feat = torch.log(torch.where(valid, sq_dist, torch.ones_like(sq_dist)) + 1e-6)
+        feat = torch.where(valid, feat, torch.full_like(feat, 10.0))
+        beta = torch.sigmoid(self.beta_net(feat.unsqueeze(-1))).squeeze(-1) * valid
+        return beta, feat
+
+    def logvar(self, feat: torch.Tensor, valid: torch.Tensor, logvar_p: torch.Tensor,
+               logvar_k: torch.Tensor) -> torch.Tensor:
+        """``log var_q = log var_p + NN(delta_{1:K}, log var_{1:K}, log var_p)``, ``[..., S]``."""
+        lv_k = torch.where(valid.unsqueeze(-1), logvar_k, torch.zeros_like(logvar_k))
+        return logvar_p + self.var_net(torch.cat([feat, lv_k.flatten(-2), logvar_p], -1))
+
     def forward(self, mu_p: torch.Tensor, logvar_p: torch.Tensor, sq_dist: torch.Tensor,
                 valid: torch.Tensor, mu_k: torch.Tensor, logvar_k: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        feat = torch.log(torch.where(valid, sq_dist, torch.ones_like(sq_dist)) + 1e-6)
-        feat = torch.where(valid, feat, torch.full_like(feat, 10.0))  # "very far" if invalid
-        beta = torch.sigmoid(self.beta_net(feat.unsqueeze(-1))).squeeze(-1) * valid
+        beta, feat = self.weights(sq_dist, valid)
         mu_q = mu_p + (beta.unsqueeze(-1) * (mu_k - mu_p.unsqueeze(-2))).sum(-2)
-        lv_k = torch.where(valid.unsqueeze(-1), logvar_k, torch.zeros_like(logvar_k))
-        x = torch.cat([feat, lv_k.flatten(-2), logvar_p], -1)
-        return mu_q, logvar_p + self.var_net(x)
+        return mu_q, self.logvar(feat, valid, logvar_p, logvar_k)

@@ -178,12 +178,18 @@ class GTMSM(WorldModel):
     def infer_states(self, actions: torch.Tensor, moved: torch.Tensor | None = None,
                      known: torch.Tensor | None = None, codes: torch.Tensor | None = None,
                      num_memorised: int | None = None, sample: bool = True,
-                     generator: torch.Generator | None = None) -> StatePath:
+                     generator: torch.Generator | None = None,
+                     landmark_loop: bool = False) -> StatePath:
         """States ``s_0 .. s_{T-1}`` (``s_0 = 0``) from ``actions [B, T, A]``.
 
         ``moved/known [B, T-1]`` (from frames) replace the wall gate where known, if
         ``blocked_from_frames``. ``codes [B, T, z_dim]`` (code means) enable landmark inference
         against the first ``num_memorised`` steps (causal: step t sees steps < t).
+
+        Landmark inference is solved for all steps at once when every step's move factor is
+        known in advance (no gate, or all moves known from frames; no rotation/momentum): see
+        ``_landmark_parallel``. Otherwise, or with ``landmark_loop=True`` (the reference), it
+        loops over time.
         """
         cfg = self.config
         B, T, _ = actions.shape
@@ -196,10 +202,10 @@ class GTMSM(WorldModel):
             move = moved.unsqueeze(-1)
             known_m = known.unsqueeze(-1) if known is not None else torch.ones_like(move, dtype=torch.bool)
         use_landmark = self.landmark is not None and codes is not None
-        fast = self.transition.linear and not use_landmark and (
+        factor_known = self.transition.linear and (
             not cfg.gate or (move is not None and bool(known_m.all())))
         logvar = torch.full((B, T, S), self.log_r2, device=dev, dtype=dt)
-        if fast:  # s_t = sum_{i<t} (M a_i * factor_i + r eps_i): one cumsum
+        if factor_known and not use_landmark:  # s_t = sum_{i<t} (M a_i * factor_i + r eps_i): one cumsum
             d = self.transition.displacement(actions[:, :-1])  # [B, T-1, S]
             step = d * move if move is not None else d
             mean_inc = torch.cat([step.new_zeros(B, 1, S), step], 1)
@@ -211,18 +217,10 @@ class GTMSM(WorldModel):
             return StatePath(sample_path, mean, logvar, disp, actions.new_zeros(B, T))
 
         if use_landmark:
+            idx, ok, sq = self.landmark_lookup(codes, num_memorised)
             tau = min(num_memorised if num_memorised is not None else T, T)
-            zk = codes[:, :tau]
-            valid = torch.ones(B, tau, dtype=torch.bool, device=dev)
-            stamps = torch.arange(tau, device=dev).expand(B, tau)
-            vis = torch.arange(T, device=dev).clamp(max=tau).expand(B, T)
-            kk = min(cfg.landmark_k, tau)
-            idx = knn_select(zk.detach(), valid, codes.detach(), kk, visible_before=vis,
-                             stamps=stamps)  # [B, T, kk]
-            ok = idx < vis.unsqueeze(-1)
-            zsel = zk.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, zk.shape[-1])).reshape(
-                B, T, kk, -1)
-            sq = ((codes.unsqueeze(2) - zsel) ** 2).sum(-1)  # differentiable code distance
+            if factor_known and not landmark_loop:
+                return self._landmark_parallel(actions, move, idx, ok, sq, eps, logvar)
         means = [actions.new_zeros(B, S)]
         samples = [actions.new_zeros(B, S)]
         logvars = [logvar[:, 0]]
@@ -238,22 +236,12 @@ class GTMSM(WorldModel):
             mu_p, d = self.transition.step(samples[-1], actions[:, t - 1], disps[-1], move=m)
             lv_p = logvar[:, t]
             if use_landmark:
-                if stored_mean is None or t <= tau:
-                    stored_mean = torch.stack(means[:min(t, tau)], 1)
-                    stored_lv = torch.stack(logvars[:min(t, tau)], 1)
-                gi = idx[:, t].clamp(max=stored_mean.shape[1] - 1)
-                ok_t = ok[:, t]
-                mu_k = stored_mean.gather(1, gi.unsqueeze(-1).expand(-1, -1, S))
-                lv_k = stored_lv.gather(1, gi.unsqueeze(-1).expand(-1, -1, S))
-                if kk < cfg.landmark_k:
-                    pad = cfg.landmark_k - kk
-                    mu_k = torch.cat([mu_k, mu_k.new_zeros(B, pad, S)], 1)
-                    lv_k = torch.cat([lv_k, lv_k.new_zeros(B, pad, S)], 1)
-                    sq_t = torch.cat([sq[:, t], sq.new_ones(B, pad)], 1)
-                    ok_t = torch.cat([ok_t, ok_t.new_zeros(B, pad)], 1)
-                else:
-                    sq_t = sq[:, t]
-                mu_q, lv_q = self.landmark(mu_p, lv_p, sq_t, ok_t, mu_k, lv_k)
+                if stored_mean is None or t <= tau:  # entries of steps < min(t, tau)
+                    stored_mean = torch.stack(means, 1)
+                    stored_lv = torch.stack(logvars, 1)
+                gi = idx[:, t].clamp(max=stored_mean.shape[1] - 1).unsqueeze(-1).expand(-1, -1, S)
+                mu_q, lv_q = self.landmark(mu_p, lv_p, sq[:, t], ok[:, t],
+                                           stored_mean.gather(1, gi), stored_lv.gather(1, gi))
                 kls.append(gaussian_kl(mu_q, lv_q, mu_p, lv_p))
             else:
                 mu_q, lv_q = mu_p, lv_p
@@ -265,6 +253,97 @@ class GTMSM(WorldModel):
             disps.append(d)
         return StatePath(torch.stack(samples, 1), torch.stack(means, 1), torch.stack(logvars, 1),
                          torch.stack(disps, 1), torch.stack(kls, 1))
+
+    def landmark_lookup(self, codes: torch.Tensor, num_memorised: int | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reverse DND read (frame code -> memorised step), causal: step ``t`` sees the steps
+        ``< min(t, num_memorised)``. ``codes [B, T, z_dim]`` (code means).
+
+        Returns ``(idx, ok, sq) [B, T, landmark_k]``: step indices of the nearest codes (long),
+        whether each is visible, and the differentiable squared code distances. Selection runs
+        once for all steps (``knn_select`` with ``visible_before``)."""
+        cfg = self.config
+        B, T, _ = codes.shape
+        dev = codes.device
+        tau = min(num_memorised if num_memorised is not None else T, T)
+        zk = codes[:, :tau]
+        valid = torch.ones(B, tau, dtype=torch.bool, device=dev)
+        stamps = torch.arange(tau, device=dev).expand(B, tau)
+        vis = torch.arange(T, device=dev).clamp(max=tau).expand(B, T)
+        kk = min(cfg.landmark_k, tau)
+        idx = knn_select(zk.detach(), valid, codes.detach(), kk, visible_before=vis,
+                         stamps=stamps)  # [B, T, kk]
+        ok = idx < vis.unsqueeze(-1)
+        zsel = zk.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, zk.shape[-1])).reshape(B, T, kk, -1)
+        sq = ((codes.unsqueeze(2) - zsel) ** 2).sum(-1)  # differentiable code distance
+        if kk < cfg.landmark_k:  # fewer memorised steps than K': pad with invisible entries
+            pad = cfg.landmark_k - kk
+            idx = torch.cat([idx, idx.new_zeros(B, T, pad)], -1)
+            ok = torch.cat([ok, ok.new_zeros(B, T, pad)], -1)
+            sq = torch.cat([sq, sq.new_ones(B, T, pad)], -1)
+        return idx, ok, sq
+
+    def _landmark_parallel(self, actions: torch.Tensor, move: torch.Tensor | None,
+                           idx: torch.Tensor, ok: torch.Tensor, sq: torch.Tensor,
+                           eps: torch.Tensor | None, logvar_p: torch.Tensor) -> StatePath:
+        """Landmark inference for all steps at once (same values and gradients as the loop).
+
+        With move factors known in advance, ``mu_q(t) = (1 - sum_k beta_tk) (s_{t-1} + step_t)
+        + sum_k beta_tk mu_q(idx_tk)`` with ``s_t = mu_q(t) + sigma_q(t) eps_t`` and
+        ``idx_tk < t``: a unit lower-triangular linear system in the means, solved with one
+        batched ``solve_triangular`` (``[B, T, T]``). ``beta`` depends on codes only. The
+        variances ``lv_q(t) = lv_p + NN(delta_t, lv_q(idx_t), lv_p)`` form a recursion along the
+        look-up graph: steps are grouped by their depth in it (longest chain of look-ups,
+        computed first on integers) and each level is one batched pass.
+
+        Shapes: ``idx/ok/sq [B, T, K]``, ``move [B, T-1, 1]`` or None, ``logvar_p [B, T, S]``.
+        """
+        B, T, K = idx.shape
+        S = logvar_p.shape[-1]
+        d = self.transition.displacement(actions[:, :-1])  # [B, T-1, S]
+        step = d * move if move is not None else d
+        beta, feat = self.landmark.weights(sq, ok)  # [B, T, K]
+        gi = idx.clamp(max=T - 1)
+        flat = gi.reshape(B, T * K)
+
+        # depth of the look-up graph: depth_t = 1 + max_k depth(idx_tk) over visible entries
+        with torch.no_grad():
+            depth = torch.zeros(B, T, dtype=torch.long, device=idx.device)
+            for _ in range(T):
+                nd = torch.where(ok, depth.gather(1, flat).reshape(B, T, K) + 1,
+                                 torch.zeros_like(gi)).amax(-1).clamp(min=1)
+                nd[:, 0] = 0
+                if torch.equal(nd, depth):
+                    break
+                depth = nd
+            # nodes grouped by depth: level j only reads levels < j, so one batched pass each
+            order = torch.argsort(depth.reshape(-1), stable=True)
+            sizes = torch.bincount(depth.reshape(-1)).tolist()
+        lv = logvar_p.reshape(B * T, S)
+        start = sizes[0]  # depth 0: t = 0 keeps the prior variance
+        base = (torch.arange(B, device=idx.device) * T).view(B, 1, 1)
+        rows = (gi + base).reshape(B * T, K)  # flat [B*T] index of each look-up
+        feat_f, ok_f, lvp_f = feat.reshape(B * T, K), ok.reshape(B * T, K), logvar_p.reshape(B * T, S)
+        for n in sizes[1:]:
+            nodes = order[start:start + n]
+            start += n
+            new = self.landmark.logvar(feat_f[nodes], ok_f[nodes], lvp_f[nodes], lv[rows[nodes]])
+            lv = lv.index_put((nodes,), new)
+        lv = lv.reshape(B, T, S)
+
+        noise = torch.zeros_like(lv) if eps is None else torch.exp(0.5 * lv) * eps
+        noise = torch.cat([noise.new_zeros(B, 1, S), noise[:, 1:]], 1)
+        keep = 1.0 - beta.sum(-1)  # [B, T]
+        rhs = torch.cat([step.new_zeros(B, 1, S), keep[:, 1:, None] * (noise[:, :-1] + step)], 1)
+        A = beta.new_zeros(B, T, T).scatter_add(2, gi, beta) + torch.diag_embed(keep[:, 1:], offset=-1)
+        eye = torch.eye(T, device=A.device, dtype=A.dtype)
+        mean = torch.linalg.solve_triangular(eye - A, rhs, upper=False, unitriangular=True)
+        sample = mean + noise
+        mu_p = torch.cat([step.new_zeros(B, 1, S), sample[:, :-1] + step], 1)
+        kl = gaussian_kl(mean, lv, mu_p, logvar_p)
+        kl = torch.cat([kl.new_zeros(B, 1), kl[:, 1:]], 1)
+        disp = torch.cat([d.new_zeros(B, 1, S), d], 1)
+        return StatePath(sample, mean, lv, disp, kl)
 
     def transition_aux_loss(self, path: StatePath, actions: torch.Tensor, moved: torch.Tensor,
                             known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
