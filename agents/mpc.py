@@ -46,6 +46,8 @@ class MPCConfig:
         sample: imagine with sampled (True) or mean (False) latent trajectories.
         record: keep the real frames and the decoded imagined futures (for videos).
         seed: seeds the planner's and the exploration noise's generators.
+        fused: plan through the fused means-only path where one exists (KVAE + ``RewardHead``,
+            see ``agents.fast_imagine``); False forces ``model.imagine`` + ``reward_fn``.
     """
 
     context: int = 16
@@ -56,6 +58,7 @@ class MPCConfig:
     sample: bool = False
     record: bool = False
     seed: int = 0
+    fused: bool = True
 
 
 class MPCAgent:
@@ -150,7 +153,7 @@ class MPCAgent:
         objective = rollout_objective(self.model, belief, self.reward_fn,
                                       discount=self.config.discount, sample=self.config.sample,
                                       generator=self.generator if self.config.sample else None,
-                                      timer=self.timer)
+                                      timer=self.timer, fast=self.config.fused)
         plan = self.planner.optimize(objective, self.n, warm_start=warm, generator=self.generator,
                                      device=self.device, dtype=self._obs.dtype)
         self.stats["observe_s"] += t1 - t0

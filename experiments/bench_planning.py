@@ -31,11 +31,11 @@ from agents.reward import RewardHead, RewardHeadConfig
 from experiments._results import RESULTS_DIR, save_results
 
 
-def pendulum_kvae(device):
+def pendulum_kvae(device, dynamics: str = "lstm"):
     from experiments.pendulum_swingup import kvae_config
     from worldmodels.kvae import KVAE
 
-    return KVAE(kvae_config()).to(device).eval()
+    return KVAE(kvae_config(dynamics=dynamics)).to(device).eval()
 
 
 def _sync(device):
@@ -44,10 +44,10 @@ def _sync(device):
 
 
 def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: int, context: int,
-               device) -> dict:
+               device, fused: bool = True) -> dict:
     """Median seconds per decision and its split, over ``repeats`` decisions after a warm-up."""
     planner = make_planner(preset, -2.0, 2.0)
-    agent = MPCAgent(model, planner, reward_fn, MPCConfig(context=context, warm_start=True),
+    agent = MPCAgent(model, planner, reward_fn, MPCConfig(context=context, warm_start=True, fused=fused),
                      num_envs=num_envs, obs_to_tensor=lambda o: torch.as_tensor(o), device=device)
     n = num_envs
     for _ in range(context - 1):  # fill the context window without planning
@@ -72,7 +72,7 @@ def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: in
     i = times.index(sorted(times)[len(times) // 2])
     cfg = planner.config
     return {
-        "preset": preset, "num_envs": n, "horizon": cfg.horizon, "population": cfg.population,
+        "preset": preset, "num_envs": n, "fused": fused, "horizon": cfg.horizon, "population": cfg.population,
         "iterations": cfg.iterations, "repeats": repeats, "seconds_per_decision_median": med,
         "seconds_per_decision_all": times, "decisions_per_s": n / med,
         "latent_steps_per_s": splits[i]["latent_steps"] / med,
@@ -89,10 +89,15 @@ def main(argv=None) -> int:
     p.add_argument("--context", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     p.add_argument("--presets", nargs="+", default=["planet", "icem", "cem_fast"])
+    p.add_argument("--dynamics", default="lstm", choices=["lstm", "mlp"],
+                   help="alpha network of the untrained KVAE timed without --checkpoint")
+    p.add_argument("--reference", action="store_true",
+                   help="also time the unfused path (model.imagine + reward head) for comparison")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
     device = torch.device(args.device)
     torch.manual_seed(0)
 
@@ -100,8 +105,13 @@ def main(argv=None) -> int:
         from agents.commands.plan import load_world_model
         model = load_world_model(args.checkpoint, device=str(device))
     else:
-        model = pendulum_kvae(device)
-    head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim)).to(device).eval()
+        model = pendulum_kvae(device, args.dynamics)
+    head_path = Path(args.checkpoint or "").parent / "reward_head.pt"
+    if args.checkpoint and head_path.exists():
+        head = RewardHead.load(head_path, device=device).eval()
+    else:
+        head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim,
+                                           action_dim=model.action_dim)).to(device).eval()
     C, H, W = model.config.obs_shape
     gen = torch.Generator().manual_seed(0)
 
@@ -120,6 +130,13 @@ def main(argv=None) -> int:
                 r = time_agent(model, head, preset, n, frames, args.repeats, args.context, device)
                 r["model"] = "kvae"
                 rows.append(r)
+                if args.reference:
+                    ref = time_agent(model, head, preset, n, frames, args.repeats, args.context,
+                                     device, fused=False)
+                    ref["model"] = "kvae"
+                    rows.append(ref)
+                    print(f"{preset:9s} envs={n:3d}  kvae unfused reference {ref['decisions_per_s']:8.2f} dec/s",
+                          flush=True)
                 o = time_agent(oracle, pendulum_reward, preset, n, states, args.repeats, 1, device)
                 o["model"] = "oracle"
                 rows.append(o)
@@ -127,7 +144,7 @@ def main(argv=None) -> int:
                       f"({r['latent_steps_per_s']:.3g} latent steps/s)   oracle {o['decisions_per_s']:8.2f} dec/s",
                       flush=True)
 
-    planet = {(r["model"], r["num_envs"]): r for r in rows if r["preset"] == "planet"}
+    planet = {(r["model"], r["num_envs"]): r for r in rows if r["preset"] == "planet" and r["fused"]}
     summary = {}
     if planet:
         k1, k16 = planet[("kvae", 1)], planet[("kvae", args.envs)]
@@ -160,7 +177,7 @@ def plot(rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     kv = [r for r in rows if r["model"] == "kvae"]
-    labels = [f"{r['preset']}\n{r['num_envs']} env" for r in kv]
+    labels = [f"{r['preset']}\n{r['num_envs']} env{'' if r['fused'] else ' (ref)'}" for r in kv]
     parts = ["observe_s", "model_s", "reward_s", "planner_s"]
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     bottom = np.zeros(len(kv))

@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # denormal floats (the trained KVAE produces them) make CPU training ~5x slower; flushing
+    # them to zero changes nothing measurable
+    torch.set_flush_denormal(True)
     progress = not args.no_progress
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)

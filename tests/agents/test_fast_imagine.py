@@ -91,7 +91,7 @@ def test_fused_objective_equals_reference(use_next, discount):
     with torch.no_grad():
         r_fused, r_ref = fused(acts), ref(acts)
     assert r_fused.shape == (2, 9)
-    assert r_ref.std() > 0.1  # returns differ between candidates
+    assert (r_ref.std(dim=1) > 0.02).all()  # returns differ between candidates
     torch.testing.assert_close(r_fused, r_ref, rtol=1e-4, atol=1e-4)
     assert timer.calls == 1 and timer.latent_steps == 2 * 9 * 5
 
