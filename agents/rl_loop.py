@@ -224,7 +224,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
         # 2. fine-tune the model and the reward head on the grown dataset
         tcfg = TrainConfig(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
                            seed=config.seed + k, device=config.device, progress=progress,
-                           checkpoint_every=None, tensorboard=False)
+                           val_every=config.train_steps, checkpoint_every=None, tensorboard=False)
         Trainer(model, tcfg, rd / "model", str(data), str(data)).fit()
         model = load(rd / "model", device=device)
         from worldmodels.data import make_dataloader

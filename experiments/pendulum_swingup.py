@@ -82,6 +82,10 @@ def main(argv=None) -> int:
     p.add_argument("--dynamics", default="lstm", choices=["lstm", "mlp"],
                    help="KVAE alpha network when training (mlp: Markov in a_{t-1}, ~2x faster planning)")
     p.add_argument("--train-only", action="store_true", help="train the KVAE and reward head, then exit")
+    p.add_argument("--rl-rounds", type=int, default=0,
+                   help="PlaNet-style rounds (collect with the agent, fine-tune) before evaluating")
+    p.add_argument("--rl-episodes", type=int, default=16, help="episodes collected per round")
+    p.add_argument("--rl-train-steps", type=int, default=300, help="fine-tuning updates per round")
     p.add_argument("--skip-latent", action="store_true", help="only the oracle and random policies")
     p.add_argument("--extra-oracle-horizon", type=int, default=None,
                    help="also evaluate the oracle with this horizon (a stronger reference)")
@@ -141,6 +145,9 @@ def main(argv=None) -> int:
     if not args.skip_latent:
         model, head, model_info = prepare_latent_agent(args, run, device, progress,
                                                        config_fn=lambda: kvae_config(dynamics=args.dynamics))
+        if args.rl_rounds > 0:
+            model, head, model_info["rl_rounds"] = rl_rounds(args, model, head, run, device, overrides,
+                                                             progress)
         record = {"agent": None}
 
         def latent_policy(n):
@@ -240,6 +247,26 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
         metrics_path.write_text(json.dumps(metrics, indent=2))
     info["reward_head"] = metrics
     return model, head.eval(), info
+
+
+def rl_rounds(args, model, head, run: Path, device, overrides: dict, progress: bool):
+    """``args.rl_rounds`` rounds of ``agents.rl_loop`` (in ``<run>/rl``, resumable) from the
+    trained model; returns the last round's model, reward head and the round records."""
+    from agents.reward import RewardHead
+    from agents.rl_loop import RLLoopConfig, run_rl_loop
+    from worldmodels.training import load
+
+    data = Path(args.data or f"runs/data/{'pendulum_small' if args.quick else 'pendulum'}")
+    cfg = RLLoopConfig(env_id=ENV_ID, rounds=args.rl_rounds, collect_episodes=args.rl_episodes,
+                       episode_steps=150, exploration_noise=0.3, eval_episodes=4, planner=args.planner,
+                       planner_overrides=overrides, context=args.context, train_steps=args.rl_train_steps,
+                       reward_steps=args.reward_steps, batch_size=args.batch_size, lr=3e-4, seed=args.seed,
+                       device=str(device), video=False)
+    records = run_rl_loop(model, head, data, run / "rl", cfg, progress=progress)
+    last = run / "rl" / f"round_{records[-1]['round']:03d}"
+    model = load(last / "model", device=device).eval()
+    head = RewardHead.load(last / "reward_head.pt", device=device).eval()
+    return model, head, records
 
 
 class _NpzSplit(torch.utils.data.Dataset):
