@@ -118,6 +118,24 @@ def train(model: GTMSM, steps: int, args, run_dir: Path, train_set: Dataset) -> 
             "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}}
 
 
+def warm_start(model: GTMSM, source: str | Path, run_dir: Path) -> dict:
+    """Copy the parameters and buffers of a checkpoint (or run folder) whose names and shapes
+    match ``model`` (e.g. VAE and ``M`` of a run without obstacles into a landmark model without
+    gate); the rest keeps its initialisation. Skipped when ``run_dir`` already holds a
+    checkpoint (the run resumes instead). Returns what was copied and skipped."""
+    from worldmodels.training import read_checkpoint
+
+    ckpt = read_checkpoint(source)
+    info = {"path": str(source), "steps": int(ckpt["step"])}
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return {**info, "resumed_instead": True}
+    own = model.state_dict()
+    keep = {k: v for k, v in ckpt["model"].items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(keep, strict=False)
+    return {**info, "copied": sorted(keep), "not_in_checkpoint": sorted(set(own) - set(keep)),
+            "not_used": sorted(set(ckpt["model"]) - set(keep))}
+
+
 def _ci(values: np.ndarray) -> list[float]:
     s = summarize(values)
     return [s["ci_low"][0], s["ci_high"][0]]
@@ -358,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="infer states with the gate only (the paper's setting)")
     p.add_argument("--no-gate", action="store_true",
                    help="no wall gate: the prior always moves by M a (7.10.1 with displacements)")
+    p.add_argument("--init-from", default=None,
+                   help="start GTM-SM from the weights of this checkpoint or run folder (a "
+                        "finished shorter run: warm start; its updates add to --steps)")
     p.add_argument("--max-test", type=int, default=-1, help="-1: preset default, 0: all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -397,8 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     gtmsm = GTMSM(cfg)
     baseline = GTMSM(GTMSMConfig(**{**vars(cfg), "memory": False, "landmark": False}))
+    init_info = warm_start(gtmsm, args.init_from, run_dir / "gtmsm") if args.init_from else None
     training = {"gtmsm": train(gtmsm, args.steps, args, run_dir / "gtmsm", train_set),
                 "baseline": train(baseline, args.baseline_steps, args, run_dir / "baseline", train_set)}
+    if init_info is not None:
+        training["gtmsm"]["init_from"] = init_info
     gtmsm.eval().to(args.device)
     baseline.eval().to(args.device)
     # mean training frame: the best constant prediction (what no memory can beat on average)

@@ -49,8 +49,12 @@ def test_gtmsm_navigation_experiment_smoke(tmp_path, one_thread):
         "--run-dir", str(tmp_path / "run_lm"), "--results-dir", str(tmp_path / "res"),
         "--tau", "64", "--train-predict", "16", "--test-predict", "16", "--steps", "2",
         "--baseline-steps", "1", "--max-test", "4", "--batch-size", "4", "--name", "smoke_lm",
-        "--landmark", "--no-gate", "--no-blocked-from-frames", "--no-video", "--timing-repeats", "1"])
+        "--landmark", "--no-gate", "--no-blocked-from-frames", "--no-video", "--timing-repeats", "1",
+        "--init-from", str(tmp_path / "run" / "gtmsm")])
     assert rc == 0
     res = json.loads((tmp_path / "res" / "smoke_lm.json").read_text())["results"]
+    init = res["training"]["gtmsm"]["init_from"]  # warm start: VAE and M copied, no gate here
+    assert "transition.M.weight" in init["copied"] and "transition.gate_net.0.weight" in init["not_used"]
+    assert "landmark.beta_net.0.weight" in init["not_in_checkpoint"]
     assert -1.0 <= res["without_landmark"]["r2_memorised_states"] <= 1.0
     assert res["memorised_position_error_cells"]["fraction_blocked_steps"] > 0
