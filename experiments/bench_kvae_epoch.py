@@ -71,6 +71,7 @@ def flops_per_update(model, batch) -> float:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormals made trained-model updates ~3x slower on CPU
     dev = args.device
     root = ensure_dataset(args.dataset)
     data = SequenceTensors(root, "train", binarize=True)

@@ -183,6 +183,7 @@ def video(models: dict, data: SequenceTensors, p: float, path: Path, n: int = 4)
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormals made trained-model updates ~3x slower on CPU
     torch.manual_seed(args.seed)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

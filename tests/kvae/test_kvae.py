@@ -82,6 +82,8 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         m.impute(b.obs, b.actions, b.mask, method="magic")
     with pytest.raises(ValueError, match="likelihood"):
         KVAEConfig(likelihood="poisson")
+    with pytest.raises(ValueError, match="init"):
+        KVAEConfig(init="orthogonal")
     with pytest.raises(NotImplementedError):
         _model(prior="gaussian").observe(b.obs, b.actions)
 
@@ -168,3 +170,15 @@ def test_vae_warmup_uses_fixed_prior_for_the_first_updates():
     e = m.elbo(b, generator=torch.Generator().manual_seed(0))["log_prior"]
     e.sum().backward()
     assert m.C_modes.grad.abs().sum() > 0
+
+
+def test_default_init_is_the_reference_xavier_and_torch_init_stays_available():
+    """Encoder/decoder biases start at zero by default (TF-slim init of the reference code: the
+    PyTorch default let lr 0.007 kill the encoder's ReLUs, see worldmodels.nets.init_xavier_)."""
+    for kw in (dict(), dict(encoder="mlp", decoder="mlp")):
+        m = _model(**kw)
+        biases = [mod.bias for net in (m.encoder, m.decoder) for mod in net.modules()
+                  if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
+        assert biases and all(torch.count_nonzero(b) == 0 for b in biases)
+    m = _model(init="torch")
+    assert torch.count_nonzero(m.encoder.convs[0].bias) > 0

@@ -68,13 +68,15 @@ def test_tiny_kvae_beats_fixed_prior_vae_elbo(dots):
                   num_modes=3, encoder="mlp", decoder="mlp", mlp_hidden=(64,),
                   dynamics_hidden=16, recon_weight=1.0)
     # recon_weight=1 and a 50-update VAE warm-up: with the paper's 0.3 and no warm-up this tiny
-    # model needs far more updates before its codes leave the prior's mean (the collapse of 4.8)
+    # model needs far more updates before its codes leave the prior's mean (the collapse of 4.8).
+    # 300 updates: at 150 the KVAE's reconstruction still lags and the margin depends on the seed
+    # (seeds 0-2 at 300: +20 to +30 nats per sequence)
     torch.manual_seed(0)
     kvae = KVAE(KVAEConfig(**common, vae_warmup_updates=50))
     torch.manual_seed(0)
     vae = KVAE(KVAEConfig(**common, prior="gaussian"))
-    _fit(kvae, batch, 150)
-    _fit(vae, batch, 150)
+    _fit(kvae, batch, 300)
+    _fit(vae, batch, 300)
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     with torch.no_grad():
         e_kvae = kvae.elbo(batch, num_samples=4, generator=g())

@@ -9,6 +9,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 DYNAMICS = ("lstm", "mlp")
 PRIORS = ("lgssm", "gaussian")
 ESTIMATORS = ("exact", "sampled", "marginal")
+INITS = ("xavier", "torch")
 
 
 @dataclass
@@ -34,6 +35,10 @@ class KVAEConfig:
     likelihood: str = "bernoulli"  # bernoulli (binary frames) | gaussian (learned per-pixel var)
     init_pixel_var: float = 0.1  # gaussian likelihood: initial per-pixel variance
     encoder_var_cap: float | None = 0.03  # var = cap * sigmoid(.) as in the reference; None: exp
+    # initialisation of the encoder/decoder: xavier (glorot-uniform weights, zero biases: the TF
+    # reference's defaults) | torch (PyTorch's defaults, which at lr 0.007 kill the encoder's
+    # ReLUs in the first updates and leave the codes collapsed; see worldmodels.nets.init_xavier_)
+    init: str = "xavier"
 
     # prior over a: the LGSSM (the KVAE) or a fixed N(0, I) per frame (plain VAE baseline)
     prior: str = "lgssm"  # lgssm | gaussian
@@ -67,6 +72,7 @@ class KVAEConfig:
             ("encoder", self.encoder, ENCODERS), ("decoder", self.decoder, ENCODERS),
             ("likelihood", self.likelihood, LIKELIHOODS), ("dynamics", self.dynamics, DYNAMICS),
             ("prior", self.prior, PRIORS), ("estimator", self.estimator, ESTIMATORS),
+            ("init", self.init, INITS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")

@@ -27,6 +27,7 @@ from worldmodels.nets import (
     SubPixelDecoder,
     bernoulli_log_prob,
     gaussian_log_prob,
+    init_xavier_,
 )
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -86,6 +87,9 @@ class KVAE(WorldModel):
             self.decoder = SubPixelDecoder(c.a_dim, C, (H, W), c.channels, c.num_layers)
         else:
             self.decoder = MLPDecoder(c.a_dim, c.obs_shape, c.mlp_hidden)
+        if c.init == "xavier":
+            init_xavier_(self.encoder)
+            init_xavier_(self.decoder)
         if c.likelihood == "gaussian":
             self.pixel_logvar = nn.Parameter(torch.full(c.obs_shape, math.log(c.init_pixel_var)))
         else:
