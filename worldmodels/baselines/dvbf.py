@@ -1,0 +1,240 @@
+"""Deep variational Bayes filter, locally linear with fusion inference (Karl et al. 2017).
+
+The DVBF-LL baseline of thesis table 6.1, in the "fusion" form of its follow-ups: the filtering
+posterior over the state is the product of the transition prior and a Gaussian from the frame
+encoder, so the transition is always in the loop and the latent space is forced to follow the
+(locally linear) dynamics. For t = 0 .. T-1 with ``u_t = actions[t - 1]``::
+
+    z_0 ~ N(0, I),             q(z_0 | x_{0:k-1}) = N(initial MLP of the first k frames)
+    alpha_t = softmax(MLP(z_{t-1}, u_t))                       (M modes, 16 in the paper)
+    z_t ~ N(A_t z_{t-1} + B_t u_t, diag sigma^2)              A_t, B_t = sum_k alpha_t^(k) (A, B)^(k)
+    x_t ~ p(x_t | z_t)                                         (conv/MLP decoder)
+    q(z_t | z_{t-1}, u_t, x_t) ∝ p(z_t | z_{t-1}, u_t) N(z_t; e(x_t), diag s^2(x_t))   (fusion)
+
+ELBO per sequence: ``sum_t m_t log p(x_t | z_t) - KL(q_0 || N(0, I)) - sum_{t>=1} KL(q_t || p_t)``
+with ``z_{t-1}`` sampled from q (single sample, analytic KLs). A missing frame (``m_t = 0``)
+contributes no encoder factor, so there ``q_t = p_t`` (KL 0) and the state is predicted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from worldmodels.base import Batch, Belief, LossOutput, WorldModel
+from worldmodels.checks import check_shape
+from worldmodels.nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder,
+                              bernoulli_log_prob, gaussian_kl, gaussian_log_prob, init_xavier_)
+
+
+@dataclass
+class DVBFConfig:
+    """Sizes and choices of a `DVBF`; shapes as in `worldmodels.base`."""
+
+    obs_shape: tuple[int, int, int] = (1, 16, 16)
+    action_dim: int = 1
+    z_dim: int = 3
+    num_modes: int = 16  # M base matrices (Karl et al. 2017 use 16 for the pendulum)
+    alpha_hidden: int = 16
+    init_frames: int = 3  # frames seen by the initial-state network
+    encoder: str = "mlp"  # conv | mlp (the decoder follows)
+    channels: int = 32
+    num_layers: int = 3
+    mlp_hidden: tuple[int, ...] = (128, 128)
+    likelihood: str = "gaussian"  # bernoulli | gaussian (learned per-pixel variance)
+    init_pixel_var: float = 0.1
+    init_transition_var: float = 0.08  # diag sigma^2 of the transition noise (learned)
+    init_b_scale: float = 0.05  # B^(k) ~ scale * N(0, 1); A^(k) = I
+
+    def __post_init__(self) -> None:
+        self.obs_shape = tuple(int(s) for s in self.obs_shape)
+        self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
+        for name, value, allowed in (("encoder", self.encoder, ("conv", "mlp")),
+                                     ("likelihood", self.likelihood, ("bernoulli", "gaussian"))):
+            if value not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+        for name in ("z_dim", "num_modes", "init_frames", "alpha_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.action_dim < 0:
+            raise ValueError(f"action_dim: expected >= 0, got {self.action_dim}")
+
+
+class DVBFBelief(Belief):
+    """Filtered posterior at the last context frame: ``mean, logvar [B, z_dim]``."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
+        self.mean, self.logvar = mean, logvar
+
+    def features(self) -> torch.Tensor:
+        return self.mean
+
+    @property
+    def batch_size(self) -> int:
+        return self.mean.shape[0]
+
+
+def fuse(mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_e: torch.Tensor,
+         logvar_e: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Product of ``N(mean_p, exp(logvar_p))`` and, where ``mask [...]`` is 1, ``N(mean_e,
+    exp(logvar_e))`` (diagonal, all ``[..., n]``): returns ``(mean, logvar)`` of the normalised
+    product; where ``mask`` is 0 the first factor is returned."""
+    m = mask.unsqueeze(-1)
+    prec_p, prec_e = torch.exp(-logvar_p), m * torch.exp(-logvar_e)
+    prec = prec_p + prec_e
+    mean = (prec_p * mean_p + prec_e * mean_e) / prec
+    return mean, -torch.log(prec)
+
+
+class DVBF(WorldModel):
+    """Locally linear deep variational Bayes filter (fusion inference) with the planner protocol."""
+
+    config_class = DVBFConfig
+
+    def __init__(self, config: DVBFConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        C, H, W = c.obs_shape
+        self.obs_shape = c.obs_shape
+        self.latent_dim, self.action_dim = c.z_dim, c.action_dim
+        n, p, K = c.z_dim, c.action_dim, c.num_modes
+        if c.encoder == "conv":
+            self.encoder = ConvEncoder(C, (H, W), n, c.channels, c.num_layers)
+            self.decoder = SubPixelDecoder(n, C, (H, W), c.channels, c.num_layers)
+        else:
+            self.encoder = MLPEncoder(c.obs_shape, n, c.mlp_hidden)
+            self.decoder = MLPDecoder(n, c.obs_shape, tuple(reversed(c.mlp_hidden)))
+        self.initial = MLPEncoder((c.init_frames * C, H, W), n, c.mlp_hidden)
+        for net in (self.encoder, self.decoder, self.initial):
+            init_xavier_(net)
+        if c.likelihood == "gaussian":
+            self.pixel_logvar = nn.Parameter(torch.full(c.obs_shape, math.log(c.init_pixel_var)))
+        else:
+            self.register_parameter("pixel_logvar", None)
+        self.alpha_net = nn.Sequential(nn.Linear(n + p, c.alpha_hidden), nn.ReLU(),
+                                       nn.Linear(c.alpha_hidden, K))
+        self.A_modes = nn.Parameter(torch.eye(n).repeat(K, 1, 1))
+        self.B_modes = nn.Parameter(c.init_b_scale * torch.randn(K, n, p))
+        self.trans_logvar = nn.Parameter(torch.full((n,), math.log(c.init_transition_var)))
+
+    # ------------------------------------------------------------------ pieces
+    def _check(self, obs, actions, mask):
+        check_shape("obs", obs, ("B", "T", *self.obs_shape))
+        Bsz, T = obs.shape[:2]
+        check_shape("actions", actions, (Bsz, T, self.action_dim))
+        if mask is None:
+            mask = obs.new_ones(Bsz, T)
+        check_shape("mask", mask, (Bsz, T))
+        return mask.to(obs.dtype)
+
+    def transition(self, z: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``p(z_t | z_{t-1}, u_t)``: ``z [N, n]``, ``u [N, p]`` -> ``(mean, logvar)`` ``[N, n]``."""
+        alpha = torch.softmax(self.alpha_net(torch.cat([z, u], -1)), -1)  # [N, K]
+        A = torch.einsum("nk,kij->nij", alpha, self.A_modes)
+        B = torch.einsum("nk,kij->nij", alpha, self.B_modes)
+        mean = (A @ z.unsqueeze(-1) + B @ u.unsqueeze(-1)).squeeze(-1)
+        return mean, self.trans_logvar.expand_as(mean)
+
+    def _initial(self, obs: torch.Tensor, mask: torch.Tensor):
+        """``q(z_0 | first k frames)``; unobserved ones are zeroed. ``(mean, logvar) [B, n]``."""
+        k = self.config.init_frames
+        first = obs[:, :k] * mask[:, :k, None, None, None]
+        if first.shape[1] < k:  # short sequences: pad with empty frames
+            pad = first.new_zeros(first.shape[0], k - first.shape[1], *first.shape[2:])
+            first = torch.cat([first, pad], 1)
+        mean, logvar = self.initial(first.flatten(1, 2))
+        return mean, logvar.clamp(-10.0, 5.0)
+
+    def frame_log_prob(self, z: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(z)
+        if self.pixel_logvar is None:
+            return bernoulli_log_prob(out, obs)
+        return gaussian_log_prob(out, self.pixel_logvar.clamp(min=-10.0), obs)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.shape[-1] != self.latent_dim:
+            raise ValueError(f"latents: expected shape [..., {self.latent_dim}], got {list(latents.shape)}")
+        out = self.decoder(latents)
+        return torch.sigmoid(out) if self.pixel_logvar is None else out.clamp(0.0, 1.0)
+
+    def _filter(self, obs, actions, mask, sample: bool, generator=None):
+        """Forward pass through q: ``z, q mean, q logvar, prior mean, prior logvar`` ``[B, T, n]``
+        (the prior at t = 0 is N(0, I))."""
+        enc_mean, enc_logvar = self.encoder(obs)
+        enc_logvar = enc_logvar.clamp(-10.0, 5.0)
+        qm0, qv0 = self._initial(obs, mask)
+        zeros = torch.zeros_like(qm0)
+        zs, qm, qv, pm, pv = [], [qm0], [qv0], [zeros], [zeros]
+        m, lv = qm0, qv0
+        T = obs.shape[1]
+        for t in range(T):
+            if t > 0:
+                p_m, p_lv = self.transition(z, actions[:, t - 1])
+                m, lv = fuse(p_m, p_lv, enc_mean[:, t], enc_logvar[:, t], mask[:, t])
+                qm.append(m); qv.append(lv); pm.append(p_m); pv.append(p_lv)  # noqa: E702
+            if sample:
+                eps = torch.randn(m.shape, generator=generator, dtype=m.dtype, device=m.device)
+                z = m + torch.exp(0.5 * lv) * eps
+            else:
+                z = m
+            zs.append(z)
+        st = lambda xs: torch.stack(xs, 1)  # noqa: E731
+        return st(zs), st(qm), st(qv), st(pm), st(pv)
+
+    # ------------------------------------------------------------------ objective
+    def elbo(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-sequence ``elbo``, ``recon``, ``kl`` ``[B]`` and ``frames`` (observed counts)."""
+        mask = self._check(batch.obs, batch.actions, batch.mask)
+        z, qm, qv, pm, pv = self._filter(batch.obs, batch.actions, mask, True, generator)
+        recon = (self.frame_log_prob(z, batch.obs) * mask).sum(-1)
+        kl = gaussian_kl(qm, qv, pm, pv).sum(-1)
+        return dict(elbo=recon - kl, recon=recon, kl=kl, frames=mask.sum(-1))
+
+    def loss(self, batch: Batch) -> LossOutput:
+        e = self.elbo(batch)
+        frames = e["frames"].sum().clamp(min=1.0)
+        loss = -e["elbo"].sum() / frames
+        return LossOutput(loss, {"elbo_per_frame": (e["elbo"].sum() / frames).detach(),
+                                 "elbo_per_seq": e["elbo"].mean().detach(),
+                                 "recon_per_frame": (e["recon"].sum() / frames).detach(),
+                                 "kl_per_frame": (e["kl"].sum() / frames).detach()})
+
+    # ------------------------------------------------------------------ planner protocol
+    def observe(self, obs, actions, mask=None) -> DVBFBelief:
+        mask = self._check(obs, actions, mask)
+        _, qm, qv, _, _ = self._filter(obs, actions, mask, sample=False)
+        return DVBFBelief(qm[:, -1], qv[:, -1])
+
+    def imagine(self, belief: DVBFBelief, actions: torch.Tensor, *, sample: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Roll ``actions [B, N, H, A]`` through the transition: latents ``[B, N, H, z_dim]``."""
+        if not isinstance(belief, DVBFBelief):
+            raise TypeError(f"belief must be a DVBFBelief, got {type(belief).__name__}")
+        Bsz = belief.batch_size
+        check_shape("actions", actions, (Bsz, "N", "H", self.action_dim))
+        N, H = actions.shape[1:3]
+        z = belief.mean.repeat_interleave(N, 0)
+        randn = lambda x: torch.randn(x.shape, generator=generator, dtype=x.dtype,  # noqa: E731
+                                      device=x.device)
+        if sample:
+            z = z + torch.exp(0.5 * belief.logvar).repeat_interleave(N, 0) * randn(z)
+        acts = actions.reshape(Bsz * N, H, self.action_dim)
+        out = []
+        for h in range(H):
+            m, lv = self.transition(z, acts[:, h])
+            z = m + torch.exp(0.5 * lv) * randn(m) if sample else m
+            out.append(z)
+        return torch.stack(out, 1).reshape(Bsz, N, H, self.latent_dim)
+
+    @torch.no_grad()
+    def impute(self, obs, actions, mask, method: str = "filter") -> torch.Tensor:
+        """Decoded filtered means of every frame (missing ones are predictions); ``method`` must
+        be ``filter`` (a DVBF has no smoother) or ``smooth`` (accepted, same filter)."""
+        if method not in ("smooth", "filter"):
+            raise ValueError(f"method: expected 'smooth' or 'filter', got {method!r}")
+        mask = self._check(obs, actions, mask)
+        _, qm, _, _, _ = self._filter(obs, actions, mask, sample=False)
+        return self.decode(qm)
