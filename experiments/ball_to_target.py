@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--planner", default="cem_fast")
     p.add_argument("--horizon", type=int, default=10)
-    p.add_argument("--context", type=int, default=6)
+    p.add_argument("--context", type=int, default=20, help="frames filtered per decision (6: 6.4 px, 20: 2.5 px)")
     p.add_argument("--skip-latent", action="store_true")
     p.add_argument("--seed", type=int, default=2000)
     p.add_argument("--threads", type=int, default=None)
