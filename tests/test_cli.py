@@ -147,3 +147,18 @@ def test_train_resume_and_evaluate_commands(tmp_path, data_root, capsys):
     assert json.loads((run / "eval" / "prediction.json").read_text())["horizon"] == 4
     with pytest.raises(SystemExit, match="--resume needs --run-dir"):
         main(["train", "--config", "demo", "--resume"])
+
+
+def test_train_command_is_reproducible_under_its_seed(tmp_path, data_root):
+    from worldmodels.training import read_checkpoint
+
+    def weights(name, seed):
+        run = tmp_path / name
+        torch.manual_seed(int.from_bytes(name.encode(), "little") % 2 ** 31)  # whatever the caller's state
+        assert main(["train", "--config", "demo", "--run-dir", str(run), "--set", f"data.root={data_root}",
+                     *TINY, "--steps", "1", "--set", f"train.seed={seed}"]) == 0
+        return read_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+    a, b, c = weights("a", 0), weights("b", 0), weights("c", 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import (add_config_args, apply_overrides, build_model, dataclass_from, default_run_dir, ensure_dataset,
                load_config, save_yaml)
 
@@ -67,8 +69,9 @@ def train_from_config(cfg: dict[str, Any], run_dir: Path, resume: bool | str = F
             val_set = None
     except (FileNotFoundError, ValueError, KeyError):
         val_set = None
-    model = build_model(cfg["model"], tuple(train_set.obs_shape), int(train_set.action_dim))
     tcfg = dataclass_from(TrainConfig, cfg["train"], "train")
+    torch.manual_seed(tcfg.seed)  # the initial weights follow the run's seed (torch's own seed is random)
+    model = build_model(cfg["model"], tuple(train_set.obs_shape), int(train_set.action_dim))
     if rank0:
         save_yaml(cfg, Path(run_dir) / "run_config.yaml")
     summary = Trainer(model, tcfg, run_dir, train_set, val_set, resume=resume).fit()
