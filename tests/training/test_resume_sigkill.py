@@ -28,6 +28,16 @@ def curve(run_dir: Path):
     return [(r["split"], r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl")]
 
 
+def assert_resume_matches(full: Path, interrupted: Path, args: list[str]) -> None:
+    """Resuming ``interrupted`` reproduces the uninterrupted run's loss curve and final weights."""
+    r = run([str(interrupted), *args, "--resume"])
+    assert r.returncode == 0, r.stderr
+    assert curve(interrupted) == curve(full)
+    a = read_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = read_checkpoint(interrupted / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sigkill_then_resume_reproduces_loss_curve(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = ["18", "8", "--noise", "0.1"]  # noise: the model draws from torch's RNG every step
@@ -41,12 +51,7 @@ def test_sigkill_then_resume_reproduces_loss_curve(tmp_path):
     ckpt = read_checkpoint(killed / "checkpoints" / "last.pt")
     assert ckpt["step"] == 8  # the last checkpoint before the kill
     assert max(s for _, s, _ in curve(killed)) == 9  # the killed run had logged past its checkpoint
-    r = run([str(killed), *args, "--resume"])
-    assert r.returncode == 0, r.stderr
-    assert curve(killed) == curve(full)
-    a = read_checkpoint(full / "checkpoints" / "last.pt")["model"]
-    b = read_checkpoint(killed / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_matches(full, killed, args)
 
 
 def test_ctrl_c_checkpoints_the_finished_step_then_resumes_exactly(tmp_path):
@@ -60,9 +65,4 @@ def test_ctrl_c_checkpoints_the_finished_step_then_resumes_exactly(tmp_path):
     assert r.returncode != 0 and "KeyboardInterrupt" in r.stderr
     assert "interrupted at step 10" in r.stdout + r.stderr
     assert read_checkpoint(stopped / "checkpoints" / "last.pt")["step"] == 10
-    r = run([str(stopped), *args, "--resume"])
-    assert r.returncode == 0, r.stderr
-    assert curve(stopped) == curve(full)
-    a = read_checkpoint(full / "checkpoints" / "last.pt")["model"]
-    b = read_checkpoint(stopped / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_matches(full, stopped, args)
