@@ -16,17 +16,14 @@ GRU as zero features with a 0 flag and drop out of the reconstruction term.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_shape
-from worldmodels.nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder,
-                              bernoulli_log_prob, gaussian_kl, gaussian_log_prob)
+from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel
+from worldmodels.nets import ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder
 
 
 @dataclass
@@ -85,24 +82,15 @@ class GatedTransition(nn.Module):
         return mean, torch.log(var)
 
 
-class DKFBelief(Belief):
+class DKFBelief(GaussianStateBelief):
     """Posterior over the last context state: ``mean, logvar [B, z_dim]``."""
 
-    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
-        self.mean, self.logvar = mean, logvar
 
-    def features(self) -> torch.Tensor:
-        return self.mean
-
-    @property
-    def batch_size(self) -> int:
-        return self.mean.shape[0]
-
-
-class DKF(WorldModel):
+class DKF(GaussianStateModel):
     """Deep Kalman filter / deep Markov model with the package's planner protocol."""
 
     config_class = DKFConfig
+    belief_class = DKFBelief
 
     def __init__(self, config: DKFConfig) -> None:
         super().__init__()
@@ -116,10 +104,7 @@ class DKF(WorldModel):
         else:
             self.encoder = MLPEncoder(c.obs_shape, c.feature_dim, c.mlp_hidden)
             self.decoder = MLPDecoder(c.z_dim, c.obs_shape, tuple(reversed(c.mlp_hidden)))
-        if c.likelihood == "gaussian":
-            self.pixel_logvar = nn.Parameter(torch.full(c.obs_shape, math.log(c.init_pixel_var)))
-        else:
-            self.register_parameter("pixel_logvar", None)
+        self._init_likelihood(c.likelihood, c.obs_shape, c.init_pixel_var)
         self.rnn = nn.GRU(c.feature_dim + 1, c.rnn_hidden, batch_first=True)
         self.z_init = nn.Parameter(torch.zeros(c.z_dim))
         self.comb_z = nn.Linear(c.z_dim, c.rnn_hidden)
@@ -127,14 +112,6 @@ class DKF(WorldModel):
         self.transition = GatedTransition(c.z_dim, c.action_dim, c.transition_hidden)
 
     # ------------------------------------------------------------------ pieces
-    def _check(self, obs, actions, mask):
-        check_shape("obs", obs, ("B", "T", *self.obs_shape))
-        Bsz, T = obs.shape[:2]
-        check_shape("actions", actions, (Bsz, T, self.action_dim))
-        if mask is None:
-            mask = obs.new_ones(Bsz, T)
-        check_shape("mask", mask, (Bsz, T))
-        return mask.to(obs.dtype)
 
     def _hidden(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """GRU summaries ``h [B, T, rnn_hidden]`` of the (masked) frames."""
@@ -157,18 +134,6 @@ class DKF(WorldModel):
             return zeros, zeros
         return self.transition(z_prev, u)
 
-    def frame_log_prob(self, z: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(z)
-        if self.pixel_logvar is None:
-            return bernoulli_log_prob(out, obs)
-        return gaussian_log_prob(out, self.pixel_logvar.clamp(min=-10.0), obs)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.shape[-1] != self.latent_dim:
-            raise ValueError(f"latents: expected shape [..., {self.latent_dim}], got {list(latents.shape)}")
-        out = self.decoder(latents)
-        return torch.sigmoid(out) if self.pixel_logvar is None else out.clamp(0.0, 1.0)
-
     def _posterior(self, obs, actions, mask, sample: bool, generator=None):
         """Ancestral pass through q: per-step ``(z, q mean, q logvar, prior mean, prior logvar)``."""
         h = self._hidden(obs, mask)
@@ -187,55 +152,3 @@ class DKF(WorldModel):
             z_prev = z
         st = lambda xs: torch.stack(xs, 1)  # noqa: E731
         return st(zs), st(qm), st(qv), st(pm), st(pv)
-
-    # ------------------------------------------------------------------ objective
-    def elbo(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Per-sequence ``elbo``, ``recon``, ``kl`` ``[B]`` and ``frames`` (observed counts)."""
-        mask = self._check(batch.obs, batch.actions, batch.mask)
-        z, qm, qv, pm, pv = self._posterior(batch.obs, batch.actions, mask, True, generator)
-        recon = (self.frame_log_prob(z, batch.obs) * mask).sum(-1)
-        kl = gaussian_kl(qm, qv, pm, pv).sum(-1)
-        return dict(elbo=recon - kl, recon=recon, kl=kl, frames=mask.sum(-1))
-
-    def loss(self, batch: Batch) -> LossOutput:
-        e = self.elbo(batch)
-        frames = e["frames"].sum().clamp(min=1.0)
-        loss = -(e["recon"] - self.config.kl_weight * e["kl"]).sum() / frames
-        return LossOutput(loss, {"elbo_per_frame": (e["elbo"].sum() / frames).detach(),
-                                 "elbo_per_seq": e["elbo"].mean().detach(),
-                                 "recon_per_frame": (e["recon"].sum() / frames).detach(),
-                                 "kl_per_frame": (e["kl"].sum() / frames).detach()})
-
-    # ------------------------------------------------------------------ planner protocol
-    def observe(self, obs, actions, mask=None) -> DKFBelief:
-        mask = self._check(obs, actions, mask)
-        _, qm, qv, _, _ = self._posterior(obs, actions, mask, sample=False)
-        return DKFBelief(qm[:, -1], qv[:, -1])
-
-    def imagine(self, belief: DKFBelief, actions: torch.Tensor, *, sample: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        Bsz = belief.batch_size
-        check_shape("actions", actions, (Bsz, "N", "H", self.action_dim))
-        N, H = actions.shape[1:3]
-        z = belief.mean.repeat_interleave(N, 0)
-        if sample:
-            std = torch.exp(0.5 * belief.logvar).repeat_interleave(N, 0)
-            z = z + std * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-        acts = actions.reshape(Bsz * N, H, self.action_dim)
-        out = []
-        for h in range(H):
-            m, lv = self.transition(z, acts[:, h])
-            z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=generator, dtype=m.dtype,
-                                                      device=m.device) if sample else m
-            out.append(z)
-        return torch.stack(out, 1).reshape(Bsz, N, H, self.latent_dim)
-
-    @torch.no_grad()
-    def impute(self, obs, actions, mask, method: str = "smooth") -> torch.Tensor:
-        """Decoded posterior means of every frame; ``method`` is accepted for API parity (the
-        posterior direction is fixed by ``config.inference``)."""
-        if method not in ("smooth", "filter"):
-            raise ValueError(f"method: expected 'smooth' or 'filter', got {method!r}")
-        mask = self._check(obs, actions, mask)
-        _, qm, _, _, _ = self._posterior(obs, actions, mask, sample=False)
-        return self.decode(qm)

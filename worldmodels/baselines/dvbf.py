@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_shape
+from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel
 from worldmodels.nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder,
-                              bernoulli_log_prob, gaussian_kl, gaussian_log_prob, init_xavier_)
+                              init_xavier_)
 
 
 @dataclass
@@ -63,18 +62,8 @@ class DVBFConfig:
             raise ValueError(f"action_dim: expected >= 0, got {self.action_dim}")
 
 
-class DVBFBelief(Belief):
+class DVBFBelief(GaussianStateBelief):
     """Filtered posterior at the last context frame: ``mean, logvar [B, z_dim]``."""
-
-    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
-        self.mean, self.logvar = mean, logvar
-
-    def features(self) -> torch.Tensor:
-        return self.mean
-
-    @property
-    def batch_size(self) -> int:
-        return self.mean.shape[0]
 
 
 def fuse(mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_e: torch.Tensor,
@@ -89,10 +78,11 @@ def fuse(mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_e: torch.Tensor,
     return mean, -torch.log(prec)
 
 
-class DVBF(WorldModel):
+class DVBF(GaussianStateModel):
     """Locally linear deep variational Bayes filter (fusion inference) with the planner protocol."""
 
     config_class = DVBFConfig
+    belief_class = DVBFBelief
 
     def __init__(self, config: DVBFConfig) -> None:
         super().__init__()
@@ -110,10 +100,7 @@ class DVBF(WorldModel):
         self.initial = MLPEncoder((c.init_frames * C, H, W), n, c.mlp_hidden)
         for net in (self.encoder, self.decoder, self.initial):
             init_xavier_(net)
-        if c.likelihood == "gaussian":
-            self.pixel_logvar = nn.Parameter(torch.full(c.obs_shape, math.log(c.init_pixel_var)))
-        else:
-            self.register_parameter("pixel_logvar", None)
+        self._init_likelihood(c.likelihood, c.obs_shape, c.init_pixel_var)
         self.alpha_net = nn.Sequential(nn.Linear(n + p, c.alpha_hidden), nn.ReLU(),
                                        nn.Linear(c.alpha_hidden, K))
         self.A_modes = nn.Parameter(torch.eye(n).repeat(K, 1, 1))
@@ -121,14 +108,6 @@ class DVBF(WorldModel):
         self.trans_logvar = nn.Parameter(torch.full((n,), math.log(c.init_transition_var)))
 
     # ------------------------------------------------------------------ pieces
-    def _check(self, obs, actions, mask):
-        check_shape("obs", obs, ("B", "T", *self.obs_shape))
-        Bsz, T = obs.shape[:2]
-        check_shape("actions", actions, (Bsz, T, self.action_dim))
-        if mask is None:
-            mask = obs.new_ones(Bsz, T)
-        check_shape("mask", mask, (Bsz, T))
-        return mask.to(obs.dtype)
 
     def transition(self, z: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``p(z_t | z_{t-1}, u_t)``: ``z [N, n]``, ``u [N, p]`` -> ``(mean, logvar)`` ``[N, n]``."""
@@ -148,19 +127,7 @@ class DVBF(WorldModel):
         mean, logvar = self.initial(first.flatten(1, 2))
         return mean, logvar.clamp(-10.0, 5.0)
 
-    def frame_log_prob(self, z: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(z)
-        if self.pixel_logvar is None:
-            return bernoulli_log_prob(out, obs)
-        return gaussian_log_prob(out, self.pixel_logvar.clamp(min=-10.0), obs)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.shape[-1] != self.latent_dim:
-            raise ValueError(f"latents: expected shape [..., {self.latent_dim}], got {list(latents.shape)}")
-        out = self.decoder(latents)
-        return torch.sigmoid(out) if self.pixel_logvar is None else out.clamp(0.0, 1.0)
-
-    def _filter(self, obs, actions, mask, sample: bool, generator=None):
+    def _posterior(self, obs, actions, mask, sample: bool, generator=None):
         """Forward pass through q: ``z, q mean, q logvar, prior mean, prior logvar`` ``[B, T, n]``
         (the prior at t = 0 is N(0, I))."""
         enc_mean, enc_logvar = self.encoder(obs)
@@ -183,58 +150,3 @@ class DVBF(WorldModel):
             zs.append(z)
         st = lambda xs: torch.stack(xs, 1)  # noqa: E731
         return st(zs), st(qm), st(qv), st(pm), st(pv)
-
-    # ------------------------------------------------------------------ objective
-    def elbo(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Per-sequence ``elbo``, ``recon``, ``kl`` ``[B]`` and ``frames`` (observed counts)."""
-        mask = self._check(batch.obs, batch.actions, batch.mask)
-        z, qm, qv, pm, pv = self._filter(batch.obs, batch.actions, mask, True, generator)
-        recon = (self.frame_log_prob(z, batch.obs) * mask).sum(-1)
-        kl = gaussian_kl(qm, qv, pm, pv).sum(-1)
-        return dict(elbo=recon - kl, recon=recon, kl=kl, frames=mask.sum(-1))
-
-    def loss(self, batch: Batch) -> LossOutput:
-        e = self.elbo(batch)
-        frames = e["frames"].sum().clamp(min=1.0)
-        loss = -e["elbo"].sum() / frames
-        return LossOutput(loss, {"elbo_per_frame": (e["elbo"].sum() / frames).detach(),
-                                 "elbo_per_seq": e["elbo"].mean().detach(),
-                                 "recon_per_frame": (e["recon"].sum() / frames).detach(),
-                                 "kl_per_frame": (e["kl"].sum() / frames).detach()})
-
-    # ------------------------------------------------------------------ planner protocol
-    def observe(self, obs, actions, mask=None) -> DVBFBelief:
-        mask = self._check(obs, actions, mask)
-        _, qm, qv, _, _ = self._filter(obs, actions, mask, sample=False)
-        return DVBFBelief(qm[:, -1], qv[:, -1])
-
-    def imagine(self, belief: DVBFBelief, actions: torch.Tensor, *, sample: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Roll ``actions [B, N, H, A]`` through the transition: latents ``[B, N, H, z_dim]``."""
-        if not isinstance(belief, DVBFBelief):
-            raise TypeError(f"belief must be a DVBFBelief, got {type(belief).__name__}")
-        Bsz = belief.batch_size
-        check_shape("actions", actions, (Bsz, "N", "H", self.action_dim))
-        N, H = actions.shape[1:3]
-        z = belief.mean.repeat_interleave(N, 0)
-        randn = lambda x: torch.randn(x.shape, generator=generator, dtype=x.dtype,  # noqa: E731
-                                      device=x.device)
-        if sample:
-            z = z + torch.exp(0.5 * belief.logvar).repeat_interleave(N, 0) * randn(z)
-        acts = actions.reshape(Bsz * N, H, self.action_dim)
-        out = []
-        for h in range(H):
-            m, lv = self.transition(z, acts[:, h])
-            z = m + torch.exp(0.5 * lv) * randn(m) if sample else m
-            out.append(z)
-        return torch.stack(out, 1).reshape(Bsz, N, H, self.latent_dim)
-
-    @torch.no_grad()
-    def impute(self, obs, actions, mask, method: str = "filter") -> torch.Tensor:
-        """Decoded filtered means of every frame (missing ones are predictions); ``method`` must
-        be ``filter`` (a DVBF has no smoother) or ``smooth`` (accepted, same filter)."""
-        if method not in ("smooth", "filter"):
-            raise ValueError(f"method: expected 'smooth' or 'filter', got {method!r}")
-        mask = self._check(obs, actions, mask)
-        _, qm, _, _, _ = self._filter(obs, actions, mask, sample=False)
-        return self.decode(qm)

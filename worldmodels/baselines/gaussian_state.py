@@ -1,0 +1,129 @@
+"""What the DKF and DVBF baselines share: a diagonal-Gaussian latent state ``z [.., z_dim]``
+inferred per frame, a conv/MLP decoder ``p(x_t | z_t)``, the per-sequence ELBO with analytic
+KLs, and the planner protocol (``observe`` / ``imagine`` / ``decode`` / ``impute``).
+
+A subclass builds ``encoder``, ``decoder`` and ``pixel_logvar`` (:meth:`_init_likelihood`) and
+provides ``transition(z [N, n], u [N, p]) -> (mean, logvar) [N, n]`` and
+``_posterior(obs, actions, mask, sample, generator) -> (z, q mean, q logvar, prior mean,
+prior logvar)``, each ``[B, T, n]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from worldmodels.base import Batch, Belief, LossOutput, WorldModel
+from worldmodels.checks import check_shape
+from worldmodels.nets import bernoulli_log_prob, gaussian_kl, gaussian_log_prob
+
+
+class GaussianStateBelief(Belief):
+    """Posterior over the state at the last context frame: ``mean, logvar [B, z_dim]``."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
+        self.mean, self.logvar = mean, logvar
+
+    def features(self) -> torch.Tensor:
+        return self.mean
+
+    @property
+    def batch_size(self) -> int:
+        return self.mean.shape[0]
+
+
+class GaussianStateModel(WorldModel):
+    """Base of the sequential-VAE baselines (see the module docstring for the subclass contract)."""
+
+    belief_class: type[GaussianStateBelief] = GaussianStateBelief
+
+    def _init_likelihood(self, likelihood: str, obs_shape: tuple[int, ...], init_pixel_var: float) -> None:
+        """Bernoulli pixels, or Gaussian ones with a learned per-pixel log-variance."""
+        if likelihood == "gaussian":
+            self.pixel_logvar = nn.Parameter(torch.full(obs_shape, math.log(init_pixel_var)))
+        else:
+            self.register_parameter("pixel_logvar", None)
+
+    def _check(self, obs, actions, mask) -> torch.Tensor:
+        """Validate ``obs [B, T, C, H, W]``, ``actions [B, T, A]``, ``mask [B, T]``; the mask as float."""
+        check_shape("obs", obs, ("B", "T", *self.obs_shape))
+        Bsz, T = obs.shape[:2]
+        check_shape("actions", actions, (Bsz, T, self.action_dim))
+        if mask is None:
+            mask = obs.new_ones(Bsz, T)
+        check_shape("mask", mask, (Bsz, T))
+        return mask.to(obs.dtype)
+
+    def frame_log_prob(self, z: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """``log p(x | z)`` summed over pixels: ``z [B, T, n]``, ``obs [B, T, C, H, W]`` -> ``[B, T]``."""
+        out = self.decoder(z)
+        if self.pixel_logvar is None:
+            return bernoulli_log_prob(out, obs)
+        return gaussian_log_prob(out, self.pixel_logvar.clamp(min=-10.0), obs)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.shape[-1] != self.latent_dim:
+            raise ValueError(f"latents: expected shape [..., {self.latent_dim}], got {list(latents.shape)}")
+        out = self.decoder(latents)
+        return torch.sigmoid(out) if self.pixel_logvar is None else out.clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------ objective
+    def elbo(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-sequence ``elbo``, ``recon``, ``kl`` ``[B]`` and ``frames`` (observed counts)."""
+        mask = self._check(batch.obs, batch.actions, batch.mask)
+        z, qm, qv, pm, pv = self._posterior(batch.obs, batch.actions, mask, True, generator)
+        recon = (self.frame_log_prob(z, batch.obs) * mask).sum(-1)
+        kl = gaussian_kl(qm, qv, pm, pv).sum(-1)
+        return dict(elbo=recon - kl, recon=recon, kl=kl, frames=mask.sum(-1))
+
+    def loss(self, batch: Batch) -> LossOutput:
+        """Negative ELBO per observed frame (KL scaled by ``config.kl_weight`` where it exists)."""
+        e = self.elbo(batch)
+        frames = e["frames"].sum().clamp(min=1.0)
+        kl_weight = getattr(self.config, "kl_weight", 1.0)
+        loss = -(e["recon"] - kl_weight * e["kl"]).sum() / frames
+        return LossOutput(loss, {"elbo_per_frame": (e["elbo"].sum() / frames).detach(),
+                                 "elbo_per_seq": e["elbo"].mean().detach(),
+                                 "recon_per_frame": (e["recon"].sum() / frames).detach(),
+                                 "kl_per_frame": (e["kl"].sum() / frames).detach()})
+
+    # ------------------------------------------------------------------ planner protocol
+    def observe(self, obs, actions, mask=None) -> GaussianStateBelief:
+        mask = self._check(obs, actions, mask)
+        _, qm, qv, _, _ = self._posterior(obs, actions, mask, sample=False)
+        return self.belief_class(qm[:, -1], qv[:, -1])
+
+    def imagine(self, belief: GaussianStateBelief, actions: torch.Tensor, *, sample: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Roll ``actions [B, N, H, A]`` through the transition: latents ``[B, N, H, z_dim]``."""
+        if not isinstance(belief, self.belief_class):
+            raise TypeError(f"belief must be a {self.belief_class.__name__}, got {type(belief).__name__}")
+        Bsz = belief.batch_size
+        check_shape("actions", actions, (Bsz, "N", "H", self.action_dim))
+        N, H = actions.shape[1:3]
+
+        def randn(x: torch.Tensor) -> torch.Tensor:
+            return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+        z = belief.mean.repeat_interleave(N, 0)
+        if sample:
+            z = z + torch.exp(0.5 * belief.logvar).repeat_interleave(N, 0) * randn(z)
+        acts = actions.reshape(Bsz * N, H, self.action_dim)
+        out = []
+        for h in range(H):
+            m, lv = self.transition(z, acts[:, h])
+            z = m + torch.exp(0.5 * lv) * randn(m) if sample else m
+            out.append(z)
+        return torch.stack(out, 1).reshape(Bsz, N, H, self.latent_dim)
+
+    @torch.no_grad()
+    def impute(self, obs, actions, mask, method: str = "smooth") -> torch.Tensor:
+        """Decoded posterior means of every frame (missing ones inferred); ``method`` is accepted
+        for API parity: the inference direction is fixed by the model."""
+        if method not in ("smooth", "filter"):
+            raise ValueError(f"method: expected 'smooth' or 'filter', got {method!r}")
+        mask = self._check(obs, actions, mask)
+        _, qm, _, _, _ = self._posterior(obs, actions, mask, sample=False)
+        return self.decode(qm)
