@@ -122,3 +122,15 @@ def test_init_xavier_zeroes_biases_and_uses_glorot_bounds():
     torch.manual_seed(0)
     conv = ConvEncoder(1, 32, 2, channels=32).convs[2]
     assert conv.weight.abs().max() < 0.65 * (6.0 / (9 * 64)) ** 0.5
+
+
+def test_decoder_likelihood_picks_bernoulli_or_floored_gaussian():
+    from worldmodels.nets import decoder_log_prob, decoder_mean, gaussian_log_prob
+
+    torch.manual_seed(0)
+    out, x = torch.randn(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    assert torch.equal(decoder_log_prob(out, x, None), bernoulli_log_prob(out, x))
+    assert torch.equal(decoder_mean(out, None), torch.sigmoid(out))
+    tiny = torch.full((1, 4, 4), -30.0)  # a learned variance collapsing to a point mass is floored
+    assert torch.allclose(decoder_log_prob(out, x, tiny), gaussian_log_prob(out, torch.full_like(tiny, -10.0), x))
+    assert decoder_mean(out, tiny).min() >= 0 and decoder_mean(out, tiny).max() <= 1

@@ -224,6 +224,20 @@ def gaussian_log_prob(mean: torch.Tensor, logvar: torch.Tensor, x: torch.Tensor)
     return ll.sum(dim=(-3, -2, -1))
 
 
+def decoder_log_prob(out: torch.Tensor, x: torch.Tensor, pixel_logvar: torch.Tensor | None) -> torch.Tensor:
+    """``log p(x | decoder output)`` summed over the last 3 dims: Bernoulli with logits ``out``
+    when ``pixel_logvar`` is None (binary frames), else Gaussian with mean ``out`` and the learned
+    per-pixel log-variance ``[C, H, W]`` (floored at -10 so a pixel cannot become a point mass)."""
+    if pixel_logvar is None:
+        return bernoulli_log_prob(out, x)
+    return gaussian_log_prob(out, pixel_logvar.clamp(min=-10.0), x)
+
+
+def decoder_mean(out: torch.Tensor, pixel_logvar: torch.Tensor | None) -> torch.Tensor:
+    """Mean frame in [0, 1] of the likelihood of :func:`decoder_log_prob`."""
+    return torch.sigmoid(out) if pixel_logvar is None else out.clamp(0.0, 1.0)
+
+
 def gaussian_kl(mean_q: torch.Tensor, logvar_q: torch.Tensor, mean_p: torch.Tensor | None = None,
                 logvar_p: torch.Tensor | None = None) -> torch.Tensor:
     """``KL(N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p)))`` for diagonal Gaussians.

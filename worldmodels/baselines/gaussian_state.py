@@ -17,7 +17,7 @@ from torch import nn
 
 from worldmodels.base import Batch, Belief, LossOutput, WorldModel
 from worldmodels.checks import check_shape
-from worldmodels.nets import bernoulli_log_prob, gaussian_kl, gaussian_log_prob
+from worldmodels.nets import decoder_log_prob, decoder_mean, gaussian_kl
 
 
 class GaussianStateBelief(Belief):
@@ -58,16 +58,12 @@ class GaussianStateModel(WorldModel):
 
     def frame_log_prob(self, z: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """``log p(x | z)`` summed over pixels: ``z [B, T, n]``, ``obs [B, T, C, H, W]`` -> ``[B, T]``."""
-        out = self.decoder(z)
-        if self.pixel_logvar is None:
-            return bernoulli_log_prob(out, obs)
-        return gaussian_log_prob(out, self.pixel_logvar.clamp(min=-10.0), obs)
+        return decoder_log_prob(self.decoder(z), obs, self.pixel_logvar)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.shape[-1] != self.latent_dim:
             raise ValueError(f"latents: expected shape [..., {self.latent_dim}], got {list(latents.shape)}")
-        out = self.decoder(latents)
-        return torch.sigmoid(out) if self.pixel_logvar is None else out.clamp(0.0, 1.0)
+        return decoder_mean(self.decoder(latents), self.pixel_logvar)
 
     # ------------------------------------------------------------------ objective
     def elbo(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -25,8 +25,8 @@ from worldmodels.nets import (
     MLPDecoder,
     MLPEncoder,
     SubPixelDecoder,
-    bernoulli_log_prob,
-    gaussian_log_prob,
+    decoder_log_prob,
+    decoder_mean,
     init_xavier_,
 )
 
@@ -152,10 +152,7 @@ class KVAE(WorldModel):
 
     def frame_log_prob(self, a: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """``log p(x_t | a_t)``: ``a [..., a_dim]``, ``obs [..., C, H, W]`` -> ``[...]``."""
-        out = self.decoder(a)
-        if self.pixel_logvar is None:
-            return bernoulli_log_prob(out, obs)
-        return gaussian_log_prob(out, self.pixel_logvar.clamp(min=-10.0), obs)
+        return decoder_log_prob(self.decoder(a), obs, self.pixel_logvar)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Mean frames ``[..., C, H, W]`` in [0, 1] from latents ``[..., D]`` (``D = z+a`` dims;
@@ -163,8 +160,7 @@ class KVAE(WorldModel):
         if latents.shape[-1] not in (self.latent_dim, self.a_dim):
             raise ValueError(f"latents: expected shape [..., {self.latent_dim}] or "
                              f"[..., {self.a_dim}], got {list(latents.shape)}")
-        out = self.decoder(latents[..., -self.a_dim:])
-        return torch.sigmoid(out) if self.pixel_logvar is None else out.clamp(0.0, 1.0)
+        return decoder_mean(self.decoder(latents[..., -self.a_dim:]), self.pixel_logvar)
 
     # ------------------------------------------------------------------ LGSSM pieces
     def noise(self) -> tuple[torch.Tensor, torch.Tensor]:
