@@ -78,18 +78,23 @@ class SequenceTensors(Dataset):
 def train(model: torch.nn.Module, train_set: Dataset, run_dir: Path, *, steps: int,
           batch_size: int = 32, lr: float = 0.007, decay_every_steps: int | None = None,
           freeze_epochs: dict[str, int] | None = None, val_set: Dataset | None = None,
-          seed: int = 0, grad_clip: float = 150.0) -> dict[str, Any]:
-    """Train with `worldmodels.training.Trainer` (Adam, staircase decay x0.85, clipping)."""
+          seed: int = 0, grad_clip: float = 150.0, resume: bool = False,
+          checkpoint_every: int = 250) -> dict[str, Any]:
+    """Train with `worldmodels.training.Trainer` (Adam, staircase decay x0.85, clipping).
+
+    ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` when it exists (up to ``steps``
+    updates in all; a finished run is just loaded), so a run can be extended or restarted after a kill.
+    """
     from worldmodels.training import Trainer, TrainConfig
 
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, optimizer="adam",
                       schedule="staircase" if decay_every_steps else "constant", decay_rate=0.85,
                       decay_every=decay_every_steps or 20, decay_unit="steps",
                       freeze=dict(freeze_epochs or {}), grad_clip=grad_clip, seed=seed,
-                      device="cpu", log_every=10, checkpoint_every=None, tensorboard=False,
+                      device="cpu", log_every=10, checkpoint_every=checkpoint_every, tensorboard=False,
                       val_every=None if val_set is not None else None, val_batches=4)
     t0 = time.time()
-    summary = Trainer(model, cfg, run_dir, train_set, val_set).fit()
+    summary = Trainer(model, cfg, run_dir, train_set, val_set, resume="auto" if resume else False).fit()
     summary["wall_s"] = time.time() - t0
     return summary
 

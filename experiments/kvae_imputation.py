@@ -55,6 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each model from its last checkpoint in --run-dir (extends a run to --steps)")
+    p.add_argument("--train-only", choices=("kvae", "vaernn"), default=None,
+                   help="train (or resume) only this model and exit without scoring; lets the two models "
+                        "train in parallel processes, then a --resume run scores both")
     p.add_argument("--out-name", default="kvae_imputation")
     return p.parse_args(argv)
 
@@ -202,21 +207,28 @@ def main(argv=None) -> int:
                      recon_weight=args.recon_weight, vae_warmup_updates=args.vae_warmup)
     kvae = KVAE(cfg)
     t0 = time.time()
-    kvae_summary = train(kvae, train_set, run_dir / "kvae", steps=args.steps,
-                         batch_size=args.batch_size, lr=args.lr, decay_every_steps=decay_every,
-                         freeze_epochs={"dynamics": freeze}, seed=args.seed)
+    if args.train_only != "vaernn":
+        kvae_summary = train(kvae, train_set, run_dir / "kvae", steps=args.steps,
+                             batch_size=args.batch_size, lr=args.lr, decay_every_steps=decay_every,
+                             freeze_epochs={"dynamics": freeze}, seed=args.seed, resume=args.resume)
+    if args.train_only == "kvae":
+        return 0
     kvae_time = time.time() - t0
     kvae.eval()
     models = {"kvae_smooth": (kvae, "smooth"), "kvae_filter": (kvae, "filter")}
 
     base_summary = None
+    if args.train_only == "vaernn" and args.skip_baseline:
+        raise SystemExit("--train-only vaernn contradicts --skip-baseline")
     if not args.skip_baseline:
         torch.manual_seed(args.seed)
         vaernn = VAERNN(VAERNNConfig(obs_shape=train_set.obs_shape, action_dim=train_set.action_dim,
                                      latent_dim=2, hidden_dim=50, encoder="conv"))
         base_summary = train(vaernn, train_set, run_dir / "vaernn",
                              steps=args.baseline_steps or args.steps, batch_size=args.batch_size,
-                             lr=args.lr, decay_every_steps=decay_every, seed=args.seed)
+                             lr=args.lr, decay_every_steps=decay_every, seed=args.seed, resume=args.resume)
+        if args.train_only == "vaernn":
+            return 0
         vaernn.eval()
         models["vaernn"] = (vaernn, "filter")
     models["mean_frame"] = (MeanFrame(train_set), "filter")

@@ -651,6 +651,9 @@ class Trainer:
             if self.dist.initialized_here:
                 import torch.distributed as dist
 
+                # every rank must be past its last collective before any rank tears gloo down, or a
+                # peer still reading from the closed socket aborts ("terminate called ...")
+                dist.barrier()
                 dist.destroy_process_group()
                 self.dist.initialized_here = False
         elapsed = time.time() - t_start
