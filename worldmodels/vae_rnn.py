@@ -23,8 +23,8 @@ from torch import nn
 
 from .base import Batch, Belief, LossOutput, WorldModel
 from .checks import check_shape
-from .nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, bernoulli_log_prob,
-                   gaussian_kl, gaussian_log_prob)
+from .nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, decoder_log_prob, decoder_mean,
+                   gaussian_kl)
 
 
 @dataclass
@@ -132,17 +132,14 @@ class VAERNN(WorldModel):
             check_shape("mask", mask, (B, T))
 
     def log_likelihood(self, frames_pre: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``log p(x | decoder output)`` summed over pixels, ``[...]``."""
-        if self.config.likelihood == "bernoulli":
-            return bernoulli_log_prob(frames_pre, x)
-        return gaussian_log_prob(frames_pre, self.pixel_logvar, x)
+        """``log p(x | decoder output)`` summed over pixels, ``[...]`` (`nets.decoder_log_prob`)."""
+        return decoder_log_prob(frames_pre, x, self.pixel_logvar)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Mean frames ``[..., C, H, W]`` in [0, 1] for codes ``[..., D]``."""
         if latents.dim() < 1 or latents.shape[-1] != self.latent_dim:
             raise ValueError(f"latents: expected shape [..., {self.latent_dim}], got {list(latents.shape)}")
-        out = self.decoder(latents)
-        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out.clamp(0.0, 1.0)
+        return decoder_mean(self.decoder(latents), self.pixel_logvar)
 
     # ------------------------------------------------------------------ filtering
     def _filter(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None, sample: bool):
