@@ -69,47 +69,44 @@ def rollout_objective(
     fast_imagine = None if sample or not fast else mean_imagine_fn(model)
     fast_reward = getattr(reward_fn, "rollout_rewards", None) if fast_imagine is not None else None
 
-    def fused(actions: torch.Tensor) -> torch.Tensor:
-        """Means-only rollout and reward in the features-first layout (no autograd)."""
+    def fused_rollout(actions: torch.Tensor) -> torch.Tensor:
+        return fast_imagine.imagine_features_first(belief, actions)  # [H, D, B*N]
+
+    def fused_rewards(actions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         B, N, H, A = actions.shape
-        t0 = time.perf_counter() if timer is not None else 0.0
-        latents = fast_imagine.imagine_features_first(belief, actions)  # [H, D, B*N]
-        if timer is not None:
-            _sync(latents)
-            t1 = time.perf_counter()
         u = actions.reshape(B * N, H, A).permute(1, 2, 0).to(latents.dtype)  # [H, A, B*N]
-        rewards = fast_reward(start.t().to(latents.dtype).repeat_interleave(N, 1), latents, u)  # [H, B*N]
-        if discount != 1.0:
-            rewards = rewards * discount ** torch.arange(H, device=rewards.device, dtype=rewards.dtype)[:, None]
-        total = rewards.sum(0).view(B, N)
-        if timer is not None:
-            _sync(total)
-            timer.model_s += t1 - t0
-            timer.reward_s += time.perf_counter() - t1
-            timer.calls += 1
-            timer.latent_steps += B * N * H
-        return total
+        return fast_reward(start.t().to(latents.dtype).repeat_interleave(N, 1), latents, u)  # [H, B*N]
+
+    def rollout(actions: torch.Tensor) -> torch.Tensor:
+        B, N, H, _ = actions.shape
+        latents = model.imagine(belief, actions, sample=sample, generator=generator)  # [B, N, H, D]
+        check_shape("model.imagine(...)", latents, (B, N, H, latents.shape[-1]))
+        return latents
+
+    def rewards_of(actions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        B, N, H, D = latents.shape
+        before = torch.cat([start[:, None, None].to(latents.dtype).expand(B, N, 1, D), latents[:, :, :-1]], dim=2)
+        rewards = reward_fn(before, actions, latents)  # [B, N, H]
+        check_shape("reward_fn(...)", rewards, (B, N, H))
+        return rewards
 
     def objective(actions: torch.Tensor) -> torch.Tensor:
         if actions.dim() != 4:
             raise ValueError(f"actions: expected shape [B, N, H, A], got {list(actions.shape)}")
         B, N, H, _ = actions.shape
-        if fast_reward is not None and not (torch.is_grad_enabled() and actions.requires_grad):
-            return fused(actions)
+        # the fused path (features-first, no autograd) keeps time on dim 0: rewards [H, B*N]
+        fused = fast_reward is not None and not (torch.is_grad_enabled() and actions.requires_grad)
+        roll, score, time_dim = (fused_rollout, fused_rewards, 0) if fused else (rollout, rewards_of, -1)
         t0 = time.perf_counter() if timer is not None else 0.0
-        latents = model.imagine(belief, actions, sample=sample, generator=generator)  # [B, N, H, D]
+        latents = roll(actions)
         if timer is not None:
             _sync(latents)
             t1 = time.perf_counter()
-        D = latents.shape[-1]
-        check_shape("model.imagine(...)", latents, (B, N, H, D))
-        before = torch.cat([start[:, None, None].to(latents.dtype).expand(B, N, 1, D),
-                            latents[:, :, :-1]], dim=2)
-        rewards = reward_fn(before, actions, latents)  # [B, N, H]
-        check_shape("reward_fn(...)", rewards, (B, N, H))
+        rewards = score(actions, latents)
         if discount != 1.0:
-            rewards = rewards * discount ** torch.arange(H, device=rewards.device, dtype=rewards.dtype)
-        total = rewards.sum(-1)
+            w = discount ** torch.arange(H, device=rewards.device, dtype=rewards.dtype)
+            rewards = rewards * (w[:, None] if time_dim == 0 else w)
+        total = rewards.sum(time_dim).reshape(B, N)
         if timer is not None:
             _sync(total)
             timer.model_s += t1 - t0
