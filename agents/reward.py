@@ -8,16 +8,15 @@ prefix, so the latents are the ones the agent sees at decision time).
 
 from __future__ import annotations
 
-import math
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
 import torch
 from torch import nn
 
+from worldmodels.atomic_io import atomic_write
 from worldmodels.base import Batch, WorldModel
 from worldmodels.checks import check_finite, check_shape
 
@@ -151,15 +150,8 @@ class RewardHead(nn.Module):
     # --- persistence -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Atomic ``torch.save`` of config and weights."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"config": asdict(self.config), "state_dict": self.state_dict()}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        payload = {"config": asdict(self.config), "state_dict": self.state_dict()}
+        return atomic_write(path, lambda f: torch.save(payload, f))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "RewardHead":

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+
+from worldmodels.atomic_io import atomic_write, atomic_write_text
 
 #: ``policy(obs [n, ...], info dict of [n, ...] arrays) -> actions [n, A] or [n]``
 Policy = Callable[[np.ndarray, dict], np.ndarray]
@@ -85,19 +86,6 @@ def rollout(venv: gym.vector.VectorEnv, policy: Policy, steps: int, seed: int | 
 
 
 # --------------------------------------------------------------------------- dataset growth
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def append_episodes(root: str | os.PathLike, episodes: dict[str, np.ndarray], split: str = "train") -> Path:
@@ -123,12 +111,12 @@ def append_episodes(root: str | os.PathLike, episodes: dict[str, np.ndarray], sp
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     data = buf.getvalue()
-    _atomic_write(path, data)
+    atomic_write(path, lambda f: f.write(data))
     shards.append({"file": f"{split}/{path.name}", "num_sequences": n * k, "start": start,
                    "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "done": True,
                    "source": "rl_loop"})
     info["num_sequences"] = start + n * k
-    _atomic_write(root / "manifest.json", json.dumps(manifest, indent=2).encode())
+    atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
     return path
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
+
+from worldmodels.atomic_io import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -66,11 +66,4 @@ def save_results(name: str, config: dict, results: dict, argv: Sequence[str] | N
         "results": results,
     }
     path = out / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, record)

@@ -139,16 +139,3 @@ def wrong_pixel_fraction(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Te
     wrong = ((pred > 0.5) != (truth > 0.5)).float().flatten(2).mean(-1)  # [B, T]
     miss = 1.0 - mask
     return float((wrong * miss).sum() / miss.sum().clamp(min=1.0))
-
-
-def save_json_atomic(obj: Any, path: Path) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -14,10 +14,8 @@ missing frames.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from .atomic_io import atomic_path, atomic_write_json
 from .checks import check_shape
 
 METRICS = ("mse", "psnr", "ssim")
@@ -240,23 +239,9 @@ def evaluate_imputation(model: torch.nn.Module, data: Any, mode: str = "random",
 
 # ----------------------------------------------------------------------------- reports
 
-def _atomic_json(obj: Any, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
-
-
 def _savefig(fig, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -341,7 +326,7 @@ def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, conf
         files["prediction_video"] = str(prediction_video(pred["examples"], out / "prediction.mp4", config.context,
                                                          config.fps, config.video_scale))
     result = {"prediction": summary}
-    _atomic_json(summary, out / "prediction.json")
+    atomic_write_json(out / "prediction.json", summary, default=float)
     if config.imputation:
         try:
             imp = evaluate_imputation(model, data, config.imputation, config.drop_prob, method=config.impute_method,
@@ -356,7 +341,7 @@ def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, conf
                     "metrics": {m: {k: v[0] for k, v in summarize(imp["per_sequence"][m][:, None]).items()}
                                 for m in METRICS},
                     "per_time_mse": [None if not np.isfinite(x) else float(x) for x in imp["per_time_mse"]]}
-            _atomic_json(isum, out / "imputation.json")
+            atomic_write_json(out / "imputation.json", isum, default=float)
             files["imputation_json"] = str(out / "imputation.json")
             files["imputation_plot"] = str(_plot_imputation(imp, out / "imputation.png"))
             if video:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .atomic_io import atomic_path
 
 
 def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
@@ -71,19 +72,11 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 10.0, 
         x = x.repeat(scale, axis=1).repeat(scale, axis=2)
     if suffix == ".mp4" and (x.shape[1] % 2 or x.shape[2] % 2):
         x = np.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)), constant_values=255)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         clip = ImageSequenceClip(list(x), fps=fps)
         if suffix == ".mp4":
-            clip.write_videofile(tmp, codec="libx264", audio=False, logger=None, preset="medium",
+            clip.write_videofile(str(tmp), codec="libx264", audio=False, logger=None, preset="medium",
                                  ffmpeg_params=["-pix_fmt", "yuv420p"])
         else:
-            clip.write_gif(tmp, fps=fps, logger=None)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            clip.write_gif(str(tmp), fps=fps, logger=None)
     return path

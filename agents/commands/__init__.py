@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from worldmodels.atomic_io import atomic_open
+
 #: where the preset configs live (repository root / configs)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -162,16 +164,8 @@ def default_run_dir(cfg: dict[str, Any], kind: str = "train") -> Path:
 
 def save_yaml(cfg: dict[str, Any], path: Path) -> Path:
     """Write the resolved run config (atomically)."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
     return path
 
 

@@ -10,13 +10,12 @@ the end.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from worldmodels.atomic_io import atomic_write_json
 
 from . import add_config_args, apply_overrides, default_run_dir, ensure_dataset, load_config, merge
 
@@ -138,13 +137,7 @@ def stage_summary(state: DemoState) -> None:
         "timings_s": {k: round(v, 1) for k, v in state.timings.items()},
         "outputs": state.outputs,
     }
-    fd, tmp = tempfile.mkstemp(dir=state.run_dir, prefix=".demo_summary.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_json(path, summary)
 
 
 #: the demo's stages in order; append ``(name, fn(state))`` to extend it (e.g. planning).

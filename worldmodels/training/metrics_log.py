@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic_io import atomic_write_text
+
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All complete records of a ``metrics.jsonl`` file (a torn last line is skipped)."""
@@ -54,13 +56,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.is_file():
             return
         rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log(self, split: str, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:

@@ -12,11 +12,10 @@ import math
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from torch.utils.data.dataloader import default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 from worldmodels import __version__
+from worldmodels.atomic_io import atomic_write_text
 from worldmodels.base import Batch
 
 from .checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state, class_path,
@@ -121,16 +121,6 @@ def resolve_device(device: str, info: DistInfo) -> torch.device:
     if device == "cuda" and info.enabled:
         device = f"cuda:{info.local_rank}"
     return torch.device(device)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -557,7 +547,7 @@ class Trainer:
                 "world_size": self.dist.world_size, "device": str(self.device),
                 "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                 "parameter_groups": {k: sum(p.numel() for p in v) for k, v in self.group_params.items()}}
-        _atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2))
+        atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2))
 
     # ------------------------------------------------------------------ main loop
     def _stop_for_interrupt(self) -> None:
@@ -671,5 +661,5 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
         if self.is_main:
-            _atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
         return summary
