@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from worldmodels.base import Belief, LossOutput, WorldModel
+from worldmodels.base import Belief, LossOutput, TensorBelief, WorldModel
 from worldmodels.checks import check_shape
 
 
@@ -27,18 +27,8 @@ class PendulumOracleConfig:
     image_size: int = 16
 
 
-class StateBelief(Belief):
-    """A known state ``[B, D]``."""
-
-    def __init__(self, state: torch.Tensor):
-        self.state = state
-
-    def features(self) -> torch.Tensor:
-        return self.state
-
-    @property
-    def batch_size(self) -> int:
-        return self.state.shape[0]
+#: a known true state ``[B, D]`` as the planner's belief
+StateBelief = TensorBelief
 
 
 class SimulatorOracle(WorldModel):

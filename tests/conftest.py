@@ -4,7 +4,16 @@ import pytest
 import torch
 
 # Tiny models run fastest single-threaded (thread start-up dominates), and CI has 2 cores.
-torch.set_num_threads(int(os.environ.get("WM_TEST_THREADS", "1")))
+TEST_THREADS = int(os.environ.get("WM_TEST_THREADS", "1"))
+torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """Commands under test may set their own thread count; every test starts from the default."""
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture

@@ -15,14 +15,6 @@ from agents.commands import (CONFIG_DIR, MODELS, apply_overrides, build_model, d
                              list_presets, load_config)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_help_of_every_command(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])

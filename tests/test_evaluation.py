@@ -9,29 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.base import Belief, WorldModel
+from worldmodels.base import TensorBelief, WorldModel
 from worldmodels.evaluation import (EvalConfig, evaluate, evaluate_imputation, evaluate_prediction, frame_psnr,
                                     frame_ssim, make_mask, summarize)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-class _B(Belief):
-    def __init__(self, z):
-        self.z = z
-
-    def features(self):
-        return self.z
-
-    @property
-    def batch_size(self):
-        return self.z.shape[0]
 
 
 class CopyLast(WorldModel):
@@ -45,7 +27,7 @@ class CopyLast(WorldModel):
         raise NotImplementedError
 
     def observe(self, obs, actions, mask=None):
-        return _B(obs[:, -1].flatten(1))
+        return TensorBelief(obs[:, -1].flatten(1))
 
     def imagine(self, belief, actions, *, sample=False, generator=None):
         B, N, H, _ = actions.shape

@@ -97,6 +97,20 @@ class Belief:
         raise NotImplementedError
 
 
+class TensorBelief(Belief):
+    """A belief that is one latent tensor ``z [B, D]`` (oracles, toy and test models)."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        self.z = z
+
+    def features(self) -> torch.Tensor:
+        return self.z
+
+    @property
+    def batch_size(self) -> int:
+        return self.z.shape[0]
+
+
 class WorldModel(nn.Module, ABC):
     """Base class of the package's world models (KVAE, GTM-SM, the plain VAE baseline ...)."""
 

@@ -14,7 +14,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from worldmodels.base import Belief, LossOutput, WorldModel
+from worldmodels.base import LossOutput, TensorBelief, WorldModel
 
 
 @dataclass
@@ -23,16 +23,7 @@ class LinearConfig:
     B: list = field(default_factory=lambda: [[0.0], [0.1]])
 
 
-class LinearBelief(Belief):
-    def __init__(self, z):
-        self.z = z
-
-    def features(self):
-        return self.z
-
-    @property
-    def batch_size(self):
-        return self.z.shape[0]
+LinearBelief = TensorBelief
 
 
 class LinearWorldModel(WorldModel):
@@ -82,8 +73,6 @@ def optimal_plan(model: LinearWorldModel, z0: torch.Tensor, goal: torch.Tensor, 
     A, Bm = model.A.detach().double(), model.B.detach().double()
     D, Ad = Bm.shape
     G = torch.zeros(H * D, H * Ad, dtype=torch.float64)
-    f = []
-    Ak = torch.eye(D, dtype=torch.float64)
     powers = [torch.eye(D, dtype=torch.float64)]
     for _ in range(H):
         powers.append(A @ powers[-1])

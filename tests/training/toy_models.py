@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from worldmodels.base import Belief, LossOutput, WorldModel
+from worldmodels.base import LossOutput, TensorBelief, WorldModel
 
 
 @dataclass
@@ -28,16 +28,7 @@ class ToyConfig:
     hidden: int = 16
 
 
-class ToyBelief(Belief):
-    def __init__(self, z: torch.Tensor) -> None:
-        self.z = z
-
-    def features(self) -> torch.Tensor:
-        return self.z
-
-    @property
-    def batch_size(self) -> int:
-        return self.z.shape[0]
+ToyBelief = TensorBelief
 
 
 class ToyModel(WorldModel):
