@@ -28,3 +28,16 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or inf."""
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf values")
+
+
+def check_sequences(obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None,
+                    obs_shape: Sequence[int], action_dim: int) -> torch.Tensor:
+    """Validate a model's inputs ``obs [B, T, *obs_shape]``, ``actions [B, T, action_dim]`` and
+    ``mask [B, T]`` (None: all observed); returns the mask as a float tensor of ``obs``'s dtype."""
+    check_shape("obs", obs, ("B", "T", *obs_shape))
+    B, T = obs.shape[:2]
+    check_shape("actions", actions, (B, T, action_dim))
+    if mask is None:
+        return obs.new_ones(B, T)
+    check_shape("mask", mask, (B, T))
+    return mask.to(obs.dtype)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .base import Batch, Belief, LossOutput, WorldModel
-from .checks import check_shape
+from .checks import check_sequences, check_shape
 from .nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, decoder_log_prob, decoder_mean,
                    gaussian_kl)
 
@@ -124,12 +124,7 @@ class VAERNN(WorldModel):
         return h.reshape(*lead, -1), c.reshape(*lead, -1)
 
     def _check_inputs(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None) -> None:
-        C, H, W = self.config.obs_shape
-        check_shape("obs", obs, ("B", "T", C, H, W))
-        B, T = obs.shape[:2]
-        check_shape("actions", actions, (B, T, self.action_dim))
-        if mask is not None:
-            check_shape("mask", mask, (B, T))
+        check_sequences(obs, actions, mask, self.config.obs_shape, self.action_dim)
 
     def log_likelihood(self, frames_pre: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``log p(x | decoder output)`` summed over pixels, ``[...]`` (`nets.decoder_log_prob`)."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_shape
+from worldmodels.checks import check_sequences, check_shape
 from worldmodels.nets import decoder_log_prob, decoder_mean, gaussian_kl
 
 
@@ -48,13 +48,7 @@ class GaussianStateModel(WorldModel):
 
     def _check(self, obs, actions, mask) -> torch.Tensor:
         """Validate ``obs [B, T, C, H, W]``, ``actions [B, T, A]``, ``mask [B, T]``; the mask as float."""
-        check_shape("obs", obs, ("B", "T", *self.obs_shape))
-        Bsz, T = obs.shape[:2]
-        check_shape("actions", actions, (Bsz, T, self.action_dim))
-        if mask is None:
-            mask = obs.new_ones(Bsz, T)
-        check_shape("mask", mask, (Bsz, T))
-        return mask.to(obs.dtype)
+        return check_sequences(obs, actions, mask, self.obs_shape, self.action_dim)
 
     def frame_log_prob(self, z: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """``log p(x | z)`` summed over pixels: ``z [B, T, n]``, ``obs [B, T, C, H, W]`` -> ``[B, T]``."""

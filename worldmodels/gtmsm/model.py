@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_shape
+from worldmodels.checks import check_sequences, check_shape
 from worldmodels.dnd import DNDMemory, DNDRead, dnd_empty, dnd_read, dnd_write, knn_select
 from worldmodels.gtmsm.config import GTMSMConfig
 from worldmodels.gtmsm.landmark import LandmarkInference
@@ -502,12 +502,8 @@ class GTMSM(WorldModel):
         memory holds every observed frame (capacity ``max(config.capacity or tau, T)``).
         """
         cfg = self.config
+        mask = check_sequences(obs, actions, mask, cfg.obs_shape, cfg.action_dim)
         B, T = obs.shape[:2]
-        check_shape("obs", obs, (B, T, *cfg.obs_shape))
-        check_shape("actions", actions, (B, T, cfg.action_dim))
-        if mask is None:
-            mask = torch.ones(B, T, device=obs.device, dtype=obs.dtype)
-        check_shape("mask", mask, (B, T))
         mu_z, lv_z = self.encode(obs)
         moved, known = self.frame_moved(obs, mask) if T > 1 else (None, None)
         path = self.infer_states(actions, moved, known, codes=mu_z if self.landmark else None,

@@ -16,7 +16,7 @@ from torch import nn
 
 from worldmodels import kalman
 from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_finite, check_shape
+from worldmodels.checks import check_finite, check_sequences, check_shape
 from worldmodels.kvae.config import KVAEConfig
 from worldmodels.kvae.dynamics import DynamicsNetwork
 from worldmodels.kvae.gaussian import lgssm_log_joint, mvn_log_prob, smoothed_joint_log_prob
@@ -134,13 +134,7 @@ class KVAE(WorldModel):
     # ------------------------------------------------------------------ input checks
     def _check_inputs(self, obs: torch.Tensor, actions: torch.Tensor,
                       mask: torch.Tensor | None) -> torch.Tensor:
-        check_shape("obs", obs, ("B", "T", *self.obs_shape))
-        Bsz, T = obs.shape[:2]
-        check_shape("actions", actions, (Bsz, T, self.action_dim))
-        if mask is None:
-            mask = obs.new_ones(Bsz, T)
-        check_shape("mask", mask, (Bsz, T))
-        return mask.to(obs.dtype)
+        return check_sequences(obs, actions, mask, self.obs_shape, self.action_dim)
 
     # ------------------------------------------------------------------ VAE pieces
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
