@@ -99,10 +99,10 @@ class DKF(GaussianStateModel):
         self.obs_shape = c.obs_shape
         self.latent_dim, self.action_dim = c.z_dim, c.action_dim
         if c.encoder == "conv":
-            self.encoder = ConvEncoder(C, (H, W), c.feature_dim, c.channels, c.num_layers)
+            self.encoder = ConvEncoder(C, (H, W), c.feature_dim, c.channels, c.num_layers, with_logvar=False)
             self.decoder = SubPixelDecoder(c.z_dim, C, (H, W), c.channels, c.num_layers)
         else:
-            self.encoder = MLPEncoder(c.obs_shape, c.feature_dim, c.mlp_hidden)
+            self.encoder = MLPEncoder(c.obs_shape, c.feature_dim, c.mlp_hidden, with_logvar=False)
             self.decoder = MLPDecoder(c.z_dim, c.obs_shape, tuple(reversed(c.mlp_hidden)))
         self._init_likelihood(c.likelihood, c.obs_shape, c.init_pixel_var)
         self.rnn = nn.GRU(c.feature_dim + 1, c.rnn_hidden, batch_first=True)
