@@ -134,8 +134,13 @@ def gap_mask(B: int, T: int, n: int, first: int = 4) -> torch.Tensor:
     return mask
 
 
+def wrong_pixels_per_frame(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Fraction of wrongly guessed pixels of each frame (both binarised at 0.5): ``[B, T]``."""
+    return ((pred > 0.5) != (truth > 0.5)).float().flatten(2).mean(-1)
+
+
 def wrong_pixel_fraction(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
     """Fraction of wrongly guessed pixels (both binarised at 0.5) over the unobserved frames."""
-    wrong = ((pred > 0.5) != (truth > 0.5)).float().flatten(2).mean(-1)  # [B, T]
+    wrong = wrong_pixels_per_frame(pred, truth)  # [B, T]
     miss = 1.0 - mask
     return float((wrong * miss).sum() / miss.sum().clamp(min=1.0))

@@ -22,7 +22,8 @@ import torch
 
 from experiments._results import RESULTS_DIR, save_results
 from experiments.kvae_common import (SequenceTensors, ensure_dataset, evaluate_elbo, gap_mask,
-                                     random_mask, train, wrong_pixel_fraction)
+                                     random_mask, train, wrong_pixel_fraction,
+                                     wrong_pixels_per_frame)
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig
 from worldmodels.video import tile_clips, write_video
@@ -78,6 +79,46 @@ def score(models: dict, data: SequenceTensors, masks: torch.Tensor, batch: int =
             wrong += wrong_pixel_fraction(pred, b.obs, m) * n_miss
             miss += n_miss
         out[name] = wrong / max(miss, 1.0)
+    return out
+
+
+class Reconstruction:
+    """Not an imputer: a model's VAE decoding the encoder means of the true frames, the floor
+    its imputations can reach (the error of its auto-encoder alone)."""
+
+    def __init__(self, encoder, decode) -> None:
+        self.encoder, self.decode_fn = encoder, decode
+
+    def impute(self, obs, actions, mask, method="filter"):
+        return self.decode_fn(self.encoder(obs)[0])
+
+
+def bounce_frames(states: torch.Tensor) -> torch.Tensor:
+    """``[N, T]`` bool: the ball hit a wall between frames t-1 and t (a velocity component
+    changed sign; ``states [N, T, 4]`` = x, y, vx, vy)."""
+    v = states[..., 2:4]
+    flip = (torch.sign(v[:, 1:]) != torch.sign(v[:, :-1])).any(-1)
+    return torch.cat([torch.zeros_like(flip[:, :1]), flip], 1)
+
+
+@torch.no_grad()
+def error_near_bounces(models: dict, data: SequenceTensors, masks: torch.Tensor,
+                       batch: int = 100) -> dict[str, dict[str, float]]:
+    """Wrong-pixel fraction of each (model, method) over the unobserved frames, split into the
+    frames right after a wall contact (``bounce``) and the rest (``free``)."""
+    bounce = bounce_frames(data.states)
+    miss = 1.0 - masks
+    out = {}
+    for name, (model, method) in models.items():
+        wrong = []
+        for s in range(0, len(data), batch):
+            b = data.batch(slice(s, s + batch))
+            pred = model.impute(b.obs, b.actions, masks[s:s + batch], method=method)
+            wrong.append(wrong_pixels_per_frame(pred, b.obs))
+        wrong = torch.cat(wrong)
+        out[name] = {k: float((wrong * miss * sel).sum() / (miss * sel).sum().clamp(min=1.0))
+                     for k, sel in (("bounce", bounce.float()), ("free", (~bounce).float()))}
+    out["frames"] = {"bounce": float((miss * bounce).sum()), "free": float((miss * ~bounce).sum())}
     return out
 
 
@@ -246,6 +287,18 @@ def main(argv=None) -> int:
             print(key, x, {k: round(v[-1], 4) for k, v in res[key].items() if k != "x"}, flush=True)
     elbo = evaluate_elbo(kvae, test_set, estimators=("exact", "marginal"))
 
+    # Where the errors are: frames right after a wall contact vs free flight, and each model's
+    # auto-encoder floor (its VAE decoding the true frames' codes) on the same frames.
+    diag_models = {k: v for k, v in models.items() if k != "mean_frame"}
+    diag_models["kvae_recon"] = (Reconstruction(kvae.encode, kvae.decode), "filter")
+    if "vaernn" in models:
+        diag_models["vaernn_recon"] = (Reconstruction(vaernn.encoder, vaernn.decode), "filter")
+    breakdown = {}
+    for p_drop in (0.1, 0.5):
+        g = torch.Generator().manual_seed(1000 + int(10 * p_drop))
+        breakdown[str(p_drop)] = error_near_bounces(diag_models, test_set, random_mask(N, T, p_drop, generator=g))
+        print("breakdown p", p_drop, breakdown[str(p_drop)], flush=True)
+
     png = RESULTS_DIR / f"{args.out_name}.png"
     plot_curves(res, png)
     plot_curves(res, run_dir / "imputation.png")
@@ -258,6 +311,7 @@ def main(argv=None) -> int:
         "random": rand, "gap": gap, "paper": {k: {str(a): b for a, b in v.items()} for k, v in PAPER.items()},
         "test_elbo_per_seq": elbo, "test_elbo_per_frame": {k: v / T for k, v in elbo.items()},
         "smooth_below_filter_all_p_lt_1": all(order_ok),
+        "error_near_bounces": breakdown,
         "kvae_train": {k: kvae_summary[k] for k in ("steps", "epochs", "final_train", "wall_s")},
         "vaernn_train": None if base_summary is None else
         {k: base_summary[k] for k in ("steps", "epochs", "final_train", "wall_s")},

@@ -1,0 +1,72 @@
+"""The imputation experiment's scoring helpers: wall-contact detection and the error split."""
+
+import torch
+
+from experiments.kvae_common import wrong_pixel_fraction, wrong_pixels_per_frame
+from experiments.kvae_imputation import bounce_frames, error_near_bounces
+
+
+def test_bounce_frames_flags_the_frame_after_a_velocity_sign_flip():
+    T = 6
+    states = torch.zeros(2, T, 4)
+    states[:, :, 2] = 1.0
+    states[:, :, 3] = -1.0
+    states[0, 3:, 2] = -1.0  # left wall between frames 2 and 3
+    states[1, 5, 3] = 1.0  # floor between frames 4 and 5
+    expected = torch.zeros(2, T, dtype=torch.bool)
+    expected[0, 3] = True
+    expected[1, 5] = True
+    assert torch.equal(bounce_frames(states), expected)
+
+
+class _Data:
+    """Minimal stand-in for `SequenceTensors` (obs, actions, states, batch)."""
+
+    def __init__(self, obs, states):
+        self.obs, self.states = obs, states
+        self.actions = torch.zeros(*obs.shape[:2], 1)
+
+    def __len__(self):
+        return self.obs.shape[0]
+
+    def batch(self, idx):
+        class B:  # noqa: D401 - tiny record
+            pass
+        b = B()
+        b.obs, b.actions = self.obs[idx], self.actions[idx]
+        return b
+
+
+class _WrongAfterBounces:
+    """Imputes every frame exactly, except the frames after a wall contact (all pixels flipped)."""
+
+    def __init__(self, bounce):
+        self.bounce = bounce
+
+    def impute(self, obs, actions, mask, method="filter"):
+        flip = self.bounce[: obs.shape[0], :, None, None, None].float()
+        return obs * (1 - flip) + (1 - obs) * flip
+
+
+def test_error_near_bounces_splits_the_error_by_frame_kind():
+    g = torch.Generator().manual_seed(0)
+    obs = (torch.rand(3, 8, 1, 4, 4, generator=g) > 0.5).float()
+    states = torch.ones(3, 8, 4)
+    states[:, 4:, 2] = -1.0  # every sequence bounces into frame 4
+    bounce = bounce_frames(states)
+    masks = torch.zeros(3, 8)
+    masks[:, :2] = 1
+    out = error_near_bounces({"m": (_WrongAfterBounces(bounce), "filter")}, _Data(obs, states),
+                             masks, batch=2)
+    assert out["m"] == {"bounce": 1.0, "free": 0.0}
+    assert out["frames"] == {"bounce": 3.0, "free": 15.0}
+
+
+def test_wrong_pixel_fraction_counts_only_unobserved_frames():
+    truth = torch.zeros(1, 3, 1, 2, 2)
+    pred = truth.clone()
+    pred[0, 0] = 1.0  # observed frame, all wrong: ignored
+    pred[0, 2, 0, 0, 0] = 1.0  # one of 4 pixels wrong in an unobserved frame
+    mask = torch.tensor([[1.0, 0.0, 0.0]])
+    assert wrong_pixels_per_frame(pred, truth).tolist() == [[1.0, 0.0, 0.25]]
+    assert wrong_pixel_fraction(pred, truth, mask) == 0.125
