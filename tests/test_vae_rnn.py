@@ -140,3 +140,14 @@ def test_free_nats_floor_the_penalised_kl():
     out = m.loss(Batch(obs, act, torch.ones(4, 6)))
     assert out.terms["kl"] < 50.0  # the reported KL is the true one ...
     torch.testing.assert_close(out.loss, out.terms["recon"] + 50.0)  # ... the penalty is floored
+
+
+def test_xavier_init_zeroes_the_auto_encoder_biases_and_keeps_the_default_otherwise():
+    conv = dict(encoder="conv", obs_shape=(1, 16, 16))
+    default = small(**conv)
+    xavier = small(init="xavier", **conv)
+    biases = lambda m: [p for n, p in m.named_parameters() if n.endswith("bias") and n.split(".")[0] in ("encoder", "decoder")]  # noqa: E731
+    assert biases(xavier) and all(bool((b == 0).all()) for b in biases(xavier))
+    assert any(bool((b != 0).any()) for b in biases(default))
+    with pytest.raises(ValueError, match="init"):
+        VAERNNConfig(init="he")

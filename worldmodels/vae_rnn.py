@@ -24,7 +24,7 @@ from torch import nn
 from .base import Batch, Belief, LossOutput, WorldModel
 from .checks import check_sequences, check_shape
 from .nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, decoder_log_prob, decoder_mean,
-                   gaussian_kl)
+                   gaussian_kl, init_xavier_)
 
 
 @dataclass
@@ -44,10 +44,13 @@ class VAERNNConfig:
     beta: float = 1.0  # weight of the KL term
     free_nats: float = 0.0  # KL per frame below this many nats is not penalised (against posterior collapse)
     min_logvar: float = -8.0  # floor of the prior's log-variance
+    init: str = "torch"  # torch (PyTorch's defaults) | xavier (Glorot weights, zero biases: `nets.init_xavier_`)
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(int(s) for s in self.obs_shape)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
+        if self.init not in ("torch", "xavier"):
+            raise ValueError(f"init: expected 'torch' or 'xavier', got {self.init!r}")
         if len(self.obs_shape) != 3:
             raise ValueError(f"obs_shape: expected (C, H, W), got {self.obs_shape}")
         if self.encoder not in ("conv", "mlp"):
@@ -97,6 +100,9 @@ class VAERNN(WorldModel):
             self.pixel_logvar = nn.Parameter(torch.full(config.obs_shape, math.log(config.init_pixel_var)))
         else:
             self.register_parameter("pixel_logvar", None)
+        if config.init == "xavier":  # at lr 0.007 PyTorch's init can kill the encoder's ReLUs
+            init_xavier_(self.encoder)
+            init_xavier_(self.decoder)
         self.rnn = nn.LSTMCell(D + A, config.hidden_dim)
         self.prior_head = nn.Linear(config.hidden_dim, 2 * D)
 
