@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from worldmodels.base import Belief, LossOutput, TensorBelief, WorldModel
@@ -117,6 +118,16 @@ def pendulum_reward(before: torch.Tensor, actions: torch.Tensor, after: torch.Te
     th = torch.atan2(before[..., 1], before[..., 0])
     u = actions[..., 0].clamp(-max_torque, max_torque)
     return -(th ** 2 + 0.1 * before[..., 2] ** 2 + 0.001 * u ** 2)
+
+
+def upright_fraction(states: np.ndarray, last: int = 50, tolerance: float = 0.5) -> np.ndarray:
+    """Fraction of the last ``last`` steps with the rod within ``tolerance`` rad of upright, per
+    episode, from pendulum states ``[n, steps, 3]`` (``[cos, sin, theta_dot]``) -> ``[n]``."""
+    states = np.asarray(states)
+    if states.ndim != 3 or states.shape[-1] != 3:
+        raise ValueError(f"states: expected [n, steps, 3] pendulum states, got shape {states.shape}")
+    th = np.arctan2(states[:, -last:, 1], states[:, -last:, 0])
+    return (np.abs(th) < tolerance).mean(1)
 
 
 @dataclass

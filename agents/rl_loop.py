@@ -130,7 +130,7 @@ class RLLoopConfig:
         rounds: collect/train/evaluate rounds.
         collect_episodes, episode_steps: episodes collected per round and their length.
         exploration_noise: MPC action noise (fraction of the half-range; PlaNet uses 0.3).
-        eval_episodes: episodes without noise after each round.
+        eval_episodes: episodes without noise after each round (0: no evaluation).
         planner: preset name; planner_overrides: config fields to replace.
         context: frames the agent filters; train_steps: fine-tuning updates per round.
         reward_steps: reward head updates per round; batch_size, lr: fine-tuning.
@@ -224,17 +224,20 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
             make_dataloader(str(data), "valid", 64, shuffle=False), hcfg, device=device, progress=progress)
         reward_head.save(rd / "reward_head.pt")
         # 3. evaluate without noise
-        agent = agent_for(config.eval_episodes, 0.0, config.seed + 1000 * k + 1)
-        venv = make_vector_env(config.env_id, config.eval_episodes, max_episode_steps=config.episode_steps + 1)
-        seeds = [config.seed + 7_777 + i for i in range(config.eval_episodes)]
-        with torch.no_grad():
-            ev = rollout(venv, lambda o, i: agent.act(o), config.episode_steps, seed=seeds,
-                         reset_fn=agent.reset, progress=progress, desc=f"round {k} eval")
-        if config.video:
-            agent.imagination_video(rd / "imagination.mp4")
+        ev = None
+        if config.eval_episodes > 0:
+            agent = agent_for(config.eval_episodes, 0.0, config.seed + 1000 * k + 1)
+            venv = make_vector_env(config.env_id, config.eval_episodes,
+                                   max_episode_steps=config.episode_steps + 1)
+            seeds = [config.seed + 7_777 + i for i in range(config.eval_episodes)]
+            with torch.no_grad():
+                ev = rollout(venv, lambda o, i: agent.act(o), config.episode_steps, seed=seeds,
+                             reset_fn=agent.reset, progress=progress, desc=f"round {k} eval")
+            if config.video:
+                agent.imagination_video(rd / "imagination.mp4")
         rec = {"round": k, "collected_return_mean": float(eps["returns"].mean()),
-               "eval_return_mean": float(ev["returns"].mean()),
-               "eval_returns": ev["returns"].tolist(), "reward_head": head_metrics,
+               "eval_return_mean": None if ev is None else float(ev["returns"].mean()),
+               "eval_returns": None if ev is None else ev["returns"].tolist(), "reward_head": head_metrics,
                "seconds": time.time() - t0}
         with open(log, "a") as f:
             f.write(json.dumps(rec) + "\n")

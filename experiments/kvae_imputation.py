@@ -56,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-dir", default="runs/kvae_imputation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vaernn-init", choices=("torch", "xavier"), default="xavier",
+                   help="VAE-RNN initialisation; with PyTorch's defaults it collapsed to the mean frame at lr 0.007 "
+                        "(experiments.vaernn_init_check)")
     p.add_argument("--skip-baseline", action="store_true", help="no VAE-RNN and no AE-RNN")
     p.add_argument("--aernn-steps", type=int, default=3000,
                    help="updates of the AE-RNN (an LSTM over the trained KVAE's frozen codes, section "
@@ -268,7 +271,8 @@ def main(argv=None) -> int:
     if not args.skip_baseline:
         torch.manual_seed(args.seed)
         vaernn = VAERNN(VAERNNConfig(obs_shape=train_set.obs_shape, action_dim=train_set.action_dim,
-                                     latent_dim=2, hidden_dim=50, encoder="conv"))
+                                     latent_dim=2, hidden_dim=50, encoder="conv",
+                                     init=args.vaernn_init))
         base_summary = train(vaernn, train_set, run_dir / "vaernn",
                              steps=args.baseline_steps or args.steps, batch_size=args.batch_size,
                              lr=args.lr, decay_every_steps=decay_every, seed=args.seed, resume=args.resume)

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.oracle import upright_fraction
+
 ENV_ID = "worldmodels/Pendulum-v0"
 
 
@@ -56,12 +58,6 @@ def evaluate(policy_name: str, make_policy, episodes: int, steps: int, seed: int
     out["seconds"] = time.time() - t0
     out["agent"] = agent
     return out
-
-
-def upright_fraction(states: np.ndarray, last: int = 50) -> np.ndarray:
-    """Fraction of the last ``last`` steps with the rod within 0.5 rad of upright, per episode."""
-    th = np.arctan2(states[:, -last:, 1], states[:, -last:, 0])
-    return (np.abs(th) < 0.5).mean(1)
 
 
 def main(argv=None) -> int:
@@ -207,7 +203,7 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
     from agents.commands.plan import load_world_model
     from envs.generate import generate_dataset
     from worldmodels.kvae import KVAE
-    from worldmodels.training import TrainConfig, Trainer, load
+    from worldmodels.training import TrainConfig, Trainer
 
     preset = preset or ("pendulum_small" if args.quick else "pendulum")
     config_fn = config_fn or kvae_config

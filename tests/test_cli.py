@@ -95,7 +95,8 @@ def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
             "--set", "model.config={a_dim: 2, z_dim: 3, num_modes: 2, encoder: mlp, decoder: mlp, mlp_hidden: [32]}",
             "--set", "eval.horizon=5", "--set", "eval.num_videos=1", "--set", "eval.max_sequences=8",
             "--set", "control.steps=6", "--set", "control.episodes=1", "--set", "control.reward_steps=5", "--set", "control.horizon=3",
-            "--no-progress"]
+            "--set", "control.rl_episodes=1", "--set", "control.rl_episode_steps=15", "--set", "control.rl_train_steps=2",
+            "--set", "control.rl_horizon=2", "--no-progress"]
     assert main(["demo", "--run-dir", str(run), "--device", "cpu", *tiny]) == 0
     out = capsys.readouterr().out
     summary = json.loads((run / "demo_summary.json").read_text())
@@ -108,6 +109,12 @@ def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
                                                    ["metrics"]["ssim"]["mean"]) == 5
     control = summary["control"]
     assert control["steps"] == 6 and len(control["returns"]) == 1
+    assert len(control["returns"]) == len(control["upright_fraction_last50"])
+    # one round of fine-tuning on the agent's own episode: its 15 steps joined the data as one window
+    assert len(control["rl_rounds"]) == 1 and control["rl_rounds"][0]["eval_return_mean"] is None
+    manifest = json.loads((run / "swingup" / "rl" / "data" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["num_sequences"] == 256 + 1
+    assert json.loads((run / "swingup" / "plan.json").read_text())["checkpoint"].endswith("round_000/model")
     assert all(r <= 0 for r in control["returns"]) and control["random_mean_return"] <= 0  # pendulum costs
     assert "swing-up" in out
 

@@ -31,8 +31,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
               "val_every": 100, "checkpoint_every": 100, "seed": 0, "device": "auto"},
     "eval": {"context": 5, "horizon": 10, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
              "batch_size": 32},
-    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 12, "episodes": 4,
-                "steps": 200, "reward_steps": 1500},
+    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 20, "episodes": 4,
+                "steps": 200, "reward_steps": 1500, "rl_rounds": 1, "rl_episodes": 8, "rl_train_steps": 200,
+                "rl_horizon": 12},
 }
 
 
@@ -98,7 +99,11 @@ def stage_control(state: DemoState) -> None:
     result = swingup_demo(state.run_dir, device=state.device, checkpoint=state.outputs["checkpoint"],
                           dataset=str(state.data_root), reward_steps=int(ctl.get("reward_steps", 1500)),
                           episodes=episodes, steps=steps, planner=ctl.get("planner", "cem_fast"),
-                          horizon=int(ctl.get("horizon", 20)), progress=progress)
+                          horizon=int(ctl.get("horizon", 20)), rl_rounds=int(ctl.get("rl_rounds", 0)),
+                          rl_episodes=int(ctl.get("rl_episodes", 8)),
+                          rl_train_steps=int(ctl.get("rl_train_steps", 200)),
+                          rl_horizon=ctl.get("rl_horizon"),
+                          rl_episode_steps=int(ctl.get("rl_episode_steps", 150)), progress=progress)
     venv = make_vector_env("worldmodels/Pendulum-v0", episodes, max_episode_steps=steps + 1)
     venv.action_space.seed(0)
     rand = rollout(venv, lambda o, i: venv.action_space.sample(), steps, seed=list(range(episodes)),
@@ -107,6 +112,8 @@ def stage_control(state: DemoState) -> None:
     state.control = {"mean_return": result["mean_return"], "returns": result["returns"],
                      "random_mean_return": float(np.mean(rand["returns"])), "steps": steps,
                      "decisions_per_s": result["decisions_per_s"],
+                     "upright_fraction_last50": result.get("upright_fraction_last50"),
+                     "rl_rounds": result["rl_rounds"],
                      "reward_head_valid_r2": result["reward_head_metrics"].get("valid_r2")}
     files = result["files"]
     state.outputs.update({k: v for k, v in files.items()})
@@ -204,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pendulum swing-up from 16x16 pixels by latent MPC: mean return {c['mean_return']:.0f} over "
               f"{len(c['returns'])} episodes of {c['steps']} steps (random policy, same starts: "
               f"{c['random_mean_return']:.0f}; higher is better, 0 is upright and still)")
+        if c.get("upright_fraction_last50") is not None:
+            up = sum(f >= 0.9 for f in c["upright_fraction_last50"])
+            print(f"  {up} of {len(c['returns'])} episodes end upright (within 0.5 rad for >= 90 % of the last 50 "
+                  f"steps), after {len(c['rl_rounds'])} round(s) of fine-tuning on the agent's own episodes")
     labels = {"episode_video": "swing-up video", "imagination_video": "real vs imagined futures",
               "control_json": "swing-up results",
               "prediction_video": "video (truth | prediction | error)", "prediction_plot": "plot (metrics vs horizon)",

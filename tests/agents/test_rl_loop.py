@@ -104,7 +104,8 @@ def test_rl_loop_round_trip_and_resume(tmp_path):
     assert (run / "round_000" / "reward_head.pt").exists()
     again = run_rl_loop(model, head, data, run, cfg, progress=False)  # resume: nothing left to do
     assert again == recs
-    cfg.rounds = 2
+    cfg.rounds, cfg.eval_episodes = 2, 0  # no evaluation: the round still collects and fine-tunes
     recs2 = run_rl_loop(model, head, data, run, cfg, progress=False)
     assert [r["round"] for r in recs2] == [0, 1]
+    assert recs2[1]["eval_return_mean"] is None and (run / "round_001" / "reward_head.pt").exists()
     assert json.loads((run / "data" / "manifest.json").read_text())["splits"]["train"]["num_sequences"] == 16
