@@ -110,11 +110,11 @@ def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
     control = summary["control"]
     assert control["steps"] == 6 and len(control["returns"]) == 1
     assert len(control["returns"]) == len(control["upright_fraction_last50"])
-    # one round of fine-tuning on the agent's own episode: its 15 steps joined the data as one window
-    assert len(control["rl_rounds"]) == 1 and control["rl_rounds"][0]["eval_return_mean"] is None
+    # two rounds of fine-tuning on the agent's own episode: each one's 15 steps joined the data as a window
+    assert len(control["rl_rounds"]) == 2 and control["rl_rounds"][0]["eval_return_mean"] is None
     manifest = json.loads((run / "swingup" / "rl" / "data" / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["num_sequences"] == 256 + 1
-    assert json.loads((run / "swingup" / "plan.json").read_text())["checkpoint"].endswith("round_000/model")
+    assert manifest["splits"]["train"]["num_sequences"] == 256 + 2
+    assert json.loads((run / "swingup" / "plan.json").read_text())["checkpoint"].endswith("round_001/model")
     assert all(r <= 0 for r in control["returns"]) and control["random_mean_return"] <= 0  # pendulum costs
     assert "swing-up" in out
 

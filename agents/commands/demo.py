@@ -21,7 +21,7 @@ from . import add_config_args, apply_overrides, default_run_dir, ensure_dataset,
 
 HELP = "run the end-to-end demo: small dataset -> train -> evaluate -> plan -> video, plot, JSON"
 
-#: the embedded default (``configs/demo.yaml`` holds the same); about 1-2 minutes on 2 CPU cores.
+#: the embedded default (``configs/demo.yaml`` holds the same); about 5 minutes on 2 CPU cores.
 #: ``control: null`` skips the planning stage (it needs pendulum data: it plans in Pendulum-v0).
 DEFAULT_CONFIG: dict[str, Any] = {
     "name": "demo",
@@ -31,9 +31,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
               "val_every": 100, "checkpoint_every": 100, "seed": 0, "device": "auto"},
     "eval": {"context": 5, "horizon": 10, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
              "batch_size": 32},
-    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 20, "episodes": 4,
-                "steps": 200, "reward_steps": 1500, "rl_rounds": 1, "rl_episodes": 8, "rl_train_steps": 200,
-                "rl_horizon": 12},
+    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 12, "episodes": 4,
+                "steps": 200, "reward_steps": 1500, "rl_rounds": 2, "rl_episodes": 8, "rl_train_steps": 200},
 }
 
 

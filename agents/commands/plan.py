@@ -177,14 +177,15 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
 
     Uses ``checkpoint`` if given, else trains a small KVAE on ``dataset`` (``pendulum_small``,
     generated if missing) for ``train_steps`` updates; fits a reward head; runs ``rl_rounds``
-    PlaNet-style rounds (``agents.rl_loop``: ``rl_episodes`` MPC episodes of ``rl_episode_steps``
-    steps with exploration noise, planned over ``rl_horizon`` steps (default ``horizon``), join the data, ``rl_train_steps`` fine-tuning updates, a new reward head) in
-    ``<run_dir>/swingup/rl``; runs ``episodes`` episodes; writes
+    PlaNet-style rounds in ``<run_dir>/swingup/rl`` (``agents.rl_loop``: ``rl_episodes`` MPC
+    episodes of ``rl_episode_steps`` steps with exploration noise, planned over ``rl_horizon``
+    steps (default ``horizon``), join the data; ``rl_train_steps`` fine-tuning updates; a new
+    reward head); runs ``episodes`` episodes; writes
     ``<run_dir>/swingup/{episode.mp4, imagination.mp4, plan.json}``.
 
-    The uniform-torque dataset rarely holds the rod near upright at low speed, so a model trained
-    on it alone tends to swing through the top; one round of its own swing-ups teaches it the
-    balance (demo model, 8 episodes from the same starts: 6 upright after one round, 1 before).
+    The random-torque data rarely pass the top slowly, so a model trained on them alone tends to
+    swing through it or oscillate around it; rounds of the agent's own swing-ups supply those
+    states (README, "The demo": measured over three training seeds).
     """
     import torch
 

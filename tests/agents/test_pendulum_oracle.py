@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
-from agents.oracle import PendulumOracle, StateBelief, pendulum_reward
+from agents.oracle import PendulumOracle, StateBelief, pendulum_reward, upright_fraction
 
 
 def test_oracle_matches_pendulum_env():
@@ -32,3 +33,15 @@ def test_oracle_matches_pendulum_env():
                                atol=1e-4)
     np.testing.assert_allclose(oracle.decode(traj)[:, 0].numpy(), np.stack(frames), atol=1 / 255)
     assert oracle.observe(torch.as_tensor(np.stack(states))[None], torch.zeros(1, 40, 1)).features().shape == (1, 3)
+
+
+def test_upright_fraction_counts_the_last_steps_near_upright():
+    th = np.zeros((2, 60))
+    th[0, -50:-10] = np.pi  # hanging for 40 of the last 50 steps
+    th[1, :10] = np.pi  # hanging only before the last 50 steps
+    th[1, -1] = 0.6  # just outside the 0.5 rad tolerance
+    states = np.stack([np.cos(th), np.sin(th), np.zeros_like(th)], -1)
+    np.testing.assert_allclose(upright_fraction(states), [0.2, 0.98])
+    np.testing.assert_allclose(upright_fraction(states, last=1, tolerance=0.7), [1.0, 1.0])
+    with pytest.raises(ValueError, match="pendulum states"):
+        upright_fraction(states[..., :2])
