@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import save_results
 from worldmodels.dnd import DNDMemory, dnd_empty, dnd_read, dnd_write
 
 CONFIGS = [(16, 256, 32, 2, 5), (16, 256, 256, 2, 5), (64, 4096, 256, 2, 5)]

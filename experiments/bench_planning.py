@@ -28,7 +28,7 @@ from agents.mpc import MPCAgent, MPCConfig
 from agents.oracle import PendulumOracle, pendulum_reward
 from agents.planners import PRESETS, make_planner
 from agents.reward import RewardHead, RewardHeadConfig
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import save_results
 
 
 def pendulum_kvae(device, dynamics: str = "lstm"):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import save_results
 from worldmodels.base import Batch
 from worldmodels.evaluation import summarize
 from worldmodels.gtmsm import GTMSM, GTMSMConfig

@@ -185,7 +185,7 @@ def prepare_gtmsm(args, run: Path, device, progress: bool):
     from envs.generate import generate_dataset
     from experiments.pendulum_swingup import dataset_split
     from worldmodels.gtmsm import GTMSM, GTMSMConfig
-    from worldmodels.training import TrainConfig, Trainer, load
+    from worldmodels.training import TrainConfig, Trainer
 
     from agents.commands.plan import load_world_model
 

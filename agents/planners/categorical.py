@@ -3,7 +3,6 @@ one-hot actions, refitted to the elites' action frequencies."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

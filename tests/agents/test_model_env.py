@@ -3,7 +3,6 @@ compliance, and Stable-Baselines3 PPO training inside it."""
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from envs.generate import PRESETS, DatasetSpec, _generate_shard, generate_dataset, get_spec, rollout_sequences
+from envs.generate import PRESETS, DatasetSpec, generate_dataset, get_spec, rollout_sequences
 from envs.policies import PoissonRepeatPolicy
 from gymnasium import spaces
 
