@@ -233,6 +233,12 @@ def video(models: dict, data: SequenceTensors, p: float, path: Path, n: int = 4)
     write_video(tile_clips(rows, pad=1, scale=3), path, fps=4)
 
 
+def build_vaernn(obs_shape: tuple[int, ...], action_dim: int, init: str) -> VAERNN:
+    """The VAE-RNN baseline: conv VAE with a 2-d code and a 50-unit LSTM prior."""
+    return VAERNN(VAERNNConfig(obs_shape=obs_shape, action_dim=action_dim, latent_dim=2, hidden_dim=50,
+                               encoder="conv", init=init))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -270,9 +276,7 @@ def main(argv=None) -> int:
         raise SystemExit("--train-only vaernn contradicts --skip-baseline")
     if not args.skip_baseline:
         torch.manual_seed(args.seed)
-        vaernn = VAERNN(VAERNNConfig(obs_shape=train_set.obs_shape, action_dim=train_set.action_dim,
-                                     latent_dim=2, hidden_dim=50, encoder="conv",
-                                     init=args.vaernn_init))
+        vaernn = build_vaernn(train_set.obs_shape, train_set.action_dim, args.vaernn_init)
         base_summary = train(vaernn, train_set, run_dir / "vaernn",
                              steps=args.baseline_steps or args.steps, batch_size=args.batch_size,
                              lr=args.lr, decay_every_steps=decay_every, seed=args.seed, resume=args.resume)

@@ -70,3 +70,17 @@ def test_wrong_pixel_fraction_counts_only_unobserved_frames():
     mask = torch.tensor([[1.0, 0.0, 0.0]])
     assert wrong_pixels_per_frame(pred, truth).tolist() == [[1.0, 0.0, 0.25]]
     assert wrong_pixel_fraction(pred, truth, mask) == 0.125
+
+
+def test_imputation_experiment_builds_the_vaernn_with_xavier_init_by_default():
+    """PyTorch's init collapsed the 6000-update VAE-RNN (session 4); the experiment defaults to xavier."""
+    from experiments.kvae_imputation import build_vaernn, parse_args
+
+    args = parse_args([])
+    assert args.vaernn_init == "xavier"
+    model = build_vaernn((1, 32, 32), 2, args.vaernn_init)
+    assert model.config.init == "xavier"
+    biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None]
+    assert biases and all(float(b.abs().max()) == 0.0 for b in biases)  # Glorot weights, zero conv biases
+    torch_init = build_vaernn((1, 32, 32), 2, parse_args(["--vaernn-init", "torch"]).vaernn_init)
+    assert any(float(m.bias.abs().max()) > 0 for m in torch_init.modules() if isinstance(m, torch.nn.Conv2d))
