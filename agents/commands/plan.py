@@ -168,6 +168,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def fit_demo_reward_head(model, dataset: str | Path, steps: int, *, device: str = "cpu", progress: bool = True):
+    """The demo's reward head on ``model``'s filtered latents of ``dataset`` (train split; errors
+    on the valid split); returns ``(head, metrics)``."""
+    from agents.reward import RewardHeadConfig, train_reward_head
+    from worldmodels.data import make_dataloader
+
+    return train_reward_head(
+        model, make_dataloader(str(dataset), "train", 64, shuffle=False),
+        make_dataloader(str(dataset), "valid", 64, shuffle=False),
+        RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim, steps=steps),
+        device=device, progress=progress)
+
+
+def demo_rl_config(*, rounds: int, planner: str, horizon: int, episodes: int, episode_steps: int,
+                   train_steps: int, reward_steps: int, device: str = "cpu"):
+    """The demo's PlaNet-style rounds in Pendulum-v0 (``agents.rl_loop.RLLoopConfig``): no per-round
+    evaluation or video; each round's reward head gets a third of the base head's updates (>= 500)."""
+    from agents.rl_loop import RLLoopConfig
+
+    return RLLoopConfig(env_id="worldmodels/Pendulum-v0", rounds=rounds, collect_episodes=episodes,
+                        episode_steps=episode_steps, eval_episodes=0, planner=planner,
+                        planner_overrides={"horizon": horizon}, train_steps=train_steps,
+                        reward_steps=max(500, reward_steps // 3), device=str(device), video=False)
+
+
 def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None,
                  dataset: str = "runs/data/pendulum_small", train_steps: int = 400, reward_steps: int = 1500,
                  episodes: int = 1, steps: int = 200, planner: str = "cem_fast", horizon: int = 20,
@@ -189,9 +214,8 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
     """
     import torch
 
-    from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
+    from agents.reward import RewardHead
     from envs.generate import generate_dataset
-    from worldmodels.data import make_dataloader
     from worldmodels.training import TrainConfig, Trainer
 
     out = Path(run_dir) / "swingup"
@@ -207,19 +231,15 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
         Trainer(model, cfg, out / "kvae", dataset, dataset).fit()
         checkpoint = str(out / "kvae")
     model = load_world_model(checkpoint, device=device)
-    head, metrics = train_reward_head(
-        model, make_dataloader(dataset, "train", 64, shuffle=False), make_dataloader(dataset, "valid", 64, shuffle=False),
-        RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim, steps=reward_steps),
-        device=device, progress=progress)
+    head, metrics = fit_demo_reward_head(model, dataset, reward_steps, device=device, progress=progress)
     head.save(out / "reward_head.pt")
     rounds: list[dict[str, Any]] = []
     if rl_rounds > 0:
-        from agents.rl_loop import RLLoopConfig, run_rl_loop
+        from agents.rl_loop import run_rl_loop
 
-        rl_cfg = RLLoopConfig(env_id="worldmodels/Pendulum-v0", rounds=rl_rounds, collect_episodes=rl_episodes,
-                              episode_steps=rl_episode_steps, eval_episodes=0, planner=planner,
-                              planner_overrides={"horizon": rl_horizon or horizon}, train_steps=rl_train_steps,
-                              reward_steps=max(500, reward_steps // 3), device=str(device), video=False)
+        rl_cfg = demo_rl_config(rounds=rl_rounds, planner=planner, horizon=rl_horizon or horizon,
+                                episodes=rl_episodes, episode_steps=rl_episode_steps, train_steps=rl_train_steps,
+                                reward_steps=reward_steps, device=device)
         rounds = run_rl_loop(model, head, dataset, out / "rl", rl_cfg, progress=progress)
         last = out / "rl" / f"round_{rounds[-1]['round']:03d}"
         model = load_world_model(last / "model", device=device)

@@ -1,0 +1,171 @@
+"""How reliably the demo's recipe swings the pendulum up: training seeds x RL rounds x horizons.
+
+For each training seed: the demo's KVAE (``worldmodels demo``'s ``train`` config with that seed)
+-> the demo's reward head -> after 0, 1, ..., ``--rounds`` PlaNet-style rounds (the demo's round
+settings: ``agents.rl_loop`` with 8 episodes of 150 steps at H = 12, 200 fine-tuning updates, a
+new reward head), ``--episodes`` noise-free episodes of 200 steps from starts 0, 1, ... at each
+planning horizon in ``--horizons``. An episode counts as upright when the rod stays within 0.5
+rad of the top for at least 90 % of its last 50 steps (``agents.oracle.upright_fraction``).
+
+Resumable: a seed's finished cells are cached in ``<run>/seed_<s>/cells.json`` and its rounds
+resume (``run_rl_loop``), so several invocations with disjoint ``--seeds`` can share the cores and
+a last one over all seeds writes the table from the cache.
+
+    python -m experiments.demo_robustness --seeds 0 1 2 --rounds 3 --horizons 12 20 --threads 1
+
+Writes ``experiments/results/demo_robustness.json`` (+ ``.png``: upright episodes vs rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worldmodels.atomic_io import atomic_write_json
+
+ENV_ID = "worldmodels/Pendulum-v0"
+UPRIGHT = 0.9  # fraction of the last 50 steps within 0.5 rad of the top
+
+
+def base_model(cfg: dict[str, Any], seed_dir: Path) -> str:
+    """Train (or reuse) the demo's KVAE in ``seed_dir``; returns its checkpoint path."""
+    from agents.commands.train import train_from_config
+
+    summary_path = seed_dir / "summary.json"
+    if not summary_path.is_file():
+        train_from_config(cfg, seed_dir)
+    summary = json.loads(summary_path.read_text())
+    return summary.get("best_checkpoint") or summary["checkpoint"]
+
+
+def evaluate_cell(model, head, horizon: int, episodes: int, steps: int, planner: str) -> dict[str, Any]:
+    """Noise-free episodes from starts ``0..episodes-1``: returns and upright fractions."""
+    from agents.commands.plan import plan_episodes
+
+    r = plan_episodes(model, head, ENV_ID, planner=planner, planner_overrides={"horizon": horizon},
+                      episodes=episodes, steps=steps, video=False, progress=False)
+    fr = r["upright_fraction_last50"]
+    return {"mean_return": r["mean_return"], "returns": r["returns"], "upright_fraction_last50": fr,
+            "upright": int(sum(f >= UPRIGHT for f in fr)), "episodes": episodes, "seconds": r["seconds"]}
+
+
+def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict]:
+    """All cells (``"<rounds>/<horizon>"``) of one training seed, computing the missing ones."""
+    from agents.commands.plan import demo_rl_config, fit_demo_reward_head, load_world_model
+    from agents.reward import RewardHead
+    from agents.rl_loop import run_rl_loop
+
+    seed_dir = Path(args.run_dir) / f"seed_{seed}"
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    cache = seed_dir / "cells.json"
+    cells: dict[str, dict] = json.loads(cache.read_text()) if cache.is_file() else {}
+    cfg = copy.deepcopy(cfg)
+    cfg["train"].update(seed=seed, progress=False, device="cpu")
+    checkpoint = base_model(cfg, seed_dir)
+    data = cfg["data"]["root"]
+    model = load_world_model(checkpoint)
+    head_path = seed_dir / "reward_head.pt"
+    if head_path.is_file():
+        head = RewardHead.load(head_path)
+    else:
+        head, _ = fit_demo_reward_head(model, data, int(ctl["reward_steps"]), progress=False)
+        head.save(head_path)
+    base = (model, head)
+    for k in range(args.rounds + 1):
+        todo = [h for h in args.horizons if f"{k}/{h}" not in cells]
+        if not todo:
+            continue
+        if k == 0:
+            model, head = base
+        else:
+            rl_cfg = demo_rl_config(rounds=k, planner=ctl["planner"], horizon=int(ctl.get("rl_horizon") or ctl["horizon"]),
+                                    episodes=int(ctl["rl_episodes"]), episode_steps=int(ctl.get("rl_episode_steps", 150)),
+                                    train_steps=int(ctl["rl_train_steps"]), reward_steps=int(ctl["reward_steps"]))
+            run_rl_loop(*base, data, seed_dir / "rl", rl_cfg, progress=False)
+            last = seed_dir / "rl" / f"round_{k - 1:03d}"
+            model, head = load_world_model(last / "model"), RewardHead.load(last / "reward_head.pt")
+        for h in todo:
+            cells[f"{k}/{h}"] = evaluate_cell(model, head, h, args.episodes, args.steps, ctl["planner"])
+            c = cells[f"{k}/{h}"]
+            print(f"seed {seed} rounds {k} H {h}: mean {c['mean_return']:.0f}, upright {c['upright']} of "
+                  f"{c['episodes']}", flush=True)
+            atomic_write_json(cache, cells)
+    return cells
+
+
+def plot(table: dict[str, dict[str, dict]], rounds: int, horizons: list[int], path: Path) -> None:
+    """Upright episodes vs rounds, one panel per horizon, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(horizons), figsize=(4.2 * len(horizons), 3.4), sharey=True, squeeze=False)
+    for ax, h in zip(axes[0], horizons):
+        for seed, cells in table.items():
+            ks = [k for k in range(rounds + 1) if f"{k}/{h}" in cells]
+            ax.plot(ks, [cells[f"{k}/{h}"]["upright"] for k in ks], marker="o", label=f"seed {seed}")
+        ax.set_title(f"final planning horizon H = {h}")
+        ax.set_xlabel("RL rounds before the episodes")
+        ax.set_xticks(range(rounds + 1))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("episodes ending upright")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (train.seed)")
+    p.add_argument("--rounds", type=int, default=3, help="evaluate after 0..ROUNDS rounds")
+    p.add_argument("--horizons", type=int, nargs="+", default=[12, 20], help="final planning horizons")
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--steps", type=int, default=200, help="steps per evaluation episode")
+    p.add_argument("--run-dir", default="runs/demo_robustness")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the demo config, as in `worldmodels demo --set` (e.g. train.steps=50)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", default=None, help="results folder (default experiments/results)")
+    p.add_argument("--name", default="demo_robustness")
+    args = p.parse_args(argv)
+    if args.rounds < 0 or args.episodes < 1 or any(h < 1 for h in args.horizons):
+        p.error("--rounds must be >= 0, --episodes and --horizons >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from agents.commands import apply_overrides, ensure_dataset
+    from agents.commands.demo import DEFAULT_CONFIG
+
+    from ._results import RESULTS_DIR, save_results
+
+    cfg = apply_overrides(copy.deepcopy(DEFAULT_CONFIG), args.set)
+    ctl = cfg["control"]
+    cfg["data"]["root"] = str(ensure_dataset(cfg["data"], progress=False))
+    table = {str(s): run_seed(s, args, ctl, cfg) for s in args.seeds}
+    summary = {h: {k: sum(table[str(s)][f"{k}/{h}"]["upright"] for s in args.seeds)
+                   for k in range(args.rounds + 1)} for h in args.horizons}
+    for h in args.horizons:
+        print(f"H = {h}: upright episodes (of {args.episodes * len(args.seeds)}) after 0..{args.rounds} rounds: "
+              f"{list(summary[h].values())}")
+    out = Path(args.out) if args.out else RESULTS_DIR
+    config = {"seeds": args.seeds, "rounds": args.rounds, "horizons": args.horizons, "episodes": args.episodes,
+              "steps": args.steps, "overrides": args.set, "control": ctl, "train": cfg["train"],
+              "upright_threshold": UPRIGHT}
+    path = save_results(args.name, config, {"cells": table, "upright_total": summary},
+                        argv=["-m", "experiments.demo_robustness", *(sys.argv[1:] if argv is None else argv)],
+                        out_dir=out)
+    plot(table, args.rounds, args.horizons, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

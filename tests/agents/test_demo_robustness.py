@@ -1,0 +1,51 @@
+"""``experiments.demo_robustness``: the seeds x rounds x horizons table, shrunk to seconds."""
+
+import json
+
+import pytest
+
+from experiments.demo_robustness import main
+
+TINY = ["--set", "train.steps=2", "--set", "train.batch_size=16", "--set", "train.val_every=2",
+        "--set", "train.checkpoint_every=2",
+        "--set", "model.config={a_dim: 2, z_dim: 3, num_modes: 2, encoder: mlp, decoder: mlp, mlp_hidden: [32]}",
+        "--set", "control.reward_steps=5", "--set", "control.rl_episodes=1", "--set", "control.rl_episode_steps=15",
+        "--set", "control.rl_train_steps=2", "--set", "control.rl_horizon=2"]
+
+
+def test_table_covers_every_cell_and_resumes_from_its_cache(tmp_path):
+    from envs.generate import generate_dataset
+
+    data = tmp_path / "pendulum_small"
+    generate_dataset("pendulum_small", data, num_workers=1, progress=False)
+    run, out = tmp_path / "run", tmp_path / "results"
+    args = ["--seeds", "0", "1", "--rounds", "1", "--horizons", "2", "3", "--episodes", "2", "--steps", "5",
+            "--run-dir", str(run), "--out", str(out), "--set", f"data.root={data}", *TINY]
+    assert main(args) == 0
+    record = json.loads((out / "demo_robustness.json").read_text())
+    cells = record["results"]["cells"]
+    assert set(cells) == {"0", "1"}
+    for seed in ("0", "1"):
+        assert set(cells[seed]) == {"0/2", "0/3", "1/2", "1/3"}
+        for c in cells[seed].values():
+            assert len(c["returns"]) == 2 and all(r <= 0 for r in c["returns"])  # pendulum costs
+            assert 0 <= c["upright"] <= 2
+        # the round's episode joined that seed's data; round 0 is the seed's own model
+        manifest = json.loads((run / f"seed_{seed}" / "rl" / "data" / "manifest.json").read_text())
+        assert manifest["splits"]["train"]["num_sequences"] == 256 + 1
+    assert record["results"]["upright_total"]["2"] == {
+        str(k): sum(cells[s][f"{k}/2"]["upright"] for s in ("0", "1")) for k in (0, 1)}
+    # the two seeds' base models differ (train.seed), so their round-0 returns do too
+    assert cells["0"]["0/2"]["returns"] != cells["1"]["0/2"]["returns"]
+    assert (out / "demo_robustness.png").is_file()
+
+    # a second run finds every cell cached: nothing is retrained or re-evaluated
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert json.loads((out / "demo_robustness.json").read_text())["results"]["cells"] == cells
+
+
+def test_bad_arguments_are_rejected(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--rounds", "-1", "--run-dir", str(tmp_path)])
