@@ -248,7 +248,10 @@ def train_reward_head(
     train = transitions_from_batches(model, train_batches, config.skip_first, device)
     for k, v in train.items():
         check_finite(f"train {k}", v)
-    head = RewardHead(config).to(device)
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow config.seed, not the caller's RNG
+        torch.manual_seed(config.seed)
+        head = RewardHead(config)
+    head = head.to(device)
     x = head._inputs(train["before"], train["actions"], train["after"])
     head.in_mean.copy_(x.mean(0))
     head.in_std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
