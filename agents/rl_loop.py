@@ -88,9 +88,11 @@ def rollout(venv: gym.vector.VectorEnv, policy: Policy, steps: int, seed: int | 
 # --------------------------------------------------------------------------- dataset growth
 
 
-def append_episodes(root: str | os.PathLike, episodes: dict[str, np.ndarray], split: str = "train") -> Path:
+def append_episodes(root: str | os.PathLike, episodes: dict[str, np.ndarray], split: str = "train",
+                    meta: dict[str, Any] | None = None) -> Path:
     """Cut ``episodes`` (``rollout`` output) into windows of the dataset's ``seq_len`` and add
-    them to ``root`` as a new shard of ``split``; returns the shard path."""
+    them to ``root`` as a new shard of ``split`` (its manifest entry gets ``meta``, e.g. the
+    round that collected it); returns the shard path."""
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
     T = int(manifest["seq_len"])
@@ -114,10 +116,34 @@ def append_episodes(root: str | os.PathLike, episodes: dict[str, np.ndarray], sp
     atomic_write(path, lambda f: f.write(data))
     shards.append({"file": f"{split}/{path.name}", "num_sequences": n * k, "start": start,
                    "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "done": True,
-                   "source": "rl_loop"})
+                   "source": "rl_loop", **(meta or {})})
     info["num_sequences"] = start + n * k
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
     return path
+
+
+def drop_unfinished_rounds(root: str | os.PathLike, finished: int, split: str = "train") -> int:
+    """Remove the shards that rounds ``>= finished`` appended to ``root`` (a round stopped
+    between collecting and being recorded), so a resumed loop does not add its data twice;
+    returns how many were removed."""
+    root = Path(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    info = manifest["splits"].get(split)
+    shards = info["shards"] if info else []
+    keep = len(shards)
+    while keep and shards[keep - 1].get("source") == "rl_loop" and shards[keep - 1].get("round", -1) >= finished:
+        keep -= 1
+    if any(s.get("source") == "rl_loop" and s.get("round", -1) >= finished for s in shards[:keep]):
+        raise RuntimeError(f"{root}: shards of unfinished rounds sit between finished ones; cannot drop them")
+    dropped = shards[keep:]
+    if not dropped:
+        return 0
+    info["shards"] = shards[:keep]
+    info["num_sequences"] = sum(int(s["num_sequences"]) for s in info["shards"])
+    atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
+    for s in dropped:
+        (root / s["file"]).unlink(missing_ok=True)
+    return len(dropped)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -186,6 +212,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
         last = run_dir / f"round_{records[-1]['round']:03d}"
         model = load(last / "model", device=config.device)
         reward_head = RewardHead.load(last / "reward_head.pt", device=config.device)
+    drop_unfinished_rounds(data, len(records))
     device = torch.device(config.device)
     model = model.to(device)
     reward_head = reward_head.to(device)
@@ -208,7 +235,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
         with torch.no_grad():
             eps = rollout(venv, lambda o, i: agent.act(o), config.episode_steps, seed=seeds,
                           reset_fn=agent.reset, progress=progress, desc=f"round {k} collect")
-        append_episodes(data, eps, "train")
+        append_episodes(data, eps, "train", meta={"round": k})
         # 2. fine-tune the model and the reward head on the grown dataset
         tcfg = TrainConfig(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
                            seed=config.seed + k, device=config.device, progress=progress,

@@ -109,3 +109,16 @@ def test_rl_loop_round_trip_and_resume(tmp_path):
     assert [r["round"] for r in recs2] == [0, 1]
     assert recs2[1]["eval_return_mean"] is None and (run / "round_001" / "reward_head.pt").exists()
     assert json.loads((run / "data" / "manifest.json").read_text())["splits"]["train"]["num_sequences"] == 16
+    # a round stopped after collecting (its shard is in, its record is not) is redone without
+    # keeping the first collection: round 2's data enter once
+    from agents.rl_loop import append_episodes
+
+    shard = np.load(run / "data" / "train" / "shard_00002.npz")
+    append_episodes(run / "data", {k: np.concatenate([shard[k][:2], shard[k][2:]], 1) for k in shard.files},
+                    meta={"round": 2})
+    assert json.loads((run / "data" / "manifest.json").read_text())["splits"]["train"]["num_sequences"] == 20
+    cfg.rounds = 3
+    recs3 = run_rl_loop(model, head, data, run, cfg, progress=False)
+    m = json.loads((run / "data" / "manifest.json").read_text())
+    assert [r["round"] for r in recs3] == [0, 1, 2] and m["splits"]["train"]["num_sequences"] == 20
+    assert [s.get("round") for s in m["splits"]["train"]["shards"]] == [None, 0, 1, 2]
