@@ -51,12 +51,16 @@ def rollout_objective(
     reward_fn: RewardFn,
     *,
     discount: float = 1.0,
+    terminal_weight: float = 0.0,
     sample: bool = False,
     generator: torch.Generator | None = None,
     timer: ObjectiveTimer | None = None,
     fast: bool = True,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The planning objective: sum of (discounted) rewards of imagined trajectories.
+
+    ``terminal_weight`` w adds ``w`` times the (discounted) last step's reward, as if the last
+    state were kept for w more steps: a cheap stand-in for a value beyond the horizon.
 
     Returns ``objective(actions [B, N, H, A]) -> [B, N]`` that calls ``model.imagine`` once on
     the whole population. Differentiable if the model and the reward are (for GradCEM).
@@ -103,8 +107,9 @@ def rollout_objective(
             _sync(latents)
             t1 = time.perf_counter()
         rewards = score(actions, latents)
-        if discount != 1.0:
+        if discount != 1.0 or terminal_weight != 0.0:
             w = discount ** torch.arange(H, device=rewards.device, dtype=rewards.dtype)
+            w[-1] *= 1.0 + terminal_weight
             rewards = rewards * (w[:, None] if time_dim == 0 else w)
         total = rewards.sum(time_dim).reshape(B, N)
         if timer is not None:

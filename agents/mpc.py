@@ -43,6 +43,8 @@ class MPCConfig:
         exploration_noise: Gaussian action noise std as a fraction of the half-range
             (continuous), or the probability of a uniformly random action (discrete).
         discount: reward discount inside the planning horizon.
+        terminal_weight: the last imagined step's reward counts ``1 + terminal_weight`` times
+            (``rollout_objective``).
         sample: imagine with sampled (True) or mean (False) latent trajectories.
         record: keep the real frames and the decoded imagined futures (for videos).
         seed: seeds the planner's and the exploration noise's generators.
@@ -55,6 +57,7 @@ class MPCConfig:
     warm_start: bool = True
     exploration_noise: float = 0.0
     discount: float = 1.0
+    terminal_weight: float = 0.0
     sample: bool = False
     record: bool = False
     seed: int = 0
@@ -151,7 +154,8 @@ class MPCAgent:
         if self.config.warm_start and self._plan is not None:
             warm = self._plan.shifted(self.config.replan_every)
         objective = rollout_objective(self.model, belief, self.reward_fn,
-                                      discount=self.config.discount, sample=self.config.sample,
+                                      discount=self.config.discount,
+                                      terminal_weight=self.config.terminal_weight, sample=self.config.sample,
                                       generator=self.generator if self.config.sample else None,
                                       timer=self.timer, fast=self.config.fused)
         plan = self.planner.optimize(objective, self.n, warm_start=warm, generator=self.generator,

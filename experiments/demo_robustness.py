@@ -4,14 +4,15 @@ For each training seed: the demo's KVAE (``worldmodels demo``'s ``train`` config
 -> the demo's reward head -> after 0, 1, ..., ``--rounds`` PlaNet-style rounds (the demo's round
 settings: ``agents.rl_loop`` with 8 episodes of 150 steps at H = 12, 200 fine-tuning updates, a
 new reward head), ``--episodes`` noise-free episodes of 200 steps from starts 0, 1, ... at each
-planning horizon in ``--horizons``. An episode counts as upright when the rod stays within 0.5
+planning setting in ``--settings``: ``H`` (horizon) or ``H/twW`` (horizon and
+``MPCConfig.terminal_weight`` W; the rounds themselves plan without one). An episode counts as upright when the rod stays within 0.5
 rad of the top for at least 90 % of its last 50 steps (``agents.oracle.upright_fraction``).
 
 Resumable: a seed's finished cells are cached in ``<run>/seed_<s>/cells.json`` and its rounds
 resume (``run_rl_loop``), so several invocations with disjoint ``--seeds`` can share the cores and
 a last one over all seeds writes the table from the cache.
 
-    python -m experiments.demo_robustness --seeds 0 1 2 --rounds 3 --horizons 12 20 --threads 1
+    python -m experiments.demo_robustness --seeds 0 1 2 3 4 --rounds 3 --settings 12 12/tw2 20 --threads 1
 
 Writes ``experiments/results/demo_robustness.json`` (+ ``.png``: upright episodes vs rounds).
 """
@@ -44,19 +45,39 @@ def base_model(cfg: dict[str, Any], seed_dir: Path) -> str:
     return summary.get("best_checkpoint") or summary["checkpoint"]
 
 
-def evaluate_cell(model, head, horizon: int, episodes: int, steps: int, planner: str) -> dict[str, Any]:
+def parse_setting(text: str) -> tuple[int, float]:
+    """``"12"`` -> ``(12, 0.0)``; ``"12/tw2"`` -> ``(12, 2.0)``."""
+    h, _, w = text.partition("/tw")
+    try:
+        horizon, weight = int(h), float(w) if w else 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected H or H/twW, e.g. 12 or 12/tw2") from None
+    if horizon < 1 or weight < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the horizon must be >= 1 and the weight >= 0")
+    return horizon, weight
+
+
+def cell_key(rounds: int, horizon: int, terminal_weight: float) -> str:
+    """``"<rounds>/<horizon>"``, with ``"/tw<weight>"`` appended for a nonzero terminal weight."""
+    return f"{rounds}/{horizon}" + (f"/tw{terminal_weight:g}" if terminal_weight else "")
+
+
+def evaluate_cell(model, head, horizon: int, terminal_weight: float, episodes: int, steps: int,
+                  planner: str) -> dict[str, Any]:
     """Noise-free episodes from starts ``0..episodes-1``: returns and upright fractions."""
     from agents.commands.plan import plan_episodes
 
     r = plan_episodes(model, head, ENV_ID, planner=planner, planner_overrides={"horizon": horizon},
-                      episodes=episodes, steps=steps, video=False, progress=False)
+                      terminal_weight=terminal_weight, episodes=episodes, steps=steps, video=False,
+                      progress=False)
     fr = r["upright_fraction_last50"]
-    return {"mean_return": r["mean_return"], "returns": r["returns"], "upright_fraction_last50": fr,
+    return {"horizon": horizon, "terminal_weight": terminal_weight, "mean_return": r["mean_return"],
+            "returns": r["returns"], "upright_fraction_last50": fr,
             "upright": int(sum(f >= UPRIGHT for f in fr)), "episodes": episodes, "seconds": r["seconds"]}
 
 
 def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict]:
-    """All cells (``"<rounds>/<horizon>"``) of one training seed, computing the missing ones."""
+    """All cells (``cell_key``) of one training seed, computing the missing ones."""
     from agents.commands.plan import demo_rl_config, fit_demo_reward_head, load_world_model
     from agents.reward import RewardHead
     from agents.rl_loop import run_rl_loop
@@ -78,7 +99,7 @@ def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict
         head.save(head_path)
     base = (model, head)
     for k in range(args.rounds + 1):
-        todo = [h for h in args.horizons if f"{k}/{h}" not in cells]
+        todo = [(h, w) for h, w in args.settings if cell_key(k, h, w) not in cells]
         if not todo:
             continue
         if k == 0:
@@ -90,28 +111,27 @@ def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict
             run_rl_loop(*base, data, seed_dir / "rl", rl_cfg, progress=False)
             last = seed_dir / "rl" / f"round_{k - 1:03d}"
             model, head = load_world_model(last / "model"), RewardHead.load(last / "reward_head.pt")
-        for h in todo:
-            cells[f"{k}/{h}"] = evaluate_cell(model, head, h, args.episodes, args.steps, ctl["planner"])
-            c = cells[f"{k}/{h}"]
-            print(f"seed {seed} rounds {k} H {h}: mean {c['mean_return']:.0f}, upright {c['upright']} of "
-                  f"{c['episodes']}", flush=True)
+        for h, w in todo:
+            c = cells[cell_key(k, h, w)] = evaluate_cell(model, head, h, w, args.episodes, args.steps, ctl["planner"])
+            print(f"seed {seed} rounds {k} H {h} terminal weight {w:g}: mean {c['mean_return']:.0f}, upright "
+                  f"{c['upright']} of {c['episodes']}", flush=True)
             atomic_write_json(cache, cells)
     return cells
 
 
-def plot(table: dict[str, dict[str, dict]], rounds: int, horizons: list[int], path: Path) -> None:
-    """Upright episodes vs rounds, one panel per horizon, one line per seed."""
+def plot(table: dict[str, dict[str, dict]], rounds: int, settings: list[tuple[int, float]], path: Path) -> None:
+    """Upright episodes vs rounds, one panel per (horizon, terminal weight), one line per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(horizons), figsize=(4.2 * len(horizons), 3.4), sharey=True, squeeze=False)
-    for ax, h in zip(axes[0], horizons):
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.4), sharey=True, squeeze=False)
+    for ax, (h, w) in zip(axes[0], settings):
         for seed, cells in table.items():
-            ks = [k for k in range(rounds + 1) if f"{k}/{h}" in cells]
-            ax.plot(ks, [cells[f"{k}/{h}"]["upright"] for k in ks], marker="o", label=f"seed {seed}")
-        ax.set_title(f"final planning horizon H = {h}")
+            ks = [k for k in range(rounds + 1) if cell_key(k, h, w) in cells]
+            ax.plot(ks, [cells[cell_key(k, h, w)]["upright"] for k in ks], marker="o", label=f"seed {seed}")
+        ax.set_title(f"H = {h}" + (f", terminal weight {w:g}" if w else ""))
         ax.set_xlabel("RL rounds before the episodes")
         ax.set_xticks(range(rounds + 1))
         ax.grid(alpha=0.3)
@@ -126,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (train.seed)")
     p.add_argument("--rounds", type=int, default=3, help="evaluate after 0..ROUNDS rounds")
-    p.add_argument("--horizons", type=int, nargs="+", default=[12, 20], help="final planning horizons")
+    p.add_argument("--settings", type=parse_setting, nargs="+", default=[(12, 0.0), (20, 0.0)], metavar="H[/twW]",
+                   help="final planning settings: horizon, optionally with a terminal weight (default: 12 20)")
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--steps", type=int, default=200, help="steps per evaluation episode")
     p.add_argument("--run-dir", default="runs/demo_robustness")
@@ -136,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="results folder (default experiments/results)")
     p.add_argument("--name", default="demo_robustness")
     args = p.parse_args(argv)
-    if args.rounds < 0 or args.episodes < 1 or any(h < 1 for h in args.horizons):
-        p.error("--rounds must be >= 0, --episodes and --horizons >= 1")
+    if args.rounds < 0 or args.episodes < 1:
+        p.error("--rounds must be >= 0 and --episodes >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -150,19 +171,21 @@ def main(argv: list[str] | None = None) -> int:
     ctl = cfg["control"]
     cfg["data"]["root"] = str(ensure_dataset(cfg["data"], progress=False))
     table = {str(s): run_seed(s, args, ctl, cfg) for s in args.seeds}
-    summary = {h: {k: sum(table[str(s)][f"{k}/{h}"]["upright"] for s in args.seeds)
-                   for k in range(args.rounds + 1)} for h in args.horizons}
-    for h in args.horizons:
-        print(f"H = {h}: upright episodes (of {args.episodes * len(args.seeds)}) after 0..{args.rounds} rounds: "
-              f"{list(summary[h].values())}")
+    settings = args.settings
+    summary = {cell_key(0, h, w)[2:]: {k: sum(table[str(s)][cell_key(k, h, w)]["upright"] for s in args.seeds)
+                                       for k in range(args.rounds + 1)} for h, w in settings}
+    for name, counts in summary.items():
+        print(f"H / terminal weight {name}: upright episodes (of {args.episodes * len(args.seeds)}) after "
+              f"0..{args.rounds} rounds: {list(counts.values())}")
     out = Path(args.out) if args.out else RESULTS_DIR
-    config = {"seeds": args.seeds, "rounds": args.rounds, "horizons": args.horizons, "episodes": args.episodes,
+    config = {"seeds": args.seeds, "rounds": args.rounds, "settings": [cell_key(0, h, w)[2:] for h, w in settings],
+              "episodes": args.episodes,
               "steps": args.steps, "overrides": args.set, "control": ctl, "train": cfg["train"],
               "upright_threshold": UPRIGHT}
     path = save_results(args.name, config, {"cells": table, "upright_total": summary},
                         argv=["-m", "experiments.demo_robustness", *(sys.argv[1:] if argv is None else argv)],
                         out_dir=out)
-    plot(table, args.rounds, args.horizons, path.with_suffix(".png"))
+    plot(table, args.rounds, settings, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0
 

@@ -110,11 +110,16 @@ def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
     control = summary["control"]
     assert control["steps"] == 6 and len(control["returns"]) == 1
     assert len(control["returns"]) == len(control["upright_fraction_last50"])
-    # two rounds of fine-tuning on the agent's own episode: each one's 15 steps joined the data as a window
-    assert len(control["rl_rounds"]) == 2 and control["rl_rounds"][0]["eval_return_mean"] is None
+    # the default's three rounds of fine-tuning on the agent's own episode: each one's 15 steps
+    # joined the data as a window, and the final episodes plan with the last round's model
+    assert len(control["rl_rounds"]) == 3 and control["rl_rounds"][0]["eval_return_mean"] is None
     manifest = json.loads((run / "swingup" / "rl" / "data" / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["num_sequences"] == 256 + 2
-    assert json.loads((run / "swingup" / "plan.json").read_text())["checkpoint"].endswith("round_001/model")
+    assert manifest["splits"]["train"]["num_sequences"] == 256 + 3
+    plan = json.loads((run / "swingup" / "plan.json").read_text())
+    assert plan["checkpoint"].endswith("round_002/model")
+    # rounds collect at control.rl_horizon, the final episodes plan at control.horizon
+    assert json.loads((run / "swingup" / "rl" / "config.json").read_text())["planner_overrides"] == {"horizon": 2}
+    assert plan["planner_config"]["horizon"] == 3
     assert all(r <= 0 for r in control["returns"]) and control["random_mean_return"] <= 0  # pendulum costs
     assert "swing-up" in out
 

@@ -31,8 +31,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
               "val_every": 100, "checkpoint_every": 100, "seed": 0, "device": "auto"},
     "eval": {"context": 5, "horizon": 10, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
              "batch_size": 32},
-    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 12, "episodes": 4,
-                "steps": 200, "reward_steps": 1500, "rl_rounds": 2, "rl_episodes": 8, "rl_train_steps": 200},
+    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 20, "episodes": 4,
+                "steps": 200, "reward_steps": 1500, "rl_rounds": 3, "rl_episodes": 8, "rl_train_steps": 200,
+                "rl_horizon": 12},
 }
 
 
@@ -102,7 +103,8 @@ def stage_control(state: DemoState) -> None:
                           rl_episodes=int(ctl.get("rl_episodes", 8)),
                           rl_train_steps=int(ctl.get("rl_train_steps", 200)),
                           rl_horizon=ctl.get("rl_horizon"),
-                          rl_episode_steps=int(ctl.get("rl_episode_steps", 150)), progress=progress)
+                          rl_episode_steps=int(ctl.get("rl_episode_steps", 150)),
+                          terminal_weight=float(ctl.get("terminal_weight", 0.0)), progress=progress)
     venv = make_vector_env("worldmodels/Pendulum-v0", episodes, max_episode_steps=steps + 1)
     venv.action_space.seed(0)
     rand = rollout(venv, lambda o, i: venv.action_space.sample(), steps, seed=list(range(episodes)),

@@ -45,6 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200, help="steps per episode")
     p.add_argument("--context", type=int, default=8, help="frames the agent filters at each step")
     p.add_argument("--replan-every", type=int, default=1)
+    p.add_argument("--terminal-weight", type=float, default=0.0,
+                   help="the last imagined step's reward counts 1 + this many times (a short horizon's stand-in "
+                        "for what comes after it; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint or runs>/plan)")
@@ -55,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", planner_overrides=None,
                   episodes: int = 4, steps: int = 200, context: int = 8, replan_every: int = 1,
-                  seed: int = 0, device: str = "cpu", use_state: bool = False,
+                  terminal_weight: float = 0.0, seed: int = 0, device: str = "cpu", use_state: bool = False,
                   out_dir: str | Path | None = None, video: bool = True, progress: bool = True) -> dict[str, Any]:
     """Run ``episodes`` batched episodes of the MPC agent; returns returns and file paths.
 
@@ -71,7 +74,7 @@ def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", p
     pl = make_planner(planner, action_space=venv.single_action_space, **(planner_overrides or {}))
     agent = MPCAgent(model, pl, reward_fn,
                      MPCConfig(context=1 if use_state else context, replan_every=replan_every, seed=seed,
-                               record=video and not use_state),
+                               terminal_weight=terminal_weight, record=video and not use_state),
                      num_envs=episodes, device=device)
     if use_state:
         policy = lambda o, i: agent.act(i["state"])  # noqa: E731
@@ -83,7 +86,8 @@ def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", p
                       progress=progress, desc="plan")
     seconds = time.time() - t0
     result: dict[str, Any] = {
-        "env": env_id, "planner": planner, "planner_config": vars(pl.config), "episodes": episodes,
+        "env": env_id, "planner": planner, "planner_config": vars(pl.config), "terminal_weight": terminal_weight,
+        "episodes": episodes,
         "steps": steps, "mean_return": float(out["returns"].mean()), "std_return": float(out["returns"].std()),
         "returns": out["returns"].tolist(), "seconds": seconds,
         "decisions_per_s": episodes * steps / seconds, "files": {},
@@ -155,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = plan_episodes(model, reward_fn, args.env, planner=args.planner, planner_overrides=overrides,
                            episodes=args.episodes, steps=args.steps, context=args.context,
-                           replan_every=args.replan_every, seed=args.seed, device=str(device),
+                           replan_every=args.replan_every, terminal_weight=args.terminal_weight,
+                           seed=args.seed, device=str(device),
                            use_state=args.oracle, out_dir=out, video=not args.no_video,
                            progress=not args.no_progress)
     result.update(info)
@@ -197,7 +202,8 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
                  dataset: str = "runs/data/pendulum_small", train_steps: int = 400, reward_steps: int = 1500,
                  episodes: int = 1, steps: int = 200, planner: str = "cem_fast", horizon: int = 20,
                  rl_rounds: int = 0, rl_episodes: int = 8, rl_train_steps: int = 200, rl_horizon: int | None = None,
-                 rl_episode_steps: int = 150, progress: bool = True) -> dict[str, Any]:
+                 rl_episode_steps: int = 150, terminal_weight: float = 0.0,
+                 progress: bool = True) -> dict[str, Any]:
     """The demo's last stage: a KVAE on pixel-pendulum data swings the pendulum up by latent MPC.
 
     Uses ``checkpoint`` if given, else trains a small KVAE on ``dataset`` (``pendulum_small``,
@@ -205,7 +211,7 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
     PlaNet-style rounds in ``<run_dir>/swingup/rl`` (``agents.rl_loop``: ``rl_episodes`` MPC
     episodes of ``rl_episode_steps`` steps with exploration noise, planned over ``rl_horizon``
     steps (default ``horizon``), join the data; ``rl_train_steps`` fine-tuning updates; a new
-    reward head); runs ``episodes`` episodes; writes
+    reward head); runs ``episodes`` episodes (``terminal_weight``: see ``MPCConfig``); writes
     ``<run_dir>/swingup/{episode.mp4, imagination.mp4, plan.json}``.
 
     The random-torque data rarely pass the top slowly, so a model trained on them alone tends to
@@ -248,7 +254,7 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
         checkpoint = str(last / "model")
     result = plan_episodes(model, head, "worldmodels/Pendulum-v0", planner=planner,
                            planner_overrides={"horizon": horizon}, episodes=episodes, steps=steps,
-                           device=device, out_dir=out, progress=progress)
+                           terminal_weight=terminal_weight, device=device, out_dir=out, progress=progress)
     result["reward_head_metrics"] = metrics
     result["checkpoint"] = checkpoint
     result["rl_rounds"] = [{k: v for k, v in r.items() if k != "reward_head"} for r in rounds]

@@ -19,22 +19,23 @@ def test_table_covers_every_cell_and_resumes_from_its_cache(tmp_path):
     data = tmp_path / "pendulum_small"
     generate_dataset("pendulum_small", data, num_workers=1, progress=False)
     run, out = tmp_path / "run", tmp_path / "results"
-    args = ["--seeds", "0", "1", "--rounds", "1", "--horizons", "2", "3", "--episodes", "2", "--steps", "5",
+    args = ["--seeds", "0", "1", "--rounds", "1", "--settings", "2", "3", "2/tw2", "3/tw2", "--episodes", "2", "--steps", "5",
             "--run-dir", str(run), "--out", str(out), "--set", f"data.root={data}", *TINY]
     assert main(args) == 0
     record = json.loads((out / "demo_robustness.json").read_text())
     cells = record["results"]["cells"]
     assert set(cells) == {"0", "1"}
     for seed in ("0", "1"):
-        assert set(cells[seed]) == {"0/2", "0/3", "1/2", "1/3"}
-        for c in cells[seed].values():
+        assert set(cells[seed]) == {f"{k}/{h}{w}" for k in (0, 1) for h in (2, 3) for w in ("", "/tw2")}
+        for key, c in cells[seed].items():
+            assert c["terminal_weight"] == (2.0 if key.endswith("/tw2") else 0.0)
             assert len(c["returns"]) == 2 and all(r <= 0 for r in c["returns"])  # pendulum costs
             assert 0 <= c["upright"] <= 2
         # the round's episode joined that seed's data; round 0 is the seed's own model
         manifest = json.loads((run / f"seed_{seed}" / "rl" / "data" / "manifest.json").read_text())
         assert manifest["splits"]["train"]["num_sequences"] == 256 + 1
-    assert record["results"]["upright_total"]["2"] == {
-        str(k): sum(cells[s][f"{k}/2"]["upright"] for s in ("0", "1")) for k in (0, 1)}
+    assert record["results"]["upright_total"]["2/tw2"] == {
+        str(k): sum(cells[s][f"{k}/2/tw2"]["upright"] for s in ("0", "1")) for k in (0, 1)}
     # the two seeds' base models differ (train.seed), so their round-0 returns do too
     assert cells["0"]["0/2"]["returns"] != cells["1"]["0/2"]["returns"]
     assert (out / "demo_robustness.png").is_file()
@@ -49,3 +50,6 @@ def test_table_covers_every_cell_and_resumes_from_its_cache(tmp_path):
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(SystemExit):
         main(["--rounds", "-1", "--run-dir", str(tmp_path)])
+    for bad in ("0", "12/tw-1", "twelve", "12/2"):
+        with pytest.raises(SystemExit):
+            main(["--settings", bad, "--run-dir", str(tmp_path)])

@@ -79,20 +79,28 @@ def test_mean_imagine_only_for_lgssm_kvae():
 
 
 @pytest.mark.parametrize("use_next", [True, False])
-@pytest.mark.parametrize("discount", [1.0, 0.9])
-def test_fused_objective_equals_reference(use_next, discount):
+@pytest.mark.parametrize("discount,terminal_weight", [(1.0, 0.0), (0.9, 0.0), (1.0, 3.0), (0.9, 3.0)])
+def test_fused_objective_equals_reference(use_next, discount, terminal_weight):
     model = _kvae("lstm")
     belief = _belief(model)
     head = _head(model, use_next)
     acts = torch.rand(2, 9, 5, 1, generator=torch.Generator().manual_seed(4)) * 4 - 2
     timer = ObjectiveTimer()
-    fused = rollout_objective(model, belief, head, discount=discount, timer=timer)
-    ref = rollout_objective(model, belief, head, discount=discount, fast=False)
+    kw = dict(discount=discount, terminal_weight=terminal_weight)
+    fused = rollout_objective(model, belief, head, timer=timer, **kw)
+    ref = rollout_objective(model, belief, head, fast=False, **kw)
     with torch.no_grad():
         r_fused, r_ref = fused(acts), ref(acts)
+        # by definition: the discounted sum plus terminal_weight x the discounted last reward
+        latents = model.imagine(belief, acts)
+        before = torch.cat([belief.features()[:, None, None].expand(2, 9, 1, -1), latents[:, :, :-1]], 2)
+        r = head(before, acts, latents)
+        w = discount ** torch.arange(5.0)
+        expected = (r * w).sum(-1) + terminal_weight * w[-1] * r[..., -1]
     assert r_fused.shape == (2, 9)
     assert (r_ref.std(dim=1) > 0.02).all()  # returns differ between candidates
     torch.testing.assert_close(r_fused, r_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(r_ref, expected, rtol=1e-4, atol=1e-4)
     assert timer.calls == 1 and timer.latent_steps == 2 * 9 * 5
 
 

@@ -45,3 +45,27 @@ def test_upright_fraction_counts_the_last_steps_near_upright():
     np.testing.assert_allclose(upright_fraction(states, last=1, tolerance=0.7), [1.0, 1.0])
     with pytest.raises(ValueError, match="pendulum states"):
         upright_fraction(states[..., :2])
+
+
+def test_terminal_weight_lets_a_short_horizon_pump_from_hanging_still():
+    """At H = 12 (0.6 s) no plan from rest at the bottom gains reward within the horizon, so
+    plain MPC does not pump; weighting the last imagined step (``terminal_weight``) makes
+    ending higher pay, and the same planner swings up."""
+    import envs  # noqa: F401
+    from agents.mpc import MPCAgent, MPCConfig
+    from agents.planners import make_planner
+
+    def final_states(terminal_weight: float) -> np.ndarray:
+        env = gym.make("worldmodels/Pendulum-v0", max_episode_steps=200)
+        _, info = env.reset(seed=4)  # theta 2.8 rad from the top, nearly at rest
+        agent = MPCAgent(PendulumOracle(), make_planner("cem_fast", -2.0, 2.0, horizon=12), pendulum_reward,
+                         MPCConfig(context=1, terminal_weight=terminal_weight))
+        state, states = info["state"], []
+        for _ in range(200):
+            *_, info = env.step(agent.act(state))
+            state = info["state"]
+            states.append(state)
+        return np.stack(states)[None]
+
+    assert upright_fraction(final_states(0.0))[0] < 0.5
+    assert upright_fraction(final_states(2.0))[0] >= 0.9
