@@ -119,7 +119,7 @@ def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
     assert plan["checkpoint"].endswith("round_002/model")
     # rounds collect at control.rl_horizon, the final episodes plan at control.horizon
     assert json.loads((run / "swingup" / "rl" / "config.json").read_text())["planner_overrides"] == {"horizon": 2}
-    assert plan["planner_config"]["horizon"] == 3
+    assert plan["planner_config"]["horizon"] == 3 and plan["terminal_weight"] == 2.0  # the default's
     assert all(r <= 0 for r in control["returns"]) and control["random_mean_return"] <= 0  # pendulum costs
     assert "swing-up" in out
 

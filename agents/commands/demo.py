@@ -31,9 +31,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
               "val_every": 100, "checkpoint_every": 100, "seed": 0, "device": "auto"},
     "eval": {"context": 5, "horizon": 10, "num_videos": 4, "imputation": "random", "drop_prob": 0.5,
              "batch_size": 32},
-    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 20, "episodes": 4,
-                "steps": 200, "reward_steps": 1500, "rl_rounds": 3, "rl_episodes": 8, "rl_train_steps": 200,
-                "rl_horizon": 12},
+    "control": {"env": "worldmodels/Pendulum-v0", "planner": "cem_fast", "horizon": 12, "terminal_weight": 2.0,
+                "episodes": 4, "steps": 200, "reward_steps": 1500, "rl_rounds": 3, "rl_episodes": 8,
+                "rl_train_steps": 200},
 }
 
 
