@@ -21,7 +21,7 @@ from . import add_config_args, apply_overrides, default_run_dir, ensure_dataset,
 
 HELP = "run the end-to-end demo: small dataset -> train -> evaluate -> plan -> video, plot, JSON"
 
-#: the embedded default (``configs/demo.yaml`` holds the same); about 5 minutes on 2 CPU cores.
+#: the embedded default (``configs/demo.yaml`` holds the same); about 7 minutes on 2 CPU cores.
 #: ``control: null`` skips the planning stage (it needs pendulum data: it plans in Pendulum-v0).
 DEFAULT_CONFIG: dict[str, Any] = {
     "name": "demo",
