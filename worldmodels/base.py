@@ -21,6 +21,15 @@ Planner protocol (what `agents` may rely on):
 * ``belief.features()`` ``[B, D]``: the latent (mean) at the current time, same space as
   ``imagine``'s output, so reward heads and goal costs apply to both.
 
+Stepwise protocol (for RL loops and model environments; models without it raise
+``NotImplementedError``, see :func:`supports_step`):
+
+* ``initial_state(belief) -> LatentState``: the model's recurrent state at the belief's time.
+* ``step(state, actions [B, A]) -> (state, features [B, D])``: one action; ``features`` are in
+  the space of ``imagine``'s latents. A loop of ``step`` reproduces ``imagine`` with ``N = 1``
+  (with ``sample=True`` and equal generators too), at a cost per step independent of the number
+  of steps taken, and is differentiable with respect to the actions and the start belief.
+
 Construction (so checkpoints can rebuild any model): every model takes one config dataclass,
 ``Model(config)``, declares it as the class attribute ``config_class`` and keeps it as
 ``self.config``.
@@ -30,9 +39,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
+
+_S = TypeVar("_S", bound="LatentState")
 
 
 @dataclass
@@ -111,6 +123,67 @@ class TensorBelief(Belief):
         return self.z.shape[0]
 
 
+@dataclass(frozen=True)
+class LatentState:
+    """A model's stepwise latent state: a dataclass whose fields are tensors, batch dim first.
+
+    Models subclass it with their own fields (e.g. the LGSSM mean and covariance and the
+    LSTM state of the KVAE). Every field is a tensor ``[B, ...]`` (size-0 trailing dims are
+    allowed), so RL code can detach, select and merge states without knowing the model.
+    """
+
+    def _map(self: _S, fn: Callable[[torch.Tensor], torch.Tensor]) -> _S:
+        return type(self)(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    @property
+    def batch_size(self) -> int:
+        return getattr(self, fields(self)[0].name).shape[0]
+
+    def detach(self: _S) -> _S:
+        """The same state cut from the autograd graph."""
+        return self._map(torch.Tensor.detach)
+
+    def to(self: _S, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> _S:
+        """Move every tensor to ``device``; floating tensors are cast to ``dtype`` if given."""
+        return self._map(lambda x: x.to(device=device, dtype=dtype if x.is_floating_point() else None))
+
+    def index(self: _S, idx: torch.Tensor | slice) -> _S:
+        """Rows ``idx`` of every field: a bool mask ``[B]``, integer indices ``[K]`` or a slice."""
+        return self._map(lambda x: x[idx])
+
+    def where(self: _S, mask: torch.Tensor, other: _S) -> _S:
+        """Rows of ``other`` where ``mask [B]`` (bool) is True, of ``self`` elsewhere."""
+        check_state_pair(self, other)
+        mask = mask.to(device=getattr(self, fields(self)[0].name).device, dtype=torch.bool)
+        if mask.shape != (self.batch_size,):
+            raise ValueError(f"mask: expected shape [{self.batch_size}], got {list(mask.shape)}")
+
+        def pick(name: str) -> torch.Tensor:
+            x, y = getattr(self, name), getattr(other, name)
+            return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), y, x)
+
+        return type(self)(**{f.name: pick(f.name) for f in fields(self)})
+
+    def replace(self: _S, idx: torch.Tensor, rows: _S) -> _S:
+        """A copy whose rows ``idx [K]`` (integer indices) are the ``K`` rows of ``rows``."""
+        check_state_pair(self, rows, same_batch=False)
+        if rows.batch_size != idx.numel():
+            raise ValueError(f"rows: expected batch size {idx.numel()} (len(idx)), got {rows.batch_size}")
+        return type(self)(**{f.name: getattr(self, f.name).index_copy(0, idx, getattr(rows, f.name))
+                             for f in fields(self)})
+
+
+def check_state_pair(a: LatentState, b: LatentState, same_batch: bool = True) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``a`` and ``b`` are states of one kind that can be
+    merged row-wise (same per-row shapes; the same batch size if ``same_batch``)."""
+    if type(a) is not type(b):
+        raise TypeError(f"states: expected two {type(a).__name__}, got {type(b).__name__}")
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if x.shape[1:] != y.shape[1:] or (same_batch and x.shape[0] != y.shape[0]):
+            raise ValueError(f"state field {f.name}: shapes {list(x.shape)} and {list(y.shape)} differ")
+
+
 class WorldModel(nn.Module, ABC):
     """Base class of the package's world models (KVAE, GTM-SM, the plain VAE baseline ...)."""
 
@@ -149,6 +222,29 @@ class WorldModel(nn.Module, ABC):
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Mean frames ``[..., C, H, W]`` in [0, 1] for latents ``[..., D]``."""
+
+    # ------------------------------------------------------------------ stepwise protocol
+    def initial_state(self, belief: Belief, *, sample: bool = False,
+                      generator: torch.Generator | None = None) -> LatentState:
+        """The stepwise state at the belief's time (see the module docstring).
+
+        ``sample=True`` draws the state from the belief where the model's ``imagine`` does so
+        (same random draws, in the same order, as ``imagine`` with ``N = 1``).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no stepwise latent state (initial_state/step); "
+            "roll it out with imagine instead")
+
+    def step(self, state: LatentState, actions: torch.Tensor, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> tuple[LatentState, torch.Tensor]:
+        """Advance ``state`` by ``actions [B, A]``: ``(next state, features [B, D])``.
+
+        ``sample=False`` propagates means, ``sample=True`` draws the model's noise. Batched,
+        differentiable, and its cost does not depend on how many steps came before.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no stepwise latent state (initial_state/step); "
+            "roll it out with imagine instead")
 
     def impute(
         self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, method: str = "smooth"
@@ -190,3 +286,10 @@ class WorldModel(nn.Module, ABC):
         future = actions[:, context - 1 : T - 1].unsqueeze(1)  # [B, 1, H, A]
         latents = self.imagine(belief, future)[:, 0]  # [B, H, D]
         return self.decode(latents)
+
+
+def supports_step(model: nn.Module) -> bool:
+    """Whether ``model`` implements the stepwise protocol (``initial_state`` and ``step``)."""
+    cls = type(model)
+    return (isinstance(model, WorldModel) and cls.step is not WorldModel.step
+            and cls.initial_state is not WorldModel.initial_state)

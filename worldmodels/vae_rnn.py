@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Batch, Belief, LossOutput, WorldModel
-from .checks import check_sequences, check_shape
+from .base import Batch, Belief, LatentState, LossOutput, WorldModel
+from .checks import check_batch_frames, check_frames, check_sequences, check_shape, model_dtype
 from .nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, decoder_log_prob, decoder_mean,
                    gaussian_kl, init_xavier_)
 
@@ -78,6 +78,16 @@ class VAERNNBelief(Belief):
     def batch_size(self) -> int:
         return self.z.shape[0]
 
+
+
+@dataclass(frozen=True)
+class VAERNNState(LatentState):
+    """Stepwise state of the VAE-RNN: the current code ``z [B, D]`` and the LSTM state before
+    consuming it, ``h, c [B, hidden]`` (as in `VAERNNBelief`)."""
+
+    z: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
 
 class VAERNN(WorldModel):
     """A VAE per frame plus an LSTM prior over codes and actions (see the module docstring)."""
@@ -172,6 +182,7 @@ class VAERNN(WorldModel):
     def loss(self, batch: Batch) -> LossOutput:
         """Negative ELBO per observed frame (nats), with its reconstruction and KL terms."""
         self._check_inputs(batch.obs, batch.actions, batch.mask)
+        batch = check_batch_frames(batch, model_dtype(self))
         q_mean, q_logvar, p_mean, p_logvar, z, _ = self._filter(batch.obs, batch.actions, batch.mask, sample=True)
         mask = batch.mask.to(batch.obs.dtype)
         n = mask.sum().clamp(min=1.0)
@@ -193,14 +204,14 @@ class VAERNN(WorldModel):
     def observe(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> VAERNNBelief:
         """Filter the context with posterior means; belief at the last frame ``T - 1``."""
         self._check_inputs(obs, actions, mask)
+        obs = check_frames(obs, mask, model_dtype(self))
         _, _, _, _, z, (h, c) = self._filter(obs, actions, mask, sample=False)
         return VAERNNBelief(z[:, -1], h, c)
 
     def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Roll the LSTM prior over ``actions [B, N, H, A]``; returns codes ``[B, N, H, D]``."""
-        if not isinstance(belief, VAERNNBelief):
-            raise TypeError(f"belief: expected a VAERNNBelief, got {type(belief).__name__}")
+        self._check_belief(belief)
         B = belief.batch_size
         check_shape("actions", actions, (B, "N", "H", self.action_dim))
         N, Hn = actions.shape[1], actions.shape[2]
@@ -208,15 +219,41 @@ class VAERNN(WorldModel):
         state = (belief.h[:, None].expand(B, N, -1), belief.c[:, None].expand(B, N, -1))
         out = []
         for k in range(Hn):
-            state = self._lstm(z, actions[:, :, k], state)
-            mean, logvar = self._prior(state[0])
-            if sample:
-                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-                z = mean + eps * torch.exp(0.5 * logvar)
-            else:
-                z = mean
+            z, state = self._advance(z, actions[:, :, k], state, sample, generator)
             out.append(z)
         return torch.stack(out, 2)
+
+    def _check_belief(self, belief: Belief) -> None:
+        if not isinstance(belief, VAERNNBelief):
+            raise TypeError(f"belief: expected a VAERNNBelief, got {type(belief).__name__}")
+
+    def _advance(self, z: torch.Tensor, a: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+                 sample: bool, generator: torch.Generator | None):
+        """One prior step shared by ``imagine`` and ``step``: ``z [..., D]``, ``a [..., A]`` ->
+        ``(next code [..., D], (h, c) [..., hidden])``; the prior's mean, or a draw of it."""
+        state = self._lstm(z, a, state)
+        mean, logvar = self._prior(state[0])
+        if not sample:
+            return mean, state
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + eps * torch.exp(0.5 * logvar), state
+
+    # ------------------------------------------------------------------ stepwise protocol
+    def initial_state(self, belief: VAERNNBelief, *, sample: bool = False,
+                      generator: torch.Generator | None = None) -> VAERNNState:
+        """The belief's code and LSTM state. ``imagine`` draws nothing from the belief, so
+        ``sample`` and ``generator`` change nothing here."""
+        self._check_belief(belief)
+        return VAERNNState(z=belief.z, h=belief.h, c=belief.c)
+
+    def step(self, state: VAERNNState, actions: torch.Tensor, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> tuple[VAERNNState, torch.Tensor]:
+        """One LSTM prior step under ``actions [B, A]``: ``(next state, features = code [B, D])``."""
+        if not isinstance(state, VAERNNState):
+            raise TypeError(f"state must be a VAERNNState, got {type(state).__name__}")
+        check_shape("actions", actions, (state.batch_size, self.action_dim))
+        z, (h, c) = self._advance(state.z, actions, (state.h, state.c), sample, generator)
+        return VAERNNState(z=z, h=h, c=c), z
 
     @torch.no_grad()
     def impute(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
@@ -228,5 +265,6 @@ class VAERNN(WorldModel):
         if method not in ("filter", "smooth"):
             raise ValueError(f"method: expected 'filter' or 'smooth', got {method!r}")
         self._check_inputs(obs, actions, mask)
+        obs = check_frames(obs, mask, model_dtype(self))
         _, _, _, _, z, _ = self._filter(obs, actions, mask, sample=False)
         return self.decode(z)

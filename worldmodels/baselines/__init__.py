@@ -4,7 +4,7 @@ locally linear deep variational Bayes filter and the AE-RNN over a frozen auto-e
 from worldmodels.baselines.code_rnn import CodeRNN, CodeRNNConfig
 from worldmodels.baselines.dkf import DKF, DKFBelief, DKFConfig
 from worldmodels.baselines.dvbf import DVBF, DVBFBelief, DVBFConfig
-from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel
+from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel, GaussianStepState
 
 __all__ = ["CodeRNN", "CodeRNNConfig", "DKF", "DKFBelief", "DKFConfig", "DVBF", "DVBFBelief", "DVBFConfig", "GaussianStateBelief",
-           "GaussianStateModel"]
+           "GaussianStateModel", "GaussianStepState"]

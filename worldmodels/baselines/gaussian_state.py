@@ -6,17 +6,20 @@ A subclass builds ``encoder``, ``decoder`` and ``pixel_logvar`` (:meth:`_init_li
 provides ``transition(z [N, n], u [N, p]) -> (mean, logvar) [N, n]`` and
 ``_posterior(obs, actions, mask, sample, generator) -> (z, q mean, q logvar, prior mean,
 prior logvar)``, each ``[B, T, n]``.
+
+The stepwise state (``initial_state`` / ``step``) is the state ``z`` itself (`GaussianStepState`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_sequences, check_shape
+from worldmodels.base import Batch, Belief, LatentState, LossOutput, WorldModel
+from worldmodels.checks import check_batch_frames, check_frames, check_sequences, check_shape, model_dtype
 from worldmodels.nets import decoder_log_prob, decoder_mean, gaussian_kl
 
 
@@ -33,6 +36,12 @@ class GaussianStateBelief(Belief):
     def batch_size(self) -> int:
         return self.mean.shape[0]
 
+
+@dataclass(frozen=True)
+class GaussianStepState(LatentState):
+    """Stepwise state of the Gaussian-state baselines: the state ``z [B, z_dim]`` (mean or sample)."""
+
+    z: torch.Tensor
 
 class GaussianStateModel(WorldModel):
     """Base of the sequential-VAE baselines (see the module docstring for the subclass contract)."""
@@ -63,6 +72,7 @@ class GaussianStateModel(WorldModel):
     def elbo(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-sequence ``elbo``, ``recon``, ``kl`` ``[B]`` and ``frames`` (observed counts)."""
         mask = self._check(batch.obs, batch.actions, batch.mask)
+        batch = check_batch_frames(batch, model_dtype(self))
         z, qm, qv, pm, pv = self._posterior(batch.obs, batch.actions, mask, True, generator)
         recon = (self.frame_log_prob(z, batch.obs) * mask).sum(-1)
         kl = gaussian_kl(qm, qv, pm, pv).sum(-1)
@@ -82,31 +92,55 @@ class GaussianStateModel(WorldModel):
     # ------------------------------------------------------------------ planner protocol
     def observe(self, obs, actions, mask=None) -> GaussianStateBelief:
         mask = self._check(obs, actions, mask)
+        obs = check_frames(obs, mask, model_dtype(self))
         _, qm, qv, _, _ = self._posterior(obs, actions, mask, sample=False)
         return self.belief_class(qm[:, -1], qv[:, -1])
 
     def imagine(self, belief: GaussianStateBelief, actions: torch.Tensor, *, sample: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Roll ``actions [B, N, H, A]`` through the transition: latents ``[B, N, H, z_dim]``."""
-        if not isinstance(belief, self.belief_class):
-            raise TypeError(f"belief must be a {self.belief_class.__name__}, got {type(belief).__name__}")
+        self._check_belief(belief)
         Bsz = belief.batch_size
         check_shape("actions", actions, (Bsz, "N", "H", self.action_dim))
         N, H = actions.shape[1:3]
-
-        def randn(x: torch.Tensor) -> torch.Tensor:
-            return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
         z = belief.mean.repeat_interleave(N, 0)
         if sample:
-            z = z + torch.exp(0.5 * belief.logvar).repeat_interleave(N, 0) * randn(z)
+            z = z + torch.exp(0.5 * belief.logvar).repeat_interleave(N, 0) * _randn(z, generator)
         acts = actions.reshape(Bsz * N, H, self.action_dim)
         out = []
         for h in range(H):
-            m, lv = self.transition(z, acts[:, h])
-            z = m + torch.exp(0.5 * lv) * randn(m) if sample else m
+            z = self._advance(z, acts[:, h], sample, generator)
             out.append(z)
         return torch.stack(out, 1).reshape(Bsz, N, H, self.latent_dim)
+
+    def _check_belief(self, belief: Belief) -> None:
+        if not isinstance(belief, self.belief_class):
+            raise TypeError(f"belief must be a {self.belief_class.__name__}, got {type(belief).__name__}")
+
+    def _advance(self, z: torch.Tensor, u: torch.Tensor, sample: bool,
+                 generator: torch.Generator | None) -> torch.Tensor:
+        """One transition ``z [R, n]``, ``u [R, A]`` -> ``[R, n]``: its mean, or a draw."""
+        m, lv = self.transition(z, u)
+        return m + torch.exp(0.5 * lv) * _randn(m, generator) if sample else m
+
+    # ------------------------------------------------------------------ stepwise protocol
+    def initial_state(self, belief: GaussianStateBelief, *, sample: bool = False,
+                      generator: torch.Generator | None = None) -> GaussianStepState:
+        """``z`` = the belief's mean, or (``sample=True``) a draw from it as ``imagine`` makes."""
+        self._check_belief(belief)
+        z = belief.mean
+        if sample:
+            z = z + torch.exp(0.5 * belief.logvar) * _randn(z, generator)
+        return GaussianStepState(z=z)
+
+    def step(self, state: GaussianStepState, actions: torch.Tensor, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> tuple[GaussianStepState, torch.Tensor]:
+        """One transition under ``actions [B, A]``: ``(next state, features = z [B, z_dim])``."""
+        if not isinstance(state, GaussianStepState):
+            raise TypeError(f"state must be a GaussianStepState, got {type(state).__name__}")
+        check_shape("actions", actions, (state.batch_size, self.action_dim))
+        z = self._advance(state.z, actions, sample, generator)
+        return GaussianStepState(z=z), z
 
     @torch.no_grad()
     def impute(self, obs, actions, mask, method: str = "smooth") -> torch.Tensor:
@@ -115,5 +149,10 @@ class GaussianStateModel(WorldModel):
         if method not in ("smooth", "filter"):
             raise ValueError(f"method: expected 'smooth' or 'filter', got {method!r}")
         mask = self._check(obs, actions, mask)
+        obs = check_frames(obs, mask, model_dtype(self))
         _, qm, _, _, _ = self._posterior(obs, actions, mask, sample=False)
         return self.decode(qm)
+
+
+def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)

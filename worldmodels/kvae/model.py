@@ -10,13 +10,14 @@ Inference: ``q(a_t | x_t)`` (encoder) times the exact ``p(z | a, u)`` (Kalman sm
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from worldmodels import kalman
-from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_finite, check_sequences, check_shape
+from worldmodels.base import Batch, Belief, LatentState, LossOutput, WorldModel
+from worldmodels.checks import check_finite, check_frames, check_sequences, check_shape, model_dtype
 from worldmodels.kvae.config import KVAEConfig
 from worldmodels.kvae.dynamics import DynamicsNetwork
 from worldmodels.kvae.gaussian import lgssm_log_joint, mvn_log_prob, smoothed_joint_log_prob
@@ -56,6 +57,24 @@ class KVAEBelief(Belief):
 
 def _mv(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (M @ v.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class KVAEState(LatentState):
+    """Stepwise state of the KVAE (``KVAE.initial_state`` / ``KVAE.step``), batch first.
+
+    ``z [B, n]``: the LGSSM state (mean, or a sample); ``z_cov [B, n, n]``: the uncertainty of
+    ``z`` that sampling has not drawn (the belief's filtered covariance propagated by
+    ``A P A^T``, plus ``Q`` at each mean step; zero after ``initial_state(sample=True)`` with
+    sampled steps); ``a_prev [B, m]``: the last code, input of the dynamics network;
+    ``h, c [B, hidden]``: its LSTM state (``[B, 0]`` for the MLP dynamics network).
+    """
+
+    z: torch.Tensor
+    z_cov: torch.Tensor
+    a_prev: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
 
 
 class KVAE(WorldModel):
@@ -239,6 +258,7 @@ class KVAE(WorldModel):
         estimator = estimator or self.config.estimator
         obs, actions = batch.obs, batch.actions
         mask = self._check_inputs(obs, actions, batch.mask)
+        obs = check_frames(obs, mask, model_dtype(self), "batch.obs", min_observed="batch")
         mean, var = self.encode(obs)
         S = num_samples
         eps = torch.randn((S, *mean.shape), generator=generator, dtype=mean.dtype,
@@ -322,6 +342,7 @@ class KVAE(WorldModel):
         (``C_t m_{t|T}``); ``alpha [B, T, K]`` from the recursive estimate of section 6.4."""
         self._require_lgssm()
         mask = self._check_inputs(obs, actions, mask)
+        obs = check_frames(obs, mask, model_dtype(self))
         a, _ = self.encode(obs)
         alpha = self._filter_online(a, actions, mask)[0]
         args = self._kalman_args(alpha, actions, mask)
@@ -352,6 +373,7 @@ class KVAE(WorldModel):
         """Filter a context (encoder means as pseudo-observations, recursive alpha)."""
         self._require_lgssm()
         mask = self._check_inputs(obs, actions, mask)
+        obs = check_frames(obs, mask, model_dtype(self))
         a, _ = self.encode(obs)
         alpha, _, mean, cov, a_prev, state = self._filter_online(a, actions, mask)
         C_last = self.mix(alpha[:, -1])[2]
@@ -364,9 +386,7 @@ class KVAE(WorldModel):
         Step h: ``alpha = net(a_prev)``, ``z = A z + B u_h`` (+ noise if ``sample``),
         ``a = C z`` (+ noise), then ``a`` feeds the next alpha. Batched over B*N.
         """
-        self._require_lgssm()
-        if not isinstance(belief, KVAEBelief):
-            raise TypeError(f"belief must be a KVAEBelief, got {type(belief).__name__}")
+        self._check_belief(belief)
         Bsz = belief.batch_size
         check_shape("actions", actions, (Bsz, "N", "H", self.action_dim))
         N, H = actions.shape[1], actions.shape[2]
@@ -375,28 +395,82 @@ class KVAE(WorldModel):
         state = belief.rnn_state
         if state is not None:
             state = tuple(s.repeat_interleave(N, 1) for s in state)
-        Q, R = self.noise()
         if sample:
-            cov = belief.z_cov.repeat_interleave(N, 0)
-            L = torch.linalg.cholesky(0.5 * (cov + cov.transpose(-1, -2)))
-            z = z + _mv(L, self._randn(z, generator))
-            Lq, Lr = torch.linalg.cholesky(Q), torch.linalg.cholesky(R)
+            z = z + self._draw(belief.z_cov.repeat_interleave(N, 0), z, generator)
         acts = actions.reshape(Bsz * N, H, self.action_dim)
         out = []
         for h in range(H):
-            alpha, state = self.dynamics.step(a_prev, state)
-            A_t, B_t, C_t = self.mix(alpha)
-            z = _mv(A_t, z)
-            if B_t is not None:
-                z = z + _mv(B_t, acts[:, h])
-            if sample:
-                z = z + _mv(Lq, self._randn(z, generator))
-            a = _mv(C_t, z)
-            if sample:
-                a = a + _mv(Lr, self._randn(a, generator))
-            out.append(torch.cat([z, a], -1))
-            a_prev = a
+            z, a_prev, state, _ = self._transition(z, a_prev, state, acts[:, h], sample, generator)
+            out.append(torch.cat([z, a_prev], -1))
         return torch.stack(out, 1).reshape(Bsz, N, H, self.latent_dim)
+
+    def _check_belief(self, belief: Belief) -> None:
+        self._require_lgssm()
+        if not isinstance(belief, KVAEBelief):
+            raise TypeError(f"belief must be a KVAEBelief, got {type(belief).__name__}")
+
+    def _draw(self, cov: torch.Tensor, like: torch.Tensor,
+              generator: torch.Generator | None) -> torch.Tensor:
+        """A draw of ``N(0, cov)`` for ``cov [R, n, n]``: ``L eps`` with ``L L^T = cov``."""
+        L = torch.linalg.cholesky(0.5 * (cov + cov.transpose(-1, -2)))
+        return _mv(L, self._randn(like, generator))
+
+    def _transition(self, z: torch.Tensor, a_prev: torch.Tensor, rnn_state, u: torch.Tensor,
+                    sample: bool, generator: torch.Generator | None):
+        """One generative step shared by ``imagine`` and ``step``.
+
+        ``z [R, n]``, ``a_prev [R, m]``, ``rnn_state`` (nn.LSTM layout ``(h, c) [1, R, hidden]``
+        or None), ``u [R, A]`` -> ``(z, a, rnn_state, A_t [R, n, n])``; with ``sample`` the
+        transition and emission noise are drawn (in that order).
+        """
+        alpha, rnn_state = self.dynamics.step(a_prev, rnn_state)
+        A_t, B_t, C_t = self.mix(alpha)
+        z = _mv(A_t, z)
+        if B_t is not None:
+            z = z + _mv(B_t, u)
+        if sample:
+            z = z + torch.exp(0.5 * self.log_q) * self._randn(z, generator)
+        a = _mv(C_t, z)
+        if sample:
+            a = a + torch.exp(0.5 * self.log_r) * self._randn(a, generator)
+        return z, a, rnn_state, A_t
+
+    # ------------------------------------------------------------------ stepwise protocol
+    def initial_state(self, belief: KVAEBelief, *, sample: bool = False,
+                      generator: torch.Generator | None = None) -> KVAEState:
+        """The LGSSM and dynamics-network state at the belief's time (see ``KVAEState``).
+
+        ``sample=True`` draws ``z`` from the belief (``z_cov`` is then zero), as ``imagine`` does.
+        """
+        self._check_belief(belief)
+        z, cov = belief.z_mean, belief.z_cov
+        if sample:
+            z = z + self._draw(cov, z, generator)
+            cov = torch.zeros_like(cov)
+        if belief.rnn_state is None:
+            h = c = z.new_zeros(z.shape[0], 0)
+        else:
+            h, c = belief.rnn_state[0][0], belief.rnn_state[1][0]
+        return KVAEState(z=z, z_cov=cov, a_prev=belief.a_prev, h=h, c=c)
+
+    def step(self, state: KVAEState, actions: torch.Tensor, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> tuple[KVAEState, torch.Tensor]:
+        """One action ``actions [B, A]``: ``(next state, features [B, z_dim + a_dim])``.
+
+        The same computation as one step of ``imagine``; the covariance is propagated as
+        ``A P A^T`` plus ``Q`` when ``sample=False`` (with ``sample=True`` the noise is drawn
+        into ``z`` instead).
+        """
+        if not isinstance(state, KVAEState):
+            raise TypeError(f"state must be a KVAEState, got {type(state).__name__}")
+        check_shape("actions", actions, (state.batch_size, self.action_dim))
+        rnn = None if state.h.shape[-1] == 0 else (state.h.unsqueeze(0), state.c.unsqueeze(0))
+        z, a, rnn, A_t = self._transition(state.z, state.a_prev, rnn, actions, sample, generator)
+        cov = A_t @ state.z_cov @ A_t.transpose(-1, -2)
+        if not sample:
+            cov = cov + self.noise()[0]
+        h, c = (state.h, state.c) if rnn is None else (rnn[0][0], rnn[1][0])
+        return KVAEState(z=z, z_cov=cov, a_prev=a, h=h, c=c), torch.cat([z, a], -1)
 
     @staticmethod
     def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
