@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from worldmodels.base import Batch, LossOutput
-from worldmodels.checks import check_sequences
+from worldmodels.checks import check_batch_frames, check_frames, check_sequences, model_dtype
 
 Codec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -102,6 +102,7 @@ class CodeRNN(nn.Module):
     def loss(self, batch: Batch) -> LossOutput:
         """Mean squared error per observed code of the next-code predictions (t >= 1)."""
         mask = self._check(batch.obs, batch.actions, batch.mask)
+        batch = check_batch_frames(batch, model_dtype(self), value_range=None)
         codes = self.codes(batch.obs)
         B, T = mask.shape
         lo, hi = self.config.train_drop
@@ -122,5 +123,6 @@ class CodeRNN(nn.Module):
         if method != "filter":
             raise ValueError(f"method: the AE-RNN only filters forward, expected 'filter', got {method!r}")
         mask = self._check(obs, actions, mask)
+        obs = check_frames(obs, mask, model_dtype(self), value_range=None)
         _, filled = self.run(self.codes(obs), actions, mask)
         return self.decode_fn(filled)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from worldmodels.base import Batch, Belief, LossOutput, WorldModel
-from worldmodels.checks import check_sequences, check_shape
+from worldmodels.checks import check_frames, check_sequences, check_shape, model_dtype
 from worldmodels.dnd import DNDMemory, DNDRead, dnd_empty, dnd_read, dnd_write, knn_select
 from worldmodels.gtmsm.config import GTMSMConfig
 from worldmodels.gtmsm.landmark import LandmarkInference
@@ -444,6 +444,7 @@ class GTMSM(WorldModel):
         check_shape("batch.obs", obs, (B, T, *cfg.obs_shape))
         check_shape("batch.actions", actions, (B, T, cfg.action_dim))
         check_shape("batch.mask", mask, (B, T))
+        obs = check_frames(obs, mask, model_dtype(self), "batch.obs", min_observed="sequence", observed_before=cfg.tau)
         tau = cfg.tau
         if T <= tau:
             raise ValueError(f"batch.obs: expected T > tau={tau} (memorise tau, predict the rest), got T={T}")
@@ -503,6 +504,7 @@ class GTMSM(WorldModel):
         """
         cfg = self.config
         mask = check_sequences(obs, actions, mask, cfg.obs_shape, cfg.action_dim)
+        obs = check_frames(obs, mask, model_dtype(self), min_observed="sequence")
         B, T = obs.shape[:2]
         mu_z, lv_z = self.encode(obs)
         moved, known = self.frame_moved(obs, mask) if T > 1 else (None, None)
