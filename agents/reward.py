@@ -9,7 +9,7 @@ prefix, so the latents are the ones the agent sees at decision time).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -19,6 +19,10 @@ from torch import nn
 from worldmodels.atomic_io import atomic_write
 from worldmodels.base import Batch, WorldModel
 from worldmodels.checks import check_finite, check_shape
+
+
+class RewardHeadFileError(ValueError):
+    """A reward-head file that is not a head saved by `RewardHead.save` (or is damaged)."""
 
 
 @dataclass
@@ -155,11 +159,33 @@ class RewardHead(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "RewardHead":
-        blob = torch.load(path, map_location=device, weights_only=False)
-        cfg = blob["config"]
-        cfg["hidden"] = tuple(cfg["hidden"])
-        head = cls(RewardHeadConfig(**cfg))
-        head.load_state_dict(blob["state_dict"])
+        """A head saved by `save`. The file is read as data only (``weights_only=True``); anything
+        else (a pickled object, a wrong schema, mis-shaped weights) raises `RewardHeadFileError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"reward head not found: {path}")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling refused, truncated zip, not a torch file ...
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise RewardHeadFileError(f"reward head {path} cannot be read as data: {type(e).__name__}: "
+                                      f"{first[:200]}") from e
+        if (not isinstance(blob, dict) or not isinstance(blob.get("config"), dict)
+                or not isinstance(blob.get("state_dict"), dict)
+                or not all(isinstance(v, torch.Tensor) for v in blob["state_dict"].values())):
+            raise RewardHeadFileError(f"reward head {path}: expected {{'config': mapping, 'state_dict': tensors}}")
+        cfg = dict(blob["config"])
+        known = {f.name for f in fields(RewardHeadConfig)}
+        if set(cfg) - known:
+            raise RewardHeadFileError(f"reward head {path}: unknown config keys {sorted(set(cfg) - known)}")
+        try:
+            if "hidden" in cfg:
+                cfg["hidden"] = tuple(int(h) for h in cfg["hidden"])
+            head = cls(RewardHeadConfig(**cfg))
+            head.load_state_dict(blob["state_dict"])
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise RewardHeadFileError(f"reward head {path}: config or weights do not fit: "
+                                      f"{str(e).splitlines()[0][:200]}") from e
         return head.to(device)
 
 

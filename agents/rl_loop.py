@@ -240,7 +240,8 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
         tcfg = TrainConfig(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
                            seed=config.seed + k, device=config.device, progress=progress,
                            val_every=config.train_steps, checkpoint_every=None, tensorboard=False)
-        Trainer(model, tcfg, rd / "model", str(data), str(data)).fit()
+        # a round stopped before it was recorded is redone from scratch (its data were dropped)
+        Trainer(model, tcfg, rd / "model", str(data), str(data), overwrite=True).fit()
         model = load(rd / "model", device=device)
         from worldmodels.data import make_dataloader
 

@@ -14,6 +14,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from worldmodels import register_model
 from worldmodels.base import LossOutput, TensorBelief, WorldModel
 
 
@@ -114,3 +115,6 @@ class LinearEnv(gym.Env):
         r = -float(((self.z - self.goal) ** 2).sum())
         return (self.z.astype(np.float32)[None, None], r, False, self.t >= self.max_steps,
                 {"state": self.z.astype(np.float32)})
+
+
+register_model("toy_linear", LinearWorldModel, replace=True)

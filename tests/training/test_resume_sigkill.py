@@ -66,3 +66,17 @@ def test_ctrl_c_checkpoints_the_finished_step_then_resumes_exactly(tmp_path):
     assert "interrupted at step 10" in r.stdout + r.stderr
     assert read_checkpoint(stopped / "checkpoints" / "last.pt")["step"] == 10
     assert_resume_matches(full, stopped, args)
+
+
+def test_sigterm_checkpoints_the_finished_step_then_resumes_exactly(tmp_path):
+    """A job scheduler's SIGTERM is handled like Ctrl-C: the step finishes and is checkpointed."""
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    args = ["18", "8", "--noise", "0.1"]
+    import train_toy_script
+
+    train_toy_script.main([str(full), *args])
+    r = run([str(stopped), *args], kill_at=11, sig=signal.SIGTERM)
+    assert r.returncode != 0 and r.returncode != -signal.SIGTERM  # handled, not killed outright
+    assert "interrupted at step 10" in r.stdout + r.stderr
+    assert read_checkpoint(stopped / "checkpoints" / "last.pt")["step"] == 10
+    assert_resume_matches(full, stopped, args)

@@ -140,7 +140,7 @@ def test_repeated_nan_stops_naming_term_and_keeps_good_checkpoint(tmp_run):
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert ckpt["trainer"]["consecutive_bad"] == 2
     # a model whose weights went non-finite is never written over a good checkpoint
-    trainer = Trainer(model, cfg, tmp_run, ToyDataset(16))
+    trainer = Trainer(model, cfg, tmp_run, ToyDataset(16), resume=True)
     with torch.no_grad():
         model.readout.weight[0, 0] = float("inf")
     before = (tmp_run / "checkpoints" / "last.pt").read_bytes()

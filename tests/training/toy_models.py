@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from worldmodels import register_model
 from worldmodels.base import LossOutput, TensorBelief, WorldModel
 
 
@@ -110,3 +111,6 @@ class ToyDataset(Dataset):
         T = self.obs.shape[1]
         return {"obs": self.obs[i], "actions": self.actions[i], "mask": torch.ones(T),
                 "rewards": torch.zeros(T), "states": self.obs[i].reshape(T, -1)[:, :2]}
+
+
+register_model("toy", ToyModel, replace=True)

@@ -3,7 +3,8 @@
 A checkpoint is a ``torch.save`` dict of plain values and tensors (loadable with
 ``weights_only=True``)::
 
-    format_version, package_version, model_class ("module:QualName"), model_config (dict),
+    format_version, package_version, model_name (registered name), model_class ("module:QualName",
+    recorded for information and matched against the registry, never imported), model_config (dict),
     model (state_dict), optimizer, scheduler, scaler, rng (per rank), step, epoch,
     train_config (dict), trainer (early-stopping and guard state)
 """
@@ -11,7 +12,6 @@ A checkpoint is a ``torch.save`` dict of plain values and tensors (loadable with
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import random
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..atomic_io import atomic_write
+from ..registry import UnknownModelError, class_path, resolve_checkpoint_class
 from .config import config_from_dict, config_to_dict
 
 FORMAT_VERSION = 1
@@ -28,24 +29,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: truncated, corrupt or incompatible."""
-
-
-def class_path(obj_or_cls: Any) -> str:
-    """``"module:QualName"`` of a class or of an instance's class."""
-    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def import_class(path: str) -> type:
-    """Import a class from ``"module:QualName"``; raises `CheckpointError` if impossible."""
-    module_name, _, qualname = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise CheckpointError(f"cannot import model class {path!r}: {e}") from e
-    return obj
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -119,6 +102,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for key in ("model_class", "model_config", "model"):
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}")
+    if not isinstance(ckpt["model_class"], str) or not isinstance(ckpt.get("model_name") or "", str):
+        raise CheckpointError(f"checkpoint {path}: model_class and model_name must be strings")
+    if not isinstance(ckpt["model_config"], dict):
+        raise CheckpointError(f"checkpoint {path}: model_config must be a mapping")
+    if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise CheckpointError(f"checkpoint {path}: model must be a mapping of tensors")
     ckpt["path"] = str(path)
     return ckpt
 
@@ -130,8 +119,15 @@ def model_config_dict(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def build_model(ckpt: dict[str, Any]) -> torch.nn.Module:
-    """Construct an untrained model of the checkpoint's class from its stored config."""
-    cls = import_class(ckpt["model_class"])
+    """Construct an untrained model of the checkpoint's class from its stored config.
+
+    The class comes from the model registry (`worldmodels.registry`), never from an import of the
+    name the file records; an unregistered class is a `CheckpointError`.
+    """
+    try:
+        cls = resolve_checkpoint_class(ckpt.get("model_name"), ckpt["model_class"])
+    except UnknownModelError as e:
+        raise CheckpointError(f"checkpoint {ckpt.get('path', '')}: {e}") from e
     config_cls = getattr(cls, "config_class", None)
     try:
         if config_cls is None:

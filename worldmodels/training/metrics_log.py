@@ -42,8 +42,12 @@ class MetricsLogger:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self.enabled = enabled
+        self.tensorboard = tensorboard
         self.tb = None
-        if enabled and tensorboard:
+
+    def start(self) -> None:
+        """Open the TensorBoard writer (when installed); nothing is written before this call."""
+        if self.enabled and self.tensorboard and self.tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 

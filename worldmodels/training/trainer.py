@@ -25,8 +25,9 @@ from torch.utils.data.dataloader import default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 from worldmodels import __version__
-from worldmodels.atomic_io import atomic_write_text
+from worldmodels.atomic_io import atomic_write_text, remove_stale_temps
 from worldmodels.base import Batch
+from worldmodels.registry import model_name_of
 
 from .checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state, class_path,
                          load_model_state, model_config_dict, read_checkpoint, restore_rng_state,
@@ -34,6 +35,7 @@ from .checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state, cla
 from .config import TrainConfig, config_to_dict
 from .distributed import DistInfo, all_true, barrier, mean_over_ranks, setup_distributed
 from .metrics_log import MetricsLogger
+from .run_dir import RunExistsError, clear_run, run_state
 from .schedules import LRMultiplier, make_scheduler
 
 
@@ -87,20 +89,24 @@ def as_dataset(data: Any, split: str) -> tuple[Dataset, Any]:
 
 
 class _DeferredInterrupt:
-    """Defers the first SIGINT (Ctrl-C) to the end of the current step; a second one interrupts at once.
+    """Defers the first SIGINT (Ctrl-C) or SIGTERM to the end of the current step, where the
+    trainer checkpoints and stops; a second one interrupts at once.
 
     Only in the main thread of a single-process run: under DDP a rank-local flag would desynchronise
-    the collective checkpoint, so the default handler stays.
+    the collective checkpoint, so the default handlers stay.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_DeferredInterrupt":
         if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -109,9 +115,9 @@ class _DeferredInterrupt:
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self.enabled and self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
+        self._previous = {}
 
 
 def resolve_device(device: str, info: DistInfo) -> torch.device:
@@ -135,27 +141,37 @@ class Trainer:
             are dicts of tensors (``obs [T, C, H, W]``, ``actions [T, A]``, ``mask [T]`` ...) or
             a DataLoader (its dataset and collate_fn are used; the trainer batches itself so that
             runs are exactly resumable and shard correctly under DDP).
-        resume: False, True (``run_dir/checkpoints/last.pt``, must exist), ``"auto"`` (resume if
-            it exists) or a checkpoint path.
+        resume: False, True (``run_dir/checkpoints/last.pt``), ``"auto"`` (resume if it exists)
+            or a checkpoint path. A run folder whose run was stopped before its first checkpoint
+            restarts from step 0 under True or ``"auto"``. The checkpoint is read and checked
+            against this run's model and config here, so a refused resume changes no file.
+        overwrite: start afresh in a folder that holds a run, deleting that run's checkpoints, logs
+            and summary. Without it (and without ``resume``) such a folder is refused with
+            `RunExistsError`.
 
     Under ``torchrun`` the process group is joined automatically (gloo on CPU, NCCL on GPU);
     rank 0 alone writes logs and checkpoints.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, run_dir: str | os.PathLike,
-                 train_data: Any, val_data: Any = None, *, resume: bool | str | os.PathLike = False) -> None:
+                 train_data: Any, val_data: Any = None, *, resume: bool | str | os.PathLike = False,
+                 overwrite: bool = False) -> None:
         if not hasattr(model, "loss"):
             raise TypeError(f"model: expected a WorldModel with loss(batch), got {type(model).__name__}")
+        if overwrite and resume not in (False, None):
+            raise ValueError("resume and overwrite: pass one of them, not both")
         self.config = config
         self.run_dir = Path(run_dir)
         self.resume = resume
+        self.overwrite = overwrite
+        state = run_state(self.run_dir)
+        if state == "trained" and resume in (False, None) and not overwrite:
+            raise RunExistsError(f"run folder {self.run_dir} already holds a trained run; resume it "
+                                 "(--resume / resume=True) or start it again (--overwrite / overwrite=True)")
         self.dist = setup_distributed("cuda" if config.device.startswith("cuda") or
                                       (config.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = resolve_device(config.device, self.dist)
         self.is_main = self.dist.is_main
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        barrier(self.dist)
 
         self.model = model.to(self.device)
         self.train_set, self.collate = as_dataset(train_data, "train")
@@ -186,7 +202,18 @@ class Trainer:
             self.loss_module = DDP(self.loss_module, device_ids=ids,
                                    find_unused_parameters=config.ddp_find_unused_parameters)
 
+        # everything above only checks; from here on the run folder is written
+        self._resume_ckpt = self._read_resume_checkpoint(state)
+        if self.is_main:
+            if overwrite and state != "none":
+                clear_run(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.run_dir)
+            remove_stale_temps(self.run_dir / "checkpoints")
+        barrier(self.dist)
         self.logger = MetricsLogger(self.run_dir, tensorboard=config.tensorboard, enabled=self.is_main)
+        if self.is_main and state == "started" and self._resume_ckpt is None:
+            self.logger.truncate_after(-1)  # a run stopped before its first checkpoint restarts cleanly
         # trainer state (checkpointed)
         self.step = 0
         self.best_metric: float | None = None
@@ -456,6 +483,7 @@ class Trainer:
         payload = {
             "format_version": FORMAT_VERSION,
             "package_version": __version__,
+            "model_name": model_name_of(self.model),
             "model_class": class_path(self.model),
             "model_config": model_config_dict(self.model),
             "model": self.model.state_dict(),
@@ -470,19 +498,23 @@ class Trainer:
         }
         return save_checkpoint(payload, self.checkpoint_path(name))
 
-    def _resume(self) -> None:
+    def _read_resume_checkpoint(self, state: str) -> dict[str, Any] | None:
+        """The checkpoint to resume from, checked against this run (None: start at step 0)."""
         if self.resume is False or self.resume is None:
-            return
+            return None
         if self.resume in (True, "auto"):
             path = self.checkpoint_path("last.pt")
             if not path.is_file():
-                if self.resume == "auto":
-                    return
+                if self.resume == "auto" or state == "started":
+                    return None
                 raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}")
         else:
             path = Path(self.resume)
-        cfg = self.config
         ckpt = read_checkpoint(path, map_location="cpu")
+        self._check_resumable(ckpt, path)
+        return ckpt
+
+    def _check_resumable(self, ckpt: dict[str, Any], path: Path) -> None:
         if ckpt["model_class"] != class_path(self.model):
             raise CheckpointError(f"checkpoint {path} holds a {ckpt['model_class']}, not a {class_path(self.model)}")
         own_cfg = model_config_dict(self.model)
@@ -499,6 +531,16 @@ class Trainer:
         if tstate.get("world_size", 1) != self.dist.world_size:
             raise CheckpointError(f"checkpoint {path} was written with world_size={tstate.get('world_size')}, "
                                   f"this run has {self.dist.world_size}")
+
+    def _resume(self) -> None:
+        """Apply the checkpoint read by `_read_resume_checkpoint` (model, optimiser, RNG, counters)."""
+        ckpt = self._resume_ckpt
+        if ckpt is None:
+            return
+        self._resume_ckpt = None
+        cfg = self.config
+        path = ckpt["path"]
+        tstate = ckpt.get("trainer", {})
         load_model_state(self.model, ckpt["model"], source=f"checkpoint {path}")
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -551,7 +593,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def _stop_for_interrupt(self) -> None:
-        """Checkpoint at a step boundary after Ctrl-C, then re-raise it (resume with ``resume=True``)."""
+        """Checkpoint at a step boundary after Ctrl-C or SIGTERM, then raise KeyboardInterrupt
+        (resume with ``resume=True``)."""
         self._save("last.pt")
         self._warn(f"interrupted at step {self.step}; checkpoint written to {self.checkpoint_path()} "
                    "(resume to continue; a second Ctrl-C stops without saving)")
@@ -571,6 +614,7 @@ class Trainer:
         self._resumed = False
         self._seed()
         self._resume()
+        self.logger.start()
         self._write_run_config()
         self.model.train()
         t_start = time.time()
