@@ -234,4 +234,6 @@ def imagination_video(real: np.ndarray, imagined: np.ndarray, path: str | Path, 
     top = [[real[t + j] if t + j < len(real) else blank for t in range(T)] for j in range(1, k + 1)]
     bottom = [[imagined[t, j - 1] for t in range(T)] for j in range(1, k + 1)]
     rows = [[np.stack(c) for c in top], [np.stack(c) for c in bottom]]
-    return write_video(tile_clips(rows, pad=1, scale=scale), path, fps=fps)
+    grid = tile_clips(rows, pad=1, scale=scale, col_labels=[f"t+{j}" for j in range(1, k + 1)],
+                      row_labels=["real", "imagined"])
+    return write_video(grid, path, fps=fps)

@@ -298,7 +298,8 @@ def prediction_video(examples: dict[str, np.ndarray], path: str | os.PathLike, c
         p[context:, [0, -1], :, :] = (220, 0, 0)
         p[context:, :, [0, -1], :] = (220, 0, 0)
         rows.append([truth, p, _error_clip(truth, pred)])
-    return write_video(tile_clips(rows, pad=1), path, fps=fps, scale=scale)
+    grid = tile_clips(rows, pad=1, scale=scale, col_labels=["truth", "prediction", "|error|"])
+    return write_video(grid, path, fps=fps)
 
 
 def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, config: EvalConfig = EvalConfig(),
@@ -349,8 +350,9 @@ def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, conf
 
                 ex = imp["examples"]
                 rows = [[t, m, i, _error_clip(t, i)] for t, m, i in zip(ex["truth"], ex["masked"], ex["imputed"])]
-                files["imputation_video"] = str(write_video(tile_clips(rows), out / "imputation.mp4",
-                                                            fps=config.fps, scale=config.video_scale))
+                grid = tile_clips(rows, scale=config.video_scale,
+                                  col_labels=["truth", "observed", "imputed", "|error|"])
+                files["imputation_video"] = str(write_video(grid, out / "imputation.mp4", fps=config.fps))
             result["imputation"] = isum
     result["files"] = files
     return result

@@ -33,11 +33,14 @@ def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
     return x
 
 
-def tile_clips(rows: Sequence[Sequence[np.ndarray]], pad: int = 1, scale: int = 1) -> np.ndarray:
+def tile_clips(rows: Sequence[Sequence[np.ndarray]], pad: int = 1, scale: int = 1,
+               col_labels: Sequence[str] | None = None, row_labels: Sequence[str] | None = None) -> np.ndarray:
     """Tile equal-length clips into one clip: ``rows[i][j]`` goes to grid cell (i, j).
 
     Each clip is anything ``to_uint8_frames`` accepts; all must share T, H and W.
-    Returns ``[T, rows*(H+pad)+pad, cols*(W+pad)+pad, 3]`` uint8 upscaled by ``scale``.
+    Returns ``[T, rows*(H+pad)+pad, cols*(W+pad)+pad, 3]`` uint8 upscaled by ``scale``, with a
+    header strip naming the columns (``col_labels``) and a left strip naming the rows
+    (``row_labels``) when given; labels are drawn after upscaling so they stay legible.
     """
     clips = [[to_uint8_frames(c) for c in row] for row in rows]
     T, H, W, _ = clips[0][0].shape
@@ -51,7 +54,41 @@ def tile_clips(rows: Sequence[Sequence[np.ndarray]], pad: int = 1, scale: int = 
             out[:, y : y + H, x : x + W] = c
     if scale > 1:
         out = out.repeat(scale, axis=1).repeat(scale, axis=2)
-    return out
+    if col_labels is not None:
+        if len(col_labels) != n_cols:
+            raise ValueError(f"col_labels: expected {n_cols} labels, got {len(col_labels)}")
+        centres = [(pad + j * (W + pad) + W / 2) * scale for j in range(n_cols)]
+        strip = _label_strip(out.shape[2], LABEL_HEIGHT, list(col_labels), centres)
+        out = np.concatenate([np.broadcast_to(strip, (T, *strip.shape)), out], axis=1)
+    if row_labels is not None:
+        if len(row_labels) != n_rows:
+            raise ValueError(f"row_labels: expected {n_rows} labels, got {len(row_labels)}")
+        top = LABEL_HEIGHT if col_labels is not None else 0
+        width = 6 * max(len(lab) for lab in row_labels) + 6
+        strip = np.full((out.shape[1], width, 3), 255, np.uint8)
+        for i, lab in enumerate(row_labels):
+            y = top + int((pad + i * (H + pad) + H / 2) * scale) - LABEL_HEIGHT // 2
+            strip[y : y + LABEL_HEIGHT] = _label_strip(width, LABEL_HEIGHT, [lab], [width / 2])[: out.shape[1] - y]
+        out = np.concatenate([np.broadcast_to(strip, (T, *strip.shape)), out], axis=2)
+    return np.ascontiguousarray(out)
+
+
+#: height in pixels of a label strip drawn by `tile_clips`
+LABEL_HEIGHT = 14
+
+
+def _label_strip(width: int, height: int, labels: list[str], centres: list[float]) -> np.ndarray:
+    """A white ``[height, width, 3]`` uint8 strip with each label centred at its x position."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    for text, cx in zip(labels, centres):
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = max(0, min(width - (right - left), int(cx - (right - left) / 2)))
+        draw.text((x, (height - (bottom - top)) // 2 - top), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 10.0, scale: int = 1) -> Path:
