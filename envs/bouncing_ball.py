@@ -11,6 +11,7 @@ import pymunk
 from gymnasium import spaces
 
 from envs.rendering import PixelGrid, rasterize_segments
+from envs.validation import finite_float, finite_vector, int_in
 
 #: Per-variant defaults, following the KVAE reference data (thesis 6.5.1 and 6.8).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -22,6 +23,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 # An irregular hexagon (fractions of the scene size), counter-clockwise.
 _HEXAGON = [(0.30, 0.06), (0.80, 0.12), (0.95, 0.55), (0.72, 0.94), (0.20, 0.88), (0.05, 0.40)]
+_WALL = 2.5  # walls are inset this many px from the scene's edges
+MAX_SIZE = 512  # px
+MAX_FORCE_SCALE = 100.0  # px/s^2
+MAX_GRAVITY = 100.0  # px/s^2, per axis
+_MAX_START_DRAWS = 1000
 
 
 class BouncingBallEnv(gym.Env):
@@ -54,8 +60,20 @@ class BouncingBallEnv(gym.Env):
     to ``target`` (default: the scene centre).
 
     ## Starting state
-    Position ``(size/2, size/2) + N(0, start_std^2)`` per axis, clipped to ``[6, size - 6]``
-    (inside the polygon for that variant); launch angle U(0, 2 pi); speed as above.
+    Position ``(size/2, size/2) + N(0, start_std^2)`` per axis, clipped to
+    ``[radius + 3, size - radius - 3]`` (``[6, size - 6]`` for the default radius; redrawn until
+    inside the polygon for that variant); launch angle U(0, 2 pi); speed as above.
+    ``reset(options={"position": (x, y), "velocity": (vx, vy)})`` sets them; the ball must lie
+    inside the walls and ``|velocity| <= max_speed``.
+
+    ## Options and their ranges
+    ``size`` an integer in [16, 512] px; ``radius`` in (0, size / 4] px; ``dt`` in (0, 1] s;
+    ``substeps`` an integer in [1, 1000]; ``force_scale`` in [0, 100] px/s^2; ``target`` inside
+    the scene ``[0, size]^2``; ``gravity`` each component in [-100, 100] px/s^2; ``start_std``
+    >= 0 px; ``speed = (low, high)`` with ``0 <= low <= high <= max_speed``, where
+    ``max_speed = radius * substeps / dt`` (75 px/s by default) is the speed at which the ball
+    moves its own radius in one physics step: faster balls can pass through the walls. Every
+    float must be finite; anything else raises ``ValueError`` naming the option.
 
     ## Info
     ``info["state"]``: float32 ``[x, y, vx, vy]`` in px and px/s (y up), plus the paddles' ``y``
@@ -89,24 +107,24 @@ class BouncingBallEnv(gym.Env):
             raise ValueError(f"variant: expected one of {sorted(VARIANTS)}, got {variant!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
-        if size < 16:
-            raise ValueError(f"size: expected at least 16 px, got {size}")
-        if substeps < 1:
-            raise ValueError(f"substeps: expected >= 1, got {substeps}")
         defaults = VARIANTS[variant]
         self.variant = variant
         self.render_mode = render_mode
-        self.size = int(size)
-        self.radius = float(radius)
-        self.dt = float(dt)
-        self.substeps = int(substeps)
-        self.force_scale = float(force_scale)
-        self.speed = tuple(float(s) for s in (speed if speed is not None else defaults["speed"]))
-        self.start_std = float(start_std if start_std is not None else defaults["start_std"])
-        g = gravity if gravity is not None else defaults["gravity"]
-        self.target = np.asarray(target if target is not None else (size / 2, size / 2), np.float64)
-        if self.target.shape != (2,):
-            raise ValueError(f"target: expected 2 coordinates (x, y), got shape {self.target.shape}")
+        self.size = int_in("size", size, 16, MAX_SIZE)
+        self.radius = finite_float("radius", radius, 0.0, self.size / 4, low_open=True)
+        self.dt = finite_float("dt", dt, 0.0, 1.0, low_open=True)
+        self.substeps = int_in("substeps", substeps, 1, 1000)
+        self.force_scale = finite_float("force_scale", force_scale, 0.0, MAX_FORCE_SCALE)
+        self.max_speed = self.radius * self.substeps / self.dt
+        lo, hi = finite_vector("speed", speed if speed is not None else defaults["speed"], 2, 0.0, self.max_speed)
+        if lo > hi:
+            raise ValueError(f"speed: expected (low, high) with low <= high, got {speed!r}")
+        self.speed = (float(lo), float(hi))
+        self.start_std = finite_float("start_std", start_std if start_std is not None else defaults["start_std"], 0.0)
+        g = finite_vector("gravity", gravity if gravity is not None else defaults["gravity"], 2,
+                          -MAX_GRAVITY, MAX_GRAVITY)
+        self.target = finite_vector("target", target if target is not None else (size / 2, size / 2), 2,
+                                    0.0, float(self.size))
 
         self.observation_space = spaces.Box(0, 255, (self.size, self.size, 1), np.uint8)
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -143,7 +161,7 @@ class BouncingBallEnv(gym.Env):
 
     # ------------------------------------------------------------------ geometry
     def _wall_segments(self) -> list[tuple[float, float, float, float]]:
-        s, lo = float(self.size), 2.5
+        s, lo = float(self.size), _WALL
         hi = s - lo
         if self.variant in ("box", "gravity"):
             pts = [(lo, lo), (hi, lo), (hi, hi), (lo, hi)]
@@ -162,6 +180,32 @@ class BouncingBallEnv(gym.Env):
                 return False
         return True
 
+    def _random_position(self, rng: np.random.Generator) -> np.ndarray:
+        """The starting position: ``N(centre, start_std^2)`` clipped to ``[radius + 3, size - radius - 3]``
+        per axis, redrawn until inside the polygon (that variant)."""
+        c = self.size / 2
+        lo, hi = self.radius + 3.0, self.size - self.radius - 3.0
+        for _ in range(_MAX_START_DRAWS):
+            pos = np.clip(c + self.start_std * rng.standard_normal(2), lo, hi)
+            if self.variant != "polygon" or self._inside_polygon(pos[0], pos[1], self.radius + 1):
+                return pos
+        raise ValueError(f"radius: a ball of radius {self.radius:g} px found no starting position inside the "
+                         f"polygon of a {self.size} px scene in {_MAX_START_DRAWS} draws; use a smaller radius")
+
+    def _position_option(self, value) -> np.ndarray:
+        """``options["position"]`` checked: the whole ball inside the walls."""
+        pos = finite_vector("options['position']", value, 2)
+        lo, hi = _WALL + self.radius, self.size - _WALL - self.radius
+        if self.variant == "polygon":
+            inside = self._inside_polygon(pos[0], pos[1], self.radius)
+            where = f"inside the polygon's walls by the radius ({self.radius:g} px)"
+        else:
+            inside = bool(((pos >= lo) & (pos <= hi)).all())
+            where = f"each coordinate in [{lo:g}, {hi:g}] (inside the walls)"
+        if not inside:
+            raise ValueError(f"options['position']: expected a ball centre {where}, got {value!r}")
+        return pos
+
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -171,23 +215,17 @@ class BouncingBallEnv(gym.Env):
                 raise ValueError(f"options: unknown reset option(s) {sorted(unknown)}; "
                                  "expected 'position' and/or 'velocity'")
         rng = self.np_random
-        c = self.size / 2
-        lo, hi = 6.0, self.size - 6.0
-        while True:
-            pos = np.clip(c + self.start_std * rng.standard_normal(2), lo, hi)
-            if self.variant != "polygon" or self._inside_polygon(pos[0], pos[1], self.radius + 1):
-                break
+        pos = self._random_position(rng)
         angle = rng.uniform(0.0, 2.0 * math.pi)
         speed = rng.uniform(*self.speed)
         vel = speed * np.array([math.cos(angle), math.sin(angle)])
         if options and "position" in options:
-            pos = np.asarray(options["position"], np.float64)
-            if pos.shape != (2,) or not np.isfinite(pos).all():
-                raise ValueError(f"options['position']: expected 2 finite numbers, got {options['position']!r}")
+            pos = self._position_option(options["position"])
         if options and "velocity" in options:
-            vel = np.asarray(options["velocity"], np.float64)
-            if vel.shape != (2,) or not np.isfinite(vel).all():
-                raise ValueError(f"options['velocity']: expected 2 finite numbers, got {options['velocity']!r}")
+            vel = finite_vector("options['velocity']", options["velocity"], 2)
+            if math.hypot(*vel) > self.max_speed:
+                raise ValueError(f"options['velocity']: expected a speed |v| <= max_speed = {self.max_speed:g} px/s "
+                                 f"(radius * substeps / dt), got {options['velocity']!r}")
         self._ball.position = (float(pos[0]), float(pos[1]))
         self._ball.velocity = (float(vel[0]), float(vel[1]))
         self._ball.force = (0.0, 0.0)

@@ -41,6 +41,12 @@ MANIFEST = "manifest.json"
 FORMAT = "worldmodels-sequences"
 FORMAT_VERSION = 1
 _MAX_ATTEMPTS = 100
+MAX_SEQ_LEN = 100_000
+MAX_SPLIT_SIZE = 10_000_000  # sequences per split
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass
@@ -50,13 +56,13 @@ class DatasetSpec:
     Attributes:
         name: dataset name (a preset name or your own).
         env_id: a registered id, e.g. ``"worldmodels/BouncingBall-v0"``.
-        seq_len: frames per sequence T.
-        splits: split name (``train``, ``valid``, ``test``) -> number of sequences.
+        seq_len: frames per sequence T, at most 100 000.
+        splits: split name (``train``, ``valid``, ``test``) -> number of sequences (at most 10^7).
         env_kwargs: keyword arguments for ``gymnasium.make``.
         policy: exploration policy name (``zero``, ``uniform``, ``poisson_repeat``).
         policy_kwargs: its options.
         shard_size: sequences per shard file.
-        seed: root seed of the whole dataset.
+        seed: root seed of the whole dataset (an integer >= 0).
         compress: deflate the shards (True) or store them uncompressed.
         description: a line for humans.
     """
@@ -76,16 +82,21 @@ class DatasetSpec:
     def __post_init__(self):
         if self.env_id not in envs.ENV_IDS:
             raise ValueError(f"env_id: expected one of {sorted(envs.ENV_IDS)}, got {self.env_id!r}")
-        if not isinstance(self.seq_len, int) or self.seq_len < 1:
-            raise ValueError(f"seq_len: expected a positive integer, got {self.seq_len!r}")
-        if not self.splits or set(self.splits) - set(SPLITS):
+        if not _is_int(self.seq_len) or not 1 <= self.seq_len <= MAX_SEQ_LEN:
+            raise ValueError(f"seq_len: expected an integer in [1, {MAX_SEQ_LEN}], got {self.seq_len!r}")
+        if not isinstance(self.splits, dict) or not self.splits or set(self.splits) - set(SPLITS):
             raise ValueError(f"splits: expected a non-empty dict with keys among {SPLITS}, got {self.splits!r}")
         for k, n in self.splits.items():
-            if not isinstance(n, int) or n < 1:
-                raise ValueError(f"splits[{k!r}]: expected a positive integer, got {n!r}")
+            if not _is_int(n) or not 1 <= n <= MAX_SPLIT_SIZE:
+                raise ValueError(f"splits[{k!r}]: expected an integer in [1, {MAX_SPLIT_SIZE}], got {n!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        for name in ("env_kwargs", "policy_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name}: expected a dict of options, got {getattr(self, name)!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy: expected one of {sorted(POLICIES)}, got {self.policy!r}")
-        if not isinstance(self.shard_size, int) or self.shard_size < 1:
+        if not _is_int(self.shard_size) or self.shard_size < 1:
             raise ValueError(f"shard_size: expected a positive integer, got {self.shard_size!r}")
 
     @classmethod
@@ -199,11 +210,14 @@ def _write_manifest(root: Path, manifest: dict) -> None:
 
 # ---------------------------------------------------------------------------------- rollouts
 def make_env(spec: DatasetSpec) -> gym.Env:
-    """The raw (unwrapped) environment of ``spec``; bad ``env_kwargs`` raise ``ValueError``."""
+    """The raw (unwrapped) environment of ``spec``; bad ``env_kwargs`` (unknown names, values out
+    of range) raise ``ValueError``."""
     try:
         return gym.make(spec.env_id, disable_env_checker=True, **spec.env_kwargs).unwrapped
     except TypeError as e:
         raise ValueError(f"env_kwargs: bad options {spec.env_kwargs} for {spec.env_id}: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"env_kwargs of {spec.env_id}: {e}") from e
 
 
 def env_layout(env: gym.Env) -> dict[str, Any]:
@@ -273,11 +287,16 @@ def _generate_shard(task: tuple) -> tuple[str, int, dict]:
     spec_dict, split, index, start, count, path = task
     spec = DatasetSpec.from_dict(spec_dict)
     arrays = rollout_sequences(spec, split, start, count)
-    path = Path(path)
-    atomic_write_bytes(path, lambda f: save_npz(f, arrays, spec.compress))
-    entry = {"file": f"{split}/{path.name}", "num_sequences": count, "start": start,
-             "bytes": path.stat().st_size, "sha256": _sha256(path), "done": True}
+    entry = {"file": f"{split}/{Path(path).name}", "num_sequences": count, "start": start,
+             **_write_shard(Path(path), arrays, spec.compress), "done": True}
     return split, index, entry
+
+
+def _write_shard(path: Path, arrays: dict[str, np.ndarray], compress: bool) -> dict[str, Any]:
+    """Write the shard ``arrays`` (module docstring) atomically to ``path``; returns the
+    manifest fields that describe the file: ``bytes`` and ``sha256``."""
+    atomic_write_bytes(path, lambda f: save_npz(f, arrays, compress))
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -294,6 +313,8 @@ def _plan(spec: DatasetSpec) -> dict[str, list[dict]]:
 
 
 def _shard_ok(root: Path, entry: dict) -> bool:
+    if not isinstance(entry.get("file"), str):
+        return False
     p = root / entry["file"]
     return bool(entry.get("done")) and p.is_file() and p.stat().st_size == entry.get("bytes")
 
@@ -349,6 +370,20 @@ def _folder_lock(root: Path):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def _check_old_manifest(path: Path, old: Any) -> None:
+    """The parts of an existing manifest that resuming reads: ``spec`` and ``splits`` with lists
+    of shard entries (objects); ``ValueError`` naming the file and the key otherwise."""
+    if not isinstance(old, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(old).__name__}; pass resume=False to regenerate")
+    if not isinstance(old.get("spec"), dict) or not isinstance(old.get("splits", {}), dict):
+        raise ValueError(f"{path}: 'spec' or 'splits' is missing or not an object; pass resume=False to regenerate")
+    for split, info in old.get("splits", {}).items():
+        shards = info.get("shards", []) if isinstance(info, dict) else None
+        if not isinstance(shards, list) or not all(isinstance(e, dict) for e in shards):
+            raise ValueError(f"{path}: splits[{split!r}].shards is not a list of shard entries; "
+                             "pass resume=False to regenerate")
+
+
 def _generate_locked(spec: DatasetSpec, root: Path, layout: dict, num_workers: int | None, resume: bool,
                      progress: bool) -> Path:
     _clean_temp_files(root)
@@ -358,14 +393,15 @@ def _generate_locked(spec: DatasetSpec, root: Path, layout: dict, num_workers: i
     if mpath.exists() and resume:
         try:
             old = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{mpath}: unreadable manifest ({e}); pass resume=False to regenerate") from e
+        _check_old_manifest(mpath, old)
         if old.get("spec") != json.loads(json.dumps(spec_dict)):
             raise ValueError(f"out_dir {str(root)!r} holds a different dataset ({old.get('spec', {}).get('name')!r});"
                              " use another folder or resume=False to overwrite it")
         for split, entries in plan.items():
             for k, e in enumerate(old.get("splits", {}).get(split, {}).get("shards", [])[: len(entries)]):
-                if _shard_ok(root, e) and e.get("start") == entries[k]["start"]:
+                if _shard_ok(root, e) and e.get("start") == entries[k]["start"] and e.get("file") == entries[k]["file"]:
                     entries[k] = e
         if old.get("complete") and all(e.get("done") for p in plan.values() for e in p):
             return mpath  # nothing to do: leave the manifest untouched for concurrent readers

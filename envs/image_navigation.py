@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.validation import int_in
 from envs.world_images import list_image_files, load_image, procedural_world
 
 #: Action meanings, in the order of the discrete action indices.
@@ -17,6 +18,8 @@ ACTIONS = ("up", "down", "left", "right", "stay")
 _MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)], dtype=np.int64)
 GOAL_MODES = ("none", "position", "view")
 OBSTACLE_GREY = 128
+MAX_WORLD_SIZE = 1024  # px
+MAX_RENDER_SCALE = 64
 
 
 class ImageNavigationEnv(gym.Env):
@@ -30,6 +33,12 @@ class ImageNavigationEnv(gym.Env):
     acts as a wall: a blocked move leaves the agent in place. With ``obstacles=True``,
     ``num_obstacles`` grey squares of ``obstacle_cells x obstacle_cells`` positions are placed at
     random each episode (thesis 7.10.1); they are drawn in the world image and block moves.
+
+    ## Options and their ranges
+    Integers: ``world_size`` in [1, 1024] px, ``view`` in [1, world_size], ``step_px`` >= 1 with
+    ``(world_size - view)`` divisible by it; with obstacles ``num_obstacles`` in [1, n_pos^2] and
+    ``obstacle_cells`` in [1, n_pos - 1] (``n_pos`` positions per axis); ``render_scale`` in
+    [1, 64]. Anything else raises ``ValueError`` naming the option.
 
     ## Observation space
     ``Box(0, 255, (view, view, 3), uint8)``, channel-last (HWC) RGB crop (8x8 by default).
@@ -80,22 +89,26 @@ class ImageNavigationEnv(gym.Env):
         goal = "none" if goal is None else goal
         if goal not in GOAL_MODES:
             raise ValueError(f"goal: expected one of {GOAL_MODES}, got {goal!r}")
-        if view < 1 or step_px < 1 or world_size < view or (world_size - view) % step_px:
+        world_size = int_in("world_size", world_size, 1, MAX_WORLD_SIZE)
+        view = int_in("view", view, 1, world_size)
+        step_px = int_in("step_px", step_px, 1, world_size)
+        if (world_size - view) % step_px:
             raise ValueError(f"world_size, view, step_px: need (world_size - view) divisible by step_px, "
                              f"got {world_size}, {view}, {step_px}")
         self.render_mode = render_mode
-        self.world_size, self.view, self.step_px = int(world_size), int(view), int(step_px)
+        self.world_size, self.view, self.step_px = world_size, view, step_px
         self.n_pos = (self.world_size - self.view) // self.step_px + 1
-        if obstacles and (num_obstacles < 1 or not 1 <= obstacle_cells < self.n_pos):
-            raise ValueError(f"num_obstacles, obstacle_cells: expected >= 1 and 1..{self.n_pos - 1}, "
-                             f"got {num_obstacles}, {obstacle_cells}")
+        if obstacles:
+            self.num_obstacles = int_in("num_obstacles", num_obstacles, 1, self.n_pos**2)
+            self.obstacle_cells = int_in("obstacle_cells", obstacle_cells, 1, max(self.n_pos - 1, 1))
+        else:  # unused: only their type is checked
+            self.num_obstacles = int_in("num_obstacles", num_obstacles, 0, MAX_WORLD_SIZE**2)
+            self.obstacle_cells = int_in("obstacle_cells", obstacle_cells, 0, MAX_WORLD_SIZE)
         self.obstacles = bool(obstacles)
-        self.num_obstacles = int(num_obstacles)
-        self.obstacle_cells = int(obstacle_cells)
         self.goal_mode = goal
         self.terminate_on_goal = bool(terminate_on_goal)
         self.random_start = bool(random_start)
-        self.render_scale = int(render_scale)
+        self.render_scale = int_in("render_scale", render_scale, 1, MAX_RENDER_SCALE)
         self.image_files = list_image_files(image_folder) if image_folder is not None else None
         self.state_dim = 2
         self.observation_space = spaces.Box(0, 255, (self.view, self.view, 3), np.uint8)

@@ -10,20 +10,11 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.rendering import RodRenderer
+from envs.validation import finite_float
 
 _TWO_PI = 2.0 * math.pi
 _f32 = np.float32
-
-
-def _finite_float(name: str, value) -> float:
-    """``value`` as a finite float, or a ``ValueError`` naming the reset option."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"options[{name!r}]: expected a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise ValueError(f"options[{name!r}]: expected a finite number, got {x}")
-    return x
+MAX_G = 100.0  # m/s^2
 
 
 class PixelPendulumEnv(gym.Env):
@@ -49,7 +40,11 @@ class PixelPendulumEnv(gym.Env):
 
     ## Starting state
     ``theta ~ U(-pi, pi)``, ``theta_dot ~ U(-1, 1)``; ``options={"x_init": .., "y_init": ..}``
-    changes the bounds as in ``Pendulum-v1``.
+    changes the bounds as in ``Pendulum-v1``: ``x_init`` in [0, pi] rad, ``y_init`` in
+    [0, max_speed = 8] rad/s (other values raise ``ValueError``).
+
+    ## Options
+    ``g`` (gravity, m/s^2): a finite number in [0, 100]; ``size`` as above.
 
     ## Info
     ``info["state"]``: float32 ``[cos(theta), sin(theta), theta_dot]`` (the ``Pendulum-v1``
@@ -71,7 +66,7 @@ class PixelPendulumEnv(gym.Env):
         self.max_speed = 8
         self.max_torque = 2.0
         self.dt = 0.05
-        self.g = float(g)
+        self.g = finite_float("g", g, 0.0, MAX_G)
         self.m = 1.0
         self.l = 1.0
         self.state_dim = 3
@@ -89,8 +84,8 @@ class PixelPendulumEnv(gym.Env):
             if unknown:
                 raise ValueError(f"options: unknown reset option(s) {sorted(unknown)}; "
                                  "expected 'x_init' and/or 'y_init'")
-            x = _finite_float("x_init", options.get("x_init", x))
-            y = _finite_float("y_init", options.get("y_init", y))
+            x = finite_float("options['x_init']", options.get("x_init", x), 0.0, math.pi)
+            y = finite_float("options['y_init']", options.get("y_init", y), 0.0, float(self.max_speed))
         high = np.array([x, y])
         self.state = self.np_random.uniform(low=-high, high=high)
         self._frame = None

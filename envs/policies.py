@@ -11,6 +11,10 @@ from typing import Any, Callable
 import numpy as np
 from gymnasium import spaces
 
+from envs.validation import finite_float, int_in
+
+MAX_RATE = 1000.0
+
 
 class Policy:
     """Base class: ``reset(rng)`` once per episode, then ``__call__(obs, info) -> action``."""
@@ -46,8 +50,7 @@ class UniformPolicy(Policy):
         super().__init__(action_space)
         if not isinstance(action_space, spaces.Box):
             raise ValueError(f"action_space: UniformPolicy needs a Box space, got {action_space}")
-        if not 0.0 < scale <= 1.0:
-            raise ValueError(f"scale: expected in (0, 1], got {scale}")
+        finite_float("scale", scale, 0.0, 1.0, low_open=True)
         mid = (action_space.high + action_space.low) / 2
         half = (action_space.high - action_space.low) / 2 * scale
         self._low, self._high = mid - half, mid + half
@@ -72,10 +75,8 @@ class PoissonRepeatPolicy(Policy):
         super().__init__(action_space)
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"action_space: PoissonRepeatPolicy needs a Discrete space, got {action_space}")
-        if rate <= 0:
-            raise ValueError(f"rate: expected > 0, got {rate}")
-        self.rate = float(rate)
-        self.stay = int(stay_action)
+        self.rate = finite_float("rate", rate, 0.0, MAX_RATE, low_open=True)
+        self.stay = int_in("stay_action", stay_action, 0, int(action_space.n) - 1)
         self.blocked_as_stay = bool(blocked_as_stay)
         self._moves = np.array([a for a in range(int(action_space.n)) if a != self.stay])
         self._left = 0

@@ -5,6 +5,13 @@ uint8 ``[N, T, H, W, C]``, ``actions`` float32 ``[N, T, A]``, ``rewards`` float3
 and ``states`` float32 ``[N, T, S]``. Items and batches follow ``worldmodels.base``: obs
 ``[T, C, H, W]`` float in [0, 1], actions ``[T, A]``, mask ``[T]`` (ones), rewards ``[T]``,
 states ``[T, S]``. This module imports only torch and numpy (never ``envs``).
+
+Both files are checked when read, with a ``ValueError`` naming the file and the key: the
+manifest's schema (``seq_len``, ``obs_shape``, ``action_dim``, ``state_dim``, ``splits`` and
+each shard entry's ``file`` inside the folder and ``num_sequences``), and each shard's arrays:
+present, shaped as the manifest says, ``obs`` uint8 (or floating in [0, 1]), ``actions``,
+``rewards`` and ``states`` floating (integer actions are refused, not cast), ``actions`` and
+``rewards`` finite.
 """
 
 from __future__ import annotations
@@ -23,6 +30,49 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from worldmodels.base import Batch
 
 _KEYS = ("obs", "actions", "rewards", "states")
+_FLOAT_KEYS = ("actions", "rewards", "states")
+_FINITE_KEYS = ("actions", "rewards")
+
+
+def _manifest_error(path: Path, key: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"{path}: {key} is {value!r}, expected {expected}")
+
+
+def _is_int(x: Any, low: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+
+def _check_manifest(path: Path, manifest: Any) -> None:
+    """Raise ``ValueError`` naming ``path`` and the key unless ``manifest`` has the schema that
+    ``SequenceDataset`` reads (see the module docstring)."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    missing = [k for k in ("seq_len", "obs_shape", "action_dim", "state_dim", "splits") if k not in manifest]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing} (not a dataset manifest, or a damaged one)")
+    for key, low in (("seq_len", 1), ("action_dim", 1), ("state_dim", 0)):
+        if not _is_int(manifest[key], low):
+            raise _manifest_error(path, key, manifest[key], f"an integer >= {low}")
+    shape = manifest["obs_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(d, 1) for d in shape)):
+        raise _manifest_error(path, "obs_shape", shape, "[H, W, C] positive integers")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict):
+        raise _manifest_error(path, "splits", splits, "an object: split name -> {'shards': [...]}")
+    for split, info in splits.items():
+        shards = info.get("shards") if isinstance(info, dict) else None
+        if not isinstance(shards, list):
+            raise _manifest_error(path, f"splits[{split!r}].shards", shards, "a list of shard entries")
+        for i, entry in enumerate(shards):
+            key = f"splits[{split!r}].shards[{i}]"
+            if not isinstance(entry, dict):
+                raise _manifest_error(path, key, entry, "an object with 'file' and 'num_sequences'")
+            file = entry.get("file")
+            if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
+                raise _manifest_error(path, f"{key}.file", file, "a path inside the dataset folder")
+            if not _is_int(entry.get("num_sequences"), 0):
+                raise _manifest_error(path, f"{key}.num_sequences", entry.get("num_sequences"),
+                                      "an integer >= 0")
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
@@ -34,8 +84,9 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
                                 "(make one with `worldmodels generate PRESET --out DIR`)")
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: corrupt manifest ({e})") from e
+    _check_manifest(path, manifest)
     if not manifest.get("complete", False):
         raise ValueError(f"{str(root)!r}: the dataset is incomplete (generation was interrupted); "
                          "run the same generate command again to resume it")
@@ -55,12 +106,12 @@ def _load_shard(root: Path, entry: dict, manifest: dict, verify: bool) -> dict[s
             raise ValueError(f"shard {entry['file']!r} is corrupt: sha256 differs from the manifest")
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _KEYS if k not in z.files]
-            if missing:
-                raise ValueError(f"shard {entry['file']!r} lacks arrays {missing}")
-            arrays = {k: z[k] for k in _KEYS}
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+            arrays = {k: z[k] for k in _KEYS if k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, TypeError) as e:  # pickled, not npz
         raise ValueError(f"shard {entry['file']!r} is truncated or corrupt: {e}") from e
+    missing = [k for k in _KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"shard {entry['file']!r} lacks arrays {missing}")
     n, T = entry["num_sequences"], manifest["seq_len"]
     want = {
         "obs": (n, T, *manifest["obs_shape"]),
@@ -71,9 +122,35 @@ def _load_shard(root: Path, entry: dict, manifest: dict, verify: bool) -> dict[s
     for k, shape in want.items():
         if arrays[k].shape != tuple(shape):
             raise ValueError(f"shard {entry['file']!r}: {k} has shape {list(arrays[k].shape)}, expected {list(shape)}")
-    if arrays["obs"].dtype != np.uint8:
-        raise ValueError(f"shard {entry['file']!r}: obs has dtype {arrays['obs'].dtype}, expected uint8")
+    _check_shard_values(entry["file"], arrays)
     return arrays
+
+
+def _check_shard_values(file: str, arrays: dict[str, np.ndarray]) -> None:
+    """Dtypes and values of a shard's arrays (the module docstring); ``ValueError`` naming
+    ``file`` and the key."""
+    obs = arrays["obs"]
+    if obs.dtype != np.uint8:
+        if not np.issubdtype(obs.dtype, np.floating):
+            raise ValueError(f"shard {file!r}: obs has dtype {obs.dtype}, expected uint8 (or floating in [0, 1])")
+        if obs.size and not (np.nanmin(obs) >= 0.0 and np.nanmax(obs) <= 1.0 and np.isfinite(obs).all()):
+            raise ValueError(f"shard {file!r}: obs is floating but not within [0, 1] (NaN, inf or values "
+                             "outside); store frames as uint8 0-255 or floats in [0, 1]")
+    for k in _FLOAT_KEYS:
+        if not np.issubdtype(arrays[k].dtype, np.floating):
+            hint = " (discrete actions are stored one-hot as float32)" if k == "actions" else ""
+            raise ValueError(f"shard {file!r}: {k} has dtype {arrays[k].dtype}, expected a floating dtype{hint}")
+    for k in _FINITE_KEYS:
+        if not np.isfinite(arrays[k]).all():
+            raise ValueError(f"shard {file!r}: {k} holds NaN or inf")
+
+
+def _stored_obs(parts: list[np.ndarray]) -> np.ndarray:
+    """The shards' frames concatenated: uint8 if every shard is uint8, else float32 in [0, 1]."""
+    if all(p.dtype == np.uint8 for p in parts):
+        return np.concatenate(parts)
+    return np.concatenate([p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else p.astype(np.float32)
+                           for p in parts])
 
 
 class SequenceDataset(Dataset):
@@ -100,8 +177,9 @@ class SequenceDataset(Dataset):
             raise ValueError(f"split: expected one of {sorted(splits)} for {str(self.root)!r}, got {split!r}")
         self.split = split
         shards = [_load_shard(self.root, e, self.manifest, verify) for e in splits[split]["shards"]]
-        cat = {k: np.concatenate([s[k] for s in shards]) for k in _KEYS}
-        self._obs = torch.from_numpy(np.ascontiguousarray(cat["obs"]))  # [N, T, H, W, C] uint8
+        cat = {k: np.concatenate([s[k] for s in shards]) for k in _FLOAT_KEYS}
+        # [N, T, H, W, C]: uint8 (as written by the generator) or float32 in [0, 1] (float shards)
+        self._obs = torch.from_numpy(np.ascontiguousarray(_stored_obs([s["obs"] for s in shards])))
         self._actions = torch.from_numpy(cat["actions"].astype(np.float32, copy=False))
         self._rewards = torch.from_numpy(cat["rewards"].astype(np.float32, copy=False))
         self._states = torch.from_numpy(cat["states"].astype(np.float32, copy=False))
@@ -118,7 +196,8 @@ class SequenceDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} sequences")
-        obs = self._obs[i].permute(0, 3, 1, 2).float().div_(255.0)
+        obs = self._obs[i].permute(0, 3, 1, 2)
+        obs = obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs.clone()
         return {
             "obs": obs,
             "actions": self._actions[i],
@@ -128,8 +207,9 @@ class SequenceDataset(Dataset):
         }
 
     def frames_uint8(self, i: int) -> np.ndarray:
-        """Sequence ``i`` as stored, ``uint8 [T, H, W, C]`` (for videos)."""
-        return self._obs[i].numpy()
+        """Sequence ``i`` as ``uint8 [T, H, W, C]`` (for videos); float frames are rounded."""
+        x = self._obs[i]
+        return x.numpy() if x.dtype == torch.uint8 else (x * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
 def collate_batch(items: Sequence[dict[str, torch.Tensor]]) -> Batch:
