@@ -20,7 +20,10 @@ CONFIGS = {
     "rotation_momentum": dict(rotation=True, momentum=True, state_dim=3),
     "no_memory": dict(memory=False),
     "conv_bound": dict(encoder="conv", kl_estimator="bound"),
-    "gate_end_to_end": dict(blocked_from_frames=False),
+    "frames_posterior": dict(state_inference="frames_posterior"),
+    "frames_posterior_landmark": dict(state_inference="frames_posterior", landmark=True,
+                                      transition_std=0.05),
+    "whitened_gate": dict(gate_input="whitened"),
 }
 
 
@@ -99,7 +102,7 @@ def test_transition_gate_rotation_momentum():
 
 
 def test_fast_and_sequential_state_paths_agree():
-    m = small()
+    m = small(state_inference="frames_posterior")
     obs, a, _ = crop_world_batch(3, 20, seed=2)
     moved, known = m.frame_moved(obs)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -109,6 +112,8 @@ def test_fast_and_sequential_state_paths_agree():
     slow = m.infer_states(a, moved, known2, generator=g2)
     assert torch.allclose(fast.sample[1:], slow.sample[1:], atol=1e-5)
     assert torch.allclose(fast.sample[0, :4], slow.sample[0, :4], atol=1e-5)
+    assert torch.allclose(fast.kl[1:], slow.kl[1:], rtol=1e-4, atol=1e-2)
+    assert slow.kl[0, 4].abs() < 1e-6  # the unknown step follows the prior: no state KL
     # blocked (frame unchanged) moves do not change the state mean
     still = moved == 0
     step = fast.mean[:, 1:] - fast.sample[:, :-1]
@@ -164,9 +169,13 @@ def test_memory_isolation_between_sequences():
 
 
 def test_prediction_reads_the_memory_at_revisited_positions():
-    # with an exact transition, walking back along the memorised path retrieves its codes
+    # with an exact transition, walking back along the memorised path retrieves its codes; the
+    # world is large enough for the walk never to reach a wall, so states from actions alone
+    # (the thesis model) are exact
     m = small(gate=False)
-    obs, a, pos = crop_world_batch(2, 24, seed=6)
+    obs, a, pos = crop_world_batch(2, 24, seed=6, grid=25, centre_start=True)
+    step_taken = (pos[:, 1:] != pos[:, :-1]).any(-1)
+    assert torch.equal(step_taken, a[:, :-1, 4] == 0)  # no blocked move in this data
     with torch.no_grad():
         m.transition.M.weight.copy_(torch.tensor([[-1.0, 1, 0, 0, 0], [0, 0, -1, 1, 0]]))
     belief = m.observe(obs, a)
@@ -210,10 +219,11 @@ def test_landmark_inference_snaps_to_memorised_state():
     assert torch.allclose(path.mean[:, 1], torch.zeros(B, 2), atol=1e-5)
 
 
-@pytest.mark.parametrize("gate", [False, True])
-def test_parallel_landmark_inference_equals_the_loop(gate):
+@pytest.mark.parametrize("gate,inference", [(False, "prior"), (False, "frames_posterior"),
+                                            (True, "frames_posterior")])
+def test_parallel_landmark_inference_equals_the_loop(gate, inference):
     """The batched solve (triangular system + depth levels) gives the loop's values and gradients."""
-    m = small(landmark=True, transition_std=0.05, gate=gate)
+    m = small(landmark=True, transition_std=0.05, gate=gate, state_inference=inference)
     with torch.no_grad():  # non-trivial beta and variance networks
         for p in m.landmark.parameters():
             p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
@@ -238,6 +248,7 @@ def test_parallel_landmark_inference_equals_the_loop(gate):
     for f in ("sample", "mean", "logvar", "disp", "kl"):
         assert torch.allclose(getattr(p1, f), getattr(p2, f), atol=1e-4, rtol=1e-4), f
     assert sorted(g1) == sorted(g2) and "landmark.var_net.0.weight" in g1 and "transition.M.weight" in g1
+    assert ("transition.gate_net.0.weight" in g1) == gate  # the KL is taken against the gated prior
     for n in g1:
         assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-4), n
     assert torch.allclose(c1, c2, atol=1e-5, rtol=1e-4)
@@ -253,23 +264,166 @@ def test_shape_errors():
         GTMSMConfig(rotation=True, state_dim=2)
 
 
-def test_aux_loss_finds_the_still_action_and_blocked_moves():
+def test_frame_moved_marks_blocked_moves():
     m = small()
     obs, a, pos = crop_world_batch(8, 30, seed=7)
+    mask = torch.ones(8, 30)
+    mask[0, 10] = 0
+    moved, known = m.frame_moved(obs, mask)
+    true_moved = (pos[:, 1:] != pos[:, :-1]).any(-1).float()
+    assert torch.equal(moved, true_moved) and (moved == 0).any() and (moved == 1).any()
+    assert not known[0, 9] and not known[0, 10] and known.sum() == known.numel() - 2
+
+
+def _gate_params(m: GTMSM) -> list[torch.nn.Parameter]:
+    return list(m.transition.gate_net.parameters())
+
+
+@pytest.mark.parametrize("kl_estimator", ["mc", "bound"])
+def test_default_elbo_trains_the_gate(kl_estimator):
+    """Thesis model (eqs. 7.2-7.3): the loss is the negative ELBO and its gradient reaches the
+    wall gate through the states' DND read; without memory the states do not touch the ELBO."""
+    m = small(kl_estimator=kl_estimator)
+    assert m.config.state_inference == "prior" and m.config.gate
+    obs, a, _ = crop_world_batch(4, 20, seed=8, centre_start=True)
+    torch.manual_seed(1)
+    out = m.loss(Batch(obs, a, torch.ones(4, 20)))
+    assert torch.allclose(out.loss, -out.terms["elbo"]) and out.terms["kl_s"] == 0
+    grads = torch.autograd.grad(out.loss, _gate_params(m))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    # the path is states -> DND read: a model without memory gives the gate no gradient
+    m0 = small(memory=False)
+    out0 = m0.loss(Batch(obs, a, torch.ones(4, 20)))
+    grads0 = torch.autograd.grad(out0.loss, _gate_params(m0), allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for g in grads0)
+
+
+def _spy_states(m: GTMSM) -> list:
+    """Record every ``StatePath`` that ``loss``/``observe`` draw."""
+    seen = []
+    inner = m.posterior_states
+
+    def spy(*args, **kw):
+        path = inner(*args, **kw)
+        seen.append(path)
+        return path
+
+    m.posterior_states = spy
+    return seen
+
+
+def test_default_training_states_depend_on_actions_only():
+    m = small()
+    seen = _spy_states(m)
+    B, T = 3, 20
+    obs, a, _ = crop_world_batch(B, T, seed=9)
+    other_frames = torch.rand(B, T, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    other_frames[:, 5:9] = other_frames[:, 5:6]  # frames that never change over a few moves
+    other_actions = a.roll(1, dims=1)
+    assert not torch.equal(other_actions, a)
+    for o, act in ((obs, a), (other_frames, a), (obs, other_actions)):
+        torch.manual_seed(3)  # the same state noise in each call
+        m.loss(Batch(o, act, torch.ones(B, T)))
+    same, frames_changed, actions_changed = seen
+    for f in ("sample", "mean", "logvar", "kl"):
+        assert torch.equal(getattr(same, f), getattr(frames_changed, f)), f
+    assert not torch.allclose(same.sample, actions_changed.sample)
+    # memorised at test time from actions too: same keys, the values (codes) differ
+    b1, b2 = m.observe(obs[:, :12], a[:, :12]), m.observe(other_frames[:, :12], a[:, :12])
+    assert torch.equal(b1.state, b2.state) and torch.equal(b1.memory.keys, b2.memory.keys)
+    assert not torch.allclose(b1.memory.values, b2.memory.values)
+
+
+def test_frames_posterior_state_kl():
+    """Variant: q(s_t | s_{t-1}, a, x) = N(s_{t-1} + M a_t c_t, r^2 I) with c_t = "the frame
+    changed"; its KL to the gated prior is |M a_t|^2 (c_t - sigma_d)^2 / (2 r^2) and enters the loss."""
+    m = small(state_inference="frames_posterior")
+    r2 = m.config.transition_std ** 2
+    B, T = 4, 20
+    obs, a, pos = crop_world_batch(B, T, seed=10)  # 3x3 grid: many blocked moves
+    moved, known = m.frame_moved(obs)
+    assert (moved[a[:, :-1, 4] == 0] == 0).any()  # some moves are blocked
+    path = m.infer_states(a, moved, known, generator=torch.Generator().manual_seed(0))
+    d = a[:, :-1] @ m.transition.M.weight.T
+    sigma = m.transition.gate(path.sample[:, :-1] + d).squeeze(-1)
+    expected = (d ** 2).sum(-1) * (moved - sigma) ** 2 / (2 * r2)
+    assert torch.allclose(path.kl[:, 1:], expected, rtol=1e-3, atol=1e-3)
+    assert (path.kl >= 0).all() and path.kl[:, 0].eq(0).all() and (path.kl > 1.0).any()
+    # in the loss: -ELBO = -(recon - kl_z) + kl_s, with kl_s the mean state KL per predicted frame
+    torch.manual_seed(4)
+    out = m.loss(Batch(obs, a, torch.ones(B, T)))
+    torch.manual_seed(4)
+    ref = m.infer_states(a, moved, known)
+    assert torch.allclose(out.terms["kl_s"], ref.kl.sum() / (B * (T - m.config.tau)), rtol=1e-5)
+    t = out.terms
+    assert torch.allclose(out.loss, -(t["recon"] - t["kl_z"]) + t["kl_s"], rtol=1e-5)
+    assert torch.allclose(t["elbo"], t["recon"] - t["kl_z"] - t["kl_s"])
+    grads = torch.autograd.grad(out.loss, _gate_params(m))
+    assert sum(g.abs().sum() for g in grads) > 0  # the KL trains the gate
+    # posterior == prior (gate fully open, no wall reached, "stay" does not move): KL = 0
+    with torch.no_grad():
+        m.transition.gate_net[-1].weight.zero_()
+        m.transition.gate_net[-1].bias.fill_(50.0)
+        m.transition.M.weight[:, 4] = 0.0
+    obs, a, _ = crop_world_batch(B, T, seed=11, grid=25, centre_start=True)
+    moved, known = m.frame_moved(obs)
+    assert torch.equal(moved, (a[:, :-1, 4] == 0).float())  # every move succeeds
+    path = m.infer_states(a, moved, known)
+    assert path.kl.abs().max() < 1e-6
+    # a frame that does not change where the prior moves: the KL is back
+    obs[:, 6] = obs[:, 5]
     moved, known = m.frame_moved(obs)
     path = m.infer_states(a, moved, known)
-    gate, still = m.transition_aux_loss(path, a, moved, known)
-    M = m.transition.M.weight
-    assert torch.allclose(still, (M[:, 4] ** 2).sum())  # only "stay" is non-moving
-    # the gate's BCE only covers moving actions: perfect predictions give ~0
-    with torch.no_grad():
-        m.transition.gate_net[-1].bias.fill_(0.0)
-        m.transition.gate_net[-1].weight.zero_()
-    g2, _ = m.transition_aux_loss(path, a, moved, known)
-    assert abs(g2.item() - math.log(2)) < 1e-4  # logit 0 everywhere: BCE = log 2
-    # blocked moves exist in this data (border) and are labelled 0
-    true_moved = (pos[:, 1:] != pos[:, :-1]).any(-1).float()
-    assert torch.equal(moved, true_moved) and (moved == 0).any()
+    moving = a[:, 5, 4] == 0
+    assert moving.any() and (path.kl[moving, 6] > 1.0).all() and (path.kl[~moving, 6] < 1e-6).all()
+
+
+def test_frames_posterior_reads_blocked_moves_where_frames_are_known():
+    """The variant's posterior mean does not move on a blocked step; the prior rollout (no
+    frames) is used for prediction."""
+    m = small(state_inference="frames_posterior")
+    obs, a, _ = crop_world_batch(3, 20, seed=2)
+    path = m.posterior_states(obs, a, sample=False)
+    moved, _ = m.frame_moved(obs)
+    step = path.mean[:, 1:] - path.mean[:, :-1]
+    assert step[moved == 0].abs().max() < 1e-6 and step[moved == 1].abs().sum(-1).min() > 0
+
+
+def _legacy_config(**legacy) -> dict:
+    from worldmodels.training import config_to_dict
+
+    cfg = config_to_dict(GTMSMConfig(tau=12, z_dim=6, hidden=(32,)))
+    cfg.pop("state_inference")  # configs saved before the option existed
+    cfg.update(legacy, gate_loss_weight=1.0)
+    return cfg
+
+
+def test_legacy_blocked_from_frames_keys(tmp_path):
+    from worldmodels.training import config_from_dict
+    from worldmodels.training.checkpoint import FORMAT_VERSION, CheckpointError, load, save_checkpoint
+
+    cfg = config_from_dict(GTMSMConfig, _legacy_config(blocked_from_frames=False))
+    assert cfg.state_inference == "prior" and cfg.blocked_from_frames is None
+    assert cfg.gate_loss_weight is None
+    with pytest.raises(ValueError, match="state_inference"):
+        GTMSMConfig(blocked_from_frames=False, state_inference="frames_posterior")
+    with pytest.raises(ValueError, match="gate_loss_weight"):
+        GTMSMConfig(gate_loss_weight=1.0)
+    model = small()
+    for legacy, ok in ((False, True), (True, False)):
+        path = tmp_path / f"legacy_{legacy}.pt"
+        save_checkpoint({"format_version": FORMAT_VERSION, "model_name": "gtmsm",
+                         "model_class": "worldmodels.gtmsm.model:GTMSM",
+                         "model_config": _legacy_config(blocked_from_frames=legacy),
+                         "model": model.state_dict()}, path)
+        if ok:  # the thesis model, with its weights
+            loaded = load(path)
+            assert loaded.config.state_inference == "prior"
+            assert torch.equal(loaded.transition.M.weight, model.transition.M.weight)
+        else:  # no current setting reproduces it: a clear error, never a silent change
+            with pytest.raises(CheckpointError, match="blocked_from_frames=True.*state_inference"):
+                load(path)
 
 
 def test_isotropy_term_is_scale_free_and_zero_for_isotropic_states():

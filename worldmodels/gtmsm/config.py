@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -45,20 +46,24 @@ class GTMSMConfig:
     gate_input: str = "action_basis"
     rotation: bool = False  # eq. 7.4: needs state_dim == 3 (x, y, angle)
     momentum: bool = False  # 7.4.2.2: d_t = c_s * tanh(sigmoid(c_f) * d_{t-1} + M a_t)
-    #: at inference time (frames known) a move whose next frame is identical to the current
-    #: one is treated as blocked (zero displacement); the gate learns to predict this (BCE on
-    #: the frame-change signal) and non-moving actions learn a zero displacement, for
-    #: prediction without frames. Uses only frames and actions.
-    blocked_from_frames: bool = True
-    #: weight of those two self-supervised terms (``GTMSM.transition_aux_loss``).
-    gate_loss_weight: float = 1.0
+    #: approximate posterior over the states (the choice of ``q(s | .)`` in the ELBO):
+    #:
+    #: * ``"prior"`` (the thesis model, eq. 7.2): ``q(s | a) = p(s | a)``; states come from the
+    #:   actions only and the gate ``sigma_d`` of eq. 7.3 is learned through the ELBO (its
+    #:   gradient flows through the states into the DND read and the code KL). With
+    #:   ``landmark=True`` the posterior of 7.10 replaces it, with its state KL.
+    #: * ``"frames_posterior"`` (a variant, not the thesis model): where two consecutive frames
+    #:   are observed, ``q`` replaces the gate by "the frame changed" (identical frames: a
+    #:   blocked move) and the ELBO gains the state KL against the action-driven prior (see
+    #:   ``GTMSM.infer_states``).
+    state_inference: Literal["prior", "frames_posterior"] = "prior"
+    #: max |x_{t+1} - x_t| under which two frames count as identical (``"frames_posterior"``).
+    same_frame_tol: float = 1e-4
     #: weight of the isotropy gauge term ``S log(tr C / S) - log det C`` (>= 0, 0 iff isotropic)
     #: on the covariance C of the memorised positions of each sequence. The ELBO barely
     #: constrains linear maps of the state space, and training tends to a nearly rank-1 M whose
     #: lattice cells overlap; this term picks a well-conditioned gauge. 0 disables it.
     isotropy_weight: float = 0.0
-    #: max |x_{t+1} - x_t| under which two frames count as identical.
-    same_frame_tol: float = 1e-4
 
     # memory and prior
     memory: bool = True  # False: standard-normal prior (the no-memory baseline)
@@ -73,7 +78,13 @@ class GTMSMConfig:
     landmark_k: int = 5
     landmark_hidden: int = 32
 
+    #: keys of configs saved by earlier versions, read only to map or reject them (see
+    #: ``_map_legacy_keys``); always None in a current config.
+    blocked_from_frames: bool | None = None
+    gate_loss_weight: float | None = None
+
     def __post_init__(self) -> None:
+        self._map_legacy_keys()
         self.obs_shape = tuple(int(s) for s in self.obs_shape)
         self.hidden = tuple(int(h) for h in self.hidden)
         self.gate_hidden = tuple(int(h) for h in self.gate_hidden)
@@ -83,12 +94,45 @@ class GTMSMConfig:
             raise ValueError(f"likelihood: expected 'gaussian' or 'bernoulli', got {self.likelihood!r}")
         if self.gate_input not in ("action_basis", "whitened", "raw"):
             raise ValueError(f"gate_input: expected 'action_basis', 'whitened' or 'raw', got {self.gate_input!r}")
+        if self.state_inference not in ("prior", "frames_posterior"):
+            raise ValueError(f"state_inference: expected 'prior' or 'frames_posterior', "
+                             f"got {self.state_inference!r}")
         if self.kl_estimator not in ("mc", "bound"):
             raise ValueError(f"kl_estimator: expected 'mc' or 'bound', got {self.kl_estimator!r}")
         if self.rotation and self.state_dim != 3:
             raise ValueError(f"state_dim: rotation needs 3 (x, y, angle), got {self.state_dim}")
         if self.tau < 1:
             raise ValueError(f"tau: expected >= 1, got {self.tau}")
+
+    def _map_legacy_keys(self) -> None:
+        """Map the keys of earlier configs, or reject them when no setting reproduces them.
+
+        * ``blocked_from_frames=False`` (states from the actions, gate learned through the
+          ELBO) is the thesis model: ``state_inference="prior"``; ``gate_loss_weight`` had no
+          effect there and is dropped.
+        * ``blocked_from_frames=True`` read blocked moves off the frames (prediction frames
+          included) with no state KL term and trained the gate on an auxiliary loss: not an
+          ELBO, and no current setting behaves like it, so it is an error.
+        """
+        legacy = self.blocked_from_frames
+        if legacy is None:
+            if self.gate_loss_weight is not None:
+                raise ValueError("gate_loss_weight: no longer a setting (the gate is learned "
+                                 "through the ELBO); remove it")
+            return
+        if legacy:
+            raise ValueError(
+                "blocked_from_frames=True: this setting was removed. It read blocked moves off "
+                "the frames without a state KL term, which is not a valid ELBO, and no current "
+                "setting reproduces it. Retrain with state_inference='prior' (the thesis model, "
+                "the default) or 'frames_posterior' (frames seen by an approximate posterior, "
+                "with its KL term). To reuse the weights anyway, replace the key in the stored "
+                "model_config by state_inference and expect different results.")
+        if self.state_inference != "prior":
+            raise ValueError(f"blocked_from_frames=False means state_inference='prior', got "
+                             f"state_inference={self.state_inference!r}; give only state_inference")
+        self.blocked_from_frames = None
+        self.gate_loss_weight = None
 
     @property
     def key_dim(self) -> int:

@@ -5,8 +5,12 @@ state-space model driven by the actions. Memorisation phase (frames ``0 .. tau-1
 encoder writes (state mean, code statistics) into one DND per sequence. Prediction phase
 (frames ``tau .. T-1``): states are rolled forward from the actions, the DND returns the K
 memorised codes nearest to ``s_t`` and the VAE prior is their mixture with weights
-``1 / (d^2 + delta)`` (7.4.1). The loss is the negative ELBO of 7.3.4 per predicted frame
-(+ the state KL of 7.10 with landmark inference, + the gate's auxiliary loss).
+``1 / (d^2 + delta)`` (7.4.1). The loss is the negative ELBO of 7.3.4 per predicted frame.
+
+By default the states' approximate posterior is their prior, ``q(s | a) = p(s | a)`` (eq. 7.2):
+states come from the actions only, and the wall gate of eq. 7.3 is learned through the ELBO.
+Landmark inference (7.10) and ``state_inference="frames_posterior"`` replace it by a posterior
+that sees frames; the ELBO then gains their state KL against the action-driven prior.
 
 Index convention (package-wide): ``actions[:, t]`` is taken after ``obs[:, t]`` and leads to
 ``obs[:, t + 1]``; so ``s_{t+1} = f(s_t, actions[:, t])`` and ``s_0 = 0``.
@@ -19,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from worldmodels.base import Batch, Belief, LossOutput, WorldModel
 from worldmodels.checks import check_frames, check_sequences, check_shape, model_dtype
@@ -91,8 +94,9 @@ class GTMSMBelief(Belief):
 
 @dataclass
 class StatePath:
-    """Inferred states over a sequence: sample ``[B, T, S]``, mean/logvar ``[B, T, S]``,
-    displacements ``[B, T, S]``, state KL per step ``[B, T]`` (0 without landmark inference)."""
+    """Inferred states over a sequence: sample ``[B, T, S]``, mean/logvar ``[B, T, S]`` (of
+    ``q(s_t | s_{t-1} = sample_{t-1}, .)``), displacements ``[B, T, S]``, state KL per step
+    ``[B, T]`` (0 where ``q = p``)."""
 
     sample: torch.Tensor
     mean: torch.Tensor
@@ -175,6 +179,24 @@ class GTMSM(WorldModel):
             known = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
         return moved, known
 
+    def posterior_states(self, obs: torch.Tensor, actions: torch.Tensor,
+                         mask: torch.Tensor | None = None, codes: torch.Tensor | None = None,
+                         num_memorised: int | None = None, sample: bool = True,
+                         generator: torch.Generator | None = None) -> StatePath:
+        """States ``s_0 .. s_{T-1}`` drawn from the configured ``q(s | .)``, as ``loss`` and
+        ``observe`` use them: ``obs [B, T, C, H, W]``, ``actions [B, T, A]``, ``mask [B, T]``,
+        ``codes [B, T, z_dim]`` (code means; needed only with landmark inference).
+
+        Under ``state_inference="prior"`` without landmark inference (the thesis model) the
+        states are a function of the actions (and the noise) only; ``obs`` is not read.
+        """
+        moved = known = None
+        if self.config.state_inference == "frames_posterior" and obs.shape[1] > 1:
+            moved, known = self.frame_moved(obs, mask)
+        return self.infer_states(actions, moved, known,
+                                 codes=codes if self.landmark is not None else None,
+                                 num_memorised=num_memorised, sample=sample, generator=generator)
+
     def infer_states(self, actions: torch.Tensor, moved: torch.Tensor | None = None,
                      known: torch.Tensor | None = None, codes: torch.Tensor | None = None,
                      num_memorised: int | None = None, sample: bool = True,
@@ -182,14 +204,27 @@ class GTMSM(WorldModel):
                      landmark_loop: bool = False) -> StatePath:
         """States ``s_0 .. s_{T-1}`` (``s_0 = 0``) from ``actions [B, T, A]``.
 
-        ``moved/known [B, T-1]`` (from frames) replace the wall gate where known, if
-        ``blocked_from_frames``. ``codes [B, T, z_dim]`` (code means) enable landmark inference
-        against the first ``num_memorised`` steps (causal: step t sees steps < t).
+        Prior (eqs. 7.2-7.3): ``p(s_t | s_{t-1}, a) = N(s_{t-1} + R d_t sigma_d(s_{t-1} + R d_t),
+        r^2 I)``. The approximate posterior ``q`` is
 
-        Landmark inference is solved for all steps at once when every step's move factor is
-        known in advance (no gate, or all moves known from frames; no rotation/momentum): see
-        ``_landmark_parallel``. Otherwise, or with ``landmark_loop=True`` (the reference), it
-        loops over time.
+        * ``state_inference="prior"``: ``q = p`` (state KL 0);
+        * ``"frames_posterior"``: ``q(s_t | s_{t-1}, a, x) = N(s_{t-1} + R d_t c_t, r^2 I)`` with
+          ``c_t = moved_t`` (1 if frame ``t`` differs from frame ``t-1``, else 0) where
+          ``known_t``, and ``c_t = sigma_d`` (so ``q = p`` at that step) elsewhere. Its state KL
+          is ``|R d_t|^2 (c_t - sigma_d)^2 / (2 r^2)`` per step (``transition_kl``);
+          ``moved/known [B, T-1]`` come from ``frame_moved`` and are ignored otherwise;
+        * with ``codes [B, T, z_dim]`` (code means) and landmark inference: the posterior of
+          7.10 built on the mean above, against the first ``num_memorised`` steps (causal: step
+          t sees steps < t).
+
+        ``StatePath.kl [B, T]`` is ``KL(q(s_t | s_{t-1}) || p(s_t | s_{t-1}, a_t))`` at the sampled
+        ``s_{t-1}`` (0 at t = 0 and wherever ``q = p``); its sum over t is the state KL of the
+        ELBO, a single-sample estimate of ``KL(q(s_{1:T}) || p(s_{1:T} | a))``.
+
+        The states are solved for all steps at once when every step's mean factor is known in
+        advance (no gate, or all moves known from frames; no rotation/momentum): one cumsum, or
+        ``_landmark_parallel`` with landmarks. Otherwise, or with ``landmark_loop=True`` (the
+        reference), it loops over time.
         """
         cfg = self.config
         B, T, _ = actions.shape
@@ -198,7 +233,7 @@ class GTMSM(WorldModel):
         eps = torch.randn(B, T, S, generator=generator, device=dev, dtype=dt) if sample else None
         r = cfg.transition_std
         move = None
-        if moved is not None and cfg.blocked_from_frames:
+        if moved is not None and cfg.state_inference == "frames_posterior":
             move = moved.unsqueeze(-1)
             known_m = known.unsqueeze(-1) if known is not None else torch.ones_like(move, dtype=torch.bool)
         use_landmark = self.landmark is not None and codes is not None
@@ -214,45 +249,67 @@ class GTMSM(WorldModel):
             sample_path = torch.cumsum(mean_inc + noise, 1)
             mean = sample_path - noise  # mean of s_t given the sampled s_{t-1}
             disp = torch.cat([d.new_zeros(B, 1, S), d], 1)
-            return StatePath(sample_path, mean, logvar, disp, actions.new_zeros(B, T))
+            path = StatePath(sample_path, mean, logvar, disp, actions.new_zeros(B, T))
+        elif use_landmark and factor_known and not landmark_loop:
+            idx, ok, sq = self.landmark_lookup(codes, num_memorised)
+            path = self._landmark_parallel(actions, move, idx, ok, sq, eps, logvar)
+        else:
+            path = self._states_loop(actions, move, known_m if move is not None else None,
+                                     codes if use_landmark else None, num_memorised, eps, logvar)
+        if move is not None or use_landmark:
+            path.kl = self.transition_kl(path, actions)
+        return path
 
-        if use_landmark:
+    def _states_loop(self, actions: torch.Tensor, move: torch.Tensor | None,
+                     known: torch.Tensor | None, codes: torch.Tensor | None,
+                     num_memorised: int | None, eps: torch.Tensor | None,
+                     logvar: torch.Tensor) -> StatePath:
+        """``infer_states`` one step at a time (any transition). ``move/known [B, T-1, 1]``
+        (frames posterior) or None; ``codes`` enable landmark inference; ``eps [B, T, S]`` or
+        None (means); ``logvar [B, T, S]`` the prior's. ``kl`` is left at 0."""
+        B, T, _ = actions.shape
+        S = self.config.state_dim
+        if codes is not None:
             idx, ok, sq = self.landmark_lookup(codes, num_memorised)
             tau = min(num_memorised if num_memorised is not None else T, T)
-            if factor_known and not landmark_loop:
-                return self._landmark_parallel(actions, move, idx, ok, sq, eps, logvar)
-        means = [actions.new_zeros(B, S)]
-        samples = [actions.new_zeros(B, S)]
-        logvars = [logvar[:, 0]]
-        disps = [actions.new_zeros(B, S)]
-        kls = [actions.new_zeros(B)]
+        zero = actions.new_zeros(B, S)
+        means, samples, logvars, disps = [zero], [zero], [logvar[:, 0]], [zero]
         stored_mean = stored_lv = None
         for t in range(1, T):
             m = None
             if move is not None:
                 gate = self.transition.gate(samples[-1] + self.transition.to_state_space(
                     samples[-1], self.transition.displacement(actions[:, t - 1], disps[-1])))
-                m = torch.where(known_m[:, t - 1], move[:, t - 1], gate)
-            mu_p, d = self.transition.step(samples[-1], actions[:, t - 1], disps[-1], move=m)
-            lv_p = logvar[:, t]
-            if use_landmark:
+                m = torch.where(known[:, t - 1], move[:, t - 1], gate)
+            mu_b, d = self.transition.step(samples[-1], actions[:, t - 1], disps[-1], move=m)
+            lv_b = logvar[:, t]
+            if codes is not None:
                 if stored_mean is None or t <= tau:  # entries of steps < min(t, tau)
                     stored_mean = torch.stack(means, 1)
                     stored_lv = torch.stack(logvars, 1)
                 gi = idx[:, t].clamp(max=stored_mean.shape[1] - 1).unsqueeze(-1).expand(-1, -1, S)
-                mu_q, lv_q = self.landmark(mu_p, lv_p, sq[:, t], ok[:, t],
+                mu_q, lv_q = self.landmark(mu_b, lv_b, sq[:, t], ok[:, t],
                                            stored_mean.gather(1, gi), stored_lv.gather(1, gi))
-                kls.append(gaussian_kl(mu_q, lv_q, mu_p, lv_p))
             else:
-                mu_q, lv_q = mu_p, lv_p
-                kls.append(actions.new_zeros(B))
+                mu_q, lv_q = mu_b, lv_b
             s = mu_q if eps is None else mu_q + torch.exp(0.5 * lv_q) * eps[:, t]
             means.append(mu_q)
             logvars.append(lv_q)
             samples.append(s)
             disps.append(d)
         return StatePath(torch.stack(samples, 1), torch.stack(means, 1), torch.stack(logvars, 1),
-                         torch.stack(disps, 1), torch.stack(kls, 1))
+                         torch.stack(disps, 1), actions.new_zeros(B, T))
+
+    def transition_kl(self, path: StatePath, actions: torch.Tensor) -> torch.Tensor:
+        """``KL(q(s_t | s_{t-1}) || p(s_t | s_{t-1}, a_t))`` per step at the sampled ``s_{t-1}``,
+        ``[B, T]`` (0 at t = 0): ``q = N(path.mean, exp(path.logvar))``, ``p`` the gated prior
+        ``N(s_{t-1} + R d_t sigma_d(s_{t-1} + R d_t), r^2 I)`` evaluated for all steps at once.
+        ``actions [B, T, A]``."""
+        prev = path.sample[:, :-1]
+        mu_p, _ = self.transition.step(prev, actions[:, :-1], path.disp[:, :-1])
+        lv_p = torch.full_like(mu_p, self.log_r2)
+        kl = gaussian_kl(path.mean[:, 1:], path.logvar[:, 1:], mu_p, lv_p)
+        return torch.cat([kl.new_zeros(kl.shape[0], 1), kl], 1)
 
     def landmark_lookup(self, codes: torch.Tensor, num_memorised: int | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -297,6 +354,7 @@ class GTMSM(WorldModel):
         computed first on integers) and each level is one batched pass.
 
         Shapes: ``idx/ok/sq [B, T, K]``, ``move [B, T-1, 1]`` or None, ``logvar_p [B, T, S]``.
+        ``kl`` is left at 0 (``infer_states`` fills it with ``transition_kl``).
         """
         B, T, K = idx.shape
         S = logvar_p.shape[-1]
@@ -339,48 +397,8 @@ class GTMSM(WorldModel):
         eye = torch.eye(T, device=A.device, dtype=A.dtype)
         mean = torch.linalg.solve_triangular(eye - A, rhs, upper=False, unitriangular=True)
         sample = mean + noise
-        mu_p = torch.cat([step.new_zeros(B, 1, S), sample[:, :-1] + step], 1)
-        kl = gaussian_kl(mean, lv, mu_p, logvar_p)
-        kl = torch.cat([kl.new_zeros(B, 1), kl[:, 1:]], 1)
         disp = torch.cat([d.new_zeros(B, 1, S), d], 1)
-        return StatePath(sample, mean, lv, disp, kl)
-
-    def transition_aux_loss(self, path: StatePath, actions: torch.Tensor, moved: torch.Tensor,
-                            known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Self-supervised losses that let the prior transition predict without frames.
-
-        With ``blocked_from_frames`` the inferred states use "the frame changed" instead of the
-        gate, so the ELBO alone teaches neither the gate nor the displacement of actions that
-        never move (e.g. "stay"). Two terms, from frames and actions only:
-
-        * ``gate_bce``: BCE teaching the gate ``sigma_d(s_{t-1} + M a_t)`` whether a move
-          succeeds (target: the next frame differs), on steps whose action is a moving one;
-        * ``still``: squared displacement ``|M a_t|^2`` of non-moving actions.
-
-        An action index counts as moving when more than 10 % of its steps in the batch change
-        the frame ("stay", which never does, is found without being named). Gate inputs are
-        detached: the gate learns the map, it does not bend the states. Returns both scalars.
-        """
-        a = actions[:, :-1]
-        w_known = known.to(a.dtype).unsqueeze(-1)
-        frac = (a * moved.unsqueeze(-1) * w_known).sum((0, 1)) / (a * w_known).sum((0, 1)).clamp(min=1e-6)
-        used = (a * w_known).sum((0, 1)) > 0
-        moving = (frac > 0.1).to(a.dtype)  # [A]
-        weight = (a * moving).sum(-1) * known.to(a.dtype)  # [B, T-1]
-        if self.config.gate:
-            prev = path.sample[:, :-1].detach()
-            disp = self.transition.to_state_space(prev, path.disp[:, 1:].detach())
-            if self.training:
-                self.transition.update_gate_stats(prev + disp)
-            logit = self.transition.gate_logit(prev + disp).squeeze(-1)
-            bce = F.binary_cross_entropy_with_logits(logit, moved, reduction="none")
-            gate = (bce * weight).sum() / weight.sum().clamp(min=1.0)
-        else:
-            gate = a.new_zeros(())
-        still_actions = (1.0 - moving) * used.to(a.dtype)  # [A]
-        M = self.transition.M.weight  # [S, A]
-        still = ((M ** 2).sum(0) * still_actions).sum() / still_actions.sum().clamp(min=1.0)
-        return gate, still
+        return StatePath(sample, mean, lv, disp, actions.new_zeros(B, T))
 
     def isotropy(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over sequences of ``S log(tr C / S) - log det C`` for the covariance ``C`` of
@@ -437,7 +455,14 @@ class GTMSM(WorldModel):
     # ----------------------------------------------------------------- training
     def loss(self, batch: Batch) -> LossOutput:
         """Negative ELBO (7.3.4) per predicted frame: frames ``[0, tau)`` are memorised,
-        ``[tau, tau + predict_steps)`` (or ``[tau, T)``) predicted. Plus the state KL (landmark inference) and the gate BCE."""
+        ``[tau, tau + predict_steps)`` (or ``[tau, T)``) predicted.
+
+        ``-F = -sum_t (E_q[log p(x_t | z_t)] - KL(q(z_t | x_t) || p(z_t | s_t, m))) + KL_s``, per
+        predicted frame, where ``KL_s = sum_t KL(q(s_t | s_{t-1}, .) || p(s_t | s_{t-1}, a_t))``
+        is the state KL of the configured posterior (0 for the thesis' ``q = p``; landmark
+        inference, 7.10; ``"frames_posterior"``). ``terms["elbo"]`` is ``F``; the loss adds
+        only the optional isotropy term to ``-F``.
+        """
         cfg = self.config
         obs, actions, mask = batch.obs, batch.actions, batch.mask
         B, T = obs.shape[:2]
@@ -452,9 +477,11 @@ class GTMSM(WorldModel):
             T = tau + cfg.predict_steps
             obs, actions, mask = obs[:, :T], actions[:, :T], mask[:, :T]
         mu_z, lv_z = self.encode(obs)
-        moved, known = self.frame_moved(obs, mask)
-        path = self.infer_states(actions, moved, known, codes=mu_z if self.landmark else None,
-                                 num_memorised=tau)
+        path = self.posterior_states(obs, actions, mask, codes=mu_z, num_memorised=tau)
+        if self.training and cfg.gate and cfg.gate_input == "whitened":
+            prev = path.sample[:, :-1].detach()
+            self.transition.update_gate_stats(
+                prev + self.transition.to_state_space(prev, path.disp[:, 1:].detach()))
         pm = mask[:, tau:].to(obs.dtype)
         n_frames = pm.sum().clamp(min=1.0)
         mu_p, lv_p = mu_z[:, tau:], lv_z[:, tau:]
@@ -474,11 +501,6 @@ class GTMSM(WorldModel):
         loss = -(recon - kl) + kl_s
         terms = {"recon": recon.detach(), "kl_z": kl.detach(), "kl_s": kl_s.detach(),
                  "elbo": (recon - kl - kl_s).detach()}
-        if cfg.blocked_from_frames and cfg.gate_loss_weight > 0:
-            gate, still = self.transition_aux_loss(path, actions, moved, known)
-            loss = loss + cfg.gate_loss_weight * (gate + still)
-            terms["gate_bce"] = gate.detach()
-            terms["still_disp"] = still.detach()
         if cfg.isotropy_weight > 0:
             iso = self.isotropy(path.mean[:, :tau], mask[:, :tau])
             loss = loss + cfg.isotropy_weight * iso
@@ -499,17 +521,17 @@ class GTMSM(WorldModel):
                 mask: torch.Tensor | None = None) -> GTMSMBelief:
         """Memorise a context ``obs [B, T, C, H, W]``, ``actions [B, T, A]``, ``mask [B, T]``.
 
-        States are inferred from the actions (and the frames: blocked moves, landmarks); the
-        memory holds every observed frame (capacity ``max(config.capacity or tau, T)``).
+        States are the means of the configured posterior (``posterior_states``): from the
+        actions only in the thesis model; with landmark inference or ``"frames_posterior"``
+        the frames correct them. The memory holds every observed frame (capacity
+        ``max(config.capacity or tau, T)``).
         """
         cfg = self.config
         mask = check_sequences(obs, actions, mask, cfg.obs_shape, cfg.action_dim)
         obs = check_frames(obs, mask, model_dtype(self), min_observed="sequence")
-        B, T = obs.shape[:2]
+        T = obs.shape[1]
         mu_z, lv_z = self.encode(obs)
-        moved, known = self.frame_moved(obs, mask) if T > 1 else (None, None)
-        path = self.infer_states(actions, moved, known, codes=mu_z if self.landmark else None,
-                                 num_memorised=T, sample=False)
+        path = self.posterior_states(obs, actions, mask, codes=mu_z, num_memorised=T, sample=False)
         memory = self.memorise(path, mu_z, lv_z, mask > 0, capacity=max(cfg.capacity or cfg.tau, T))
         return GTMSMBelief(path.mean[:, -1], path.disp[:, -1], mu_z[:, -1], memory)
 
