@@ -4,7 +4,7 @@ Each module here has ``add_parser(subparsers)`` and ``run(args) -> int``. A run 
 mapping (or a preset name from ``configs/``) with sections::
 
     data:  {preset: bouncing_ball_small, root: runs/data/bouncing_ball_small}
-    model: {name: vae_rnn, config: {latent_dim: 8, ...}}    # vae_rnn | kvae | gtmsm | module:Class
+    model: {name: vae_rnn, config: {latent_dim: 8, ...}}    # a registered model: vae_rnn | kvae | gtmsm | dkf | dvbf
     train: {...TrainConfig fields...}
     eval:  {...EvalConfig fields...}
     run_dir: runs/my_run                                     # default: runs/<name>-<time>
@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
-import importlib
 import os
 import re
 from pathlib import Path
@@ -28,15 +27,11 @@ import yaml
 
 from worldmodels.atomic_io import atomic_open
 
+from .validation import UsageError, check_dataclass_values
+
 #: where the preset configs live (repository root / configs)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
-MODELS = {
-    "vae_rnn": "worldmodels.vae_rnn:VAERNN",
-    "kvae": "worldmodels.kvae:KVAE",
-    "gtmsm": "worldmodels.gtmsm:GTMSM",
-    "dkf": "worldmodels.baselines.dkf:DKF",
-}
 
 
 class _Loader(yaml.SafeLoader):
@@ -64,40 +59,60 @@ def list_presets() -> list[str]:
 
 
 def load_config(name_or_path: str | os.PathLike | None) -> dict[str, Any]:
-    """A run config from a YAML file path or a preset name (``configs/<name>.yaml``)."""
+    """A run config from a YAML file path or a preset name (``configs/<name>.yaml``).
+
+    An unknown name, a file that is not YAML or not a mapping raises `UsageError` naming it.
+    """
     if name_or_path is None:
         return {}
     p = Path(name_or_path)
     if not p.is_file():
         cand = CONFIG_DIR / f"{name_or_path}.yaml"
         if not cand.is_file():
-            raise FileNotFoundError(f"config {name_or_path!r}: no such file and no preset of that name; "
-                                    f"presets: {', '.join(list_presets())}")
+            raise UsageError(f"--config {name_or_path}: expected a YAML file or a preset name "
+                             f"({', '.join(list_presets())}), got neither")
         p = cand
-    with open(p) as f:
-        cfg = yaml_load(f.read()) or {}
+    try:
+        cfg = yaml_load(p.read_text()) or {}
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--config {p}: expected a YAML text file, got undecodable bytes") from e
+    except yaml.YAMLError as e:
+        raise UsageError(f"--config {p}: expected YAML, got a syntax error ({_yaml_problem(e)})") from e
     if not isinstance(cfg, dict):
-        raise ValueError(f"config {p}: expected a YAML mapping, got {type(cfg).__name__}")
+        raise UsageError(f"--config {p}: expected a YAML mapping, got {type(cfg).__name__}")
     cfg.setdefault("name", p.stem)
     return cfg
 
 
+def _yaml_problem(e: Exception) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or type(e).__name__}{where}"
+
+
 def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a copy of ``cfg``."""
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a copy of ``cfg``.
+
+    A malformed item (no ``=``, an empty key, a value that is not YAML) raises `UsageError`.
+    """
     out = copy.deepcopy(cfg)
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value (e.g. train.lr=1e-3)")
+            raise UsageError(f"--set {item!r}: expected key=value (e.g. train.lr=1e-3)")
         key, _, raw = item.partition("=")
-        parts = [k for k in key.strip().split(".") if k]
-        if not parts:
-            raise ValueError(f"--set {item!r}: empty key")
+        parts = key.strip().split(".")
+        if not key.strip() or not all(parts):
+            raise UsageError(f"--set {item!r}: expected a dotted key before '=' (e.g. train.lr=1e-3)")
+        try:
+            value = yaml_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise UsageError(f"--set {key.strip()}: expected a YAML value, got {raw!r} ({_yaml_problem(e)})") from e
         node = out
         for k in parts[:-1]:
             if not isinstance(node.get(k), dict):
                 node[k] = {}
             node = node[k]
-        node[parts[-1]] = yaml_load(raw) if raw.strip() else None
+        node[parts[-1]] = value
     return out
 
 
@@ -109,22 +124,17 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def import_object(path: str) -> Any:
-    module, _, name = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def dataclass_from(cls: type, values: dict[str, Any] | None, where: str) -> Any:
-    """``cls(**values)`` with a message naming the config section on unknown keys."""
+    """``cls(**values)`` after checking the keys and scalar types (`UsageError` naming
+    ``<where>.<key>``); the dataclass's own checks are reported under ``where``."""
     from worldmodels.training import config_from_dict
 
+    values = check_dataclass_values(cls, dict(values or {}), where)
     try:
-        return config_from_dict(cls, dict(values or {}))
+        return config_from_dict(cls, values)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"config section {where!r}: {e}") from e
+        message = str(e).replace(f"{cls.__name__}.", f"{where}.")
+        raise UsageError(message if message.startswith(f"{where}.") else f"{where}: {message}") from e
 
 
 def ensure_dataset(data_cfg: dict[str, Any], progress: bool = True) -> Path:
@@ -144,8 +154,13 @@ def ensure_dataset(data_cfg: dict[str, Any], progress: bool = True) -> Path:
 def build_model(model_cfg: dict[str, Any], obs_shape: tuple[int, ...], action_dim: int):
     """A world model from ``{name, config}``; ``obs_shape``/``action_dim`` come from the data
     unless the config sets them."""
+    from worldmodels.registry import UnknownModelError, get_model_class
+
     name = model_cfg.get("name", "vae_rnn")
-    cls = import_object(MODELS.get(name, name))
+    try:
+        cls = get_model_class(name)
+    except UnknownModelError as e:
+        raise ValueError(f"model.name: {e}") from e
     values = dict(model_cfg.get("config") or {})
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     if "obs_shape" in fields:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from worldmodels.atomic_io import atomic_write_json
 
 from . import add_config_args, apply_overrides, default_run_dir, ensure_dataset, load_config, merge
+from .config_check import check_run_config, check_run_dir
+from .validation import DEVICE_CHOICES, UsageError, check_device, resolve_device
 
 HELP = "run the end-to-end demo: small dataset -> train -> evaluate -> plan -> video, plot, JSON"
 
@@ -175,24 +178,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/demo-<time>)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--device", default=None, help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """`DEFAULT_CONFIG`, merged with ``--config``, ``--set`` and the flags, every stage checked
+    (`UsageError` naming the option or key) before any work."""
+    if args.device is not None:
+        check_device("--device", args.device)
+    if args.run_dir is not None:
+        check_run_dir("--run-dir", args.run_dir)
     base = merge(DEFAULT_CONFIG, load_config(args.config)) if args.config else DEFAULT_CONFIG
     cfg = apply_overrides(base, args.overrides)
+    if not isinstance(cfg.get("train"), dict):
+        raise UsageError(f"train: expected a mapping, got {cfg.get('train')!r}")
     if args.run_dir:
         cfg["run_dir"] = args.run_dir
     if args.device:
         cfg["train"]["device"] = args.device
     if args.no_progress:
         cfg["train"]["progress"] = False
-    dev = cfg["train"].get("device", "auto")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
+    return check_run_config(cfg, "demo")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    device = resolve_device("train.device", cfg["train"].get("device", "auto"))
     run_dir = default_run_dir(cfg, "demo")
     t0 = time.time()
     state = run_demo(cfg, run_dir, device=device)

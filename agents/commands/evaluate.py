@@ -9,7 +9,21 @@ from typing import Any
 
 import yaml
 
-from . import apply_overrides, dataclass_from
+from . import apply_overrides, dataclass_from, yaml_load
+from .config_check import check_eval
+from .validation import (
+    DEVICE_CHOICES,
+    MAX_EVAL_FRAMES,
+    DatasetError,
+    UsageError,
+    check_checkpoint_path,
+    check_choice,
+    check_dataset,
+    check_device,
+    check_float,
+    check_int,
+    resolve_device,
+)
 
 HELP = "evaluate a trained model: prediction vs horizon, imputation; JSON + plot + video"
 
@@ -26,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--drop-prob", type=float, default=None, help="random imputation: missing probability")
     p.add_argument("--max-sequences", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default: <run>/eval)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default: %(default)s)")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an EvalConfig entry, e.g. --set eval.num_videos=8")
@@ -39,23 +53,75 @@ def _run_folder(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``run_config.yaml`` (``{}`` if it has none); `DatasetError` if it is unreadable."""
+    path = run_dir / "run_config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = yaml_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: expected the run's YAML config, got unreadable text") from e
+    if not isinstance(cfg, dict):
+        raise DatasetError(f"{path}: expected a YAML mapping, got {type(cfg).__name__}")
+    return cfg
+
+
 def evaluate_run(checkpoint: str | Path, eval_cfg: dict[str, Any], data: str | Path | None = None,
                  out: str | Path | None = None, device: str = "cpu", video: bool = True) -> dict[str, Any]:
-    """Load a model (`worldmodels.training.load`) and run `worldmodels.evaluation.evaluate`."""
+    """Load a model (`worldmodels.training.load`) and run `worldmodels.evaluation.evaluate`.
+
+    Everything is checked (`UsageError` naming the option or config key, ``FileNotFoundError``
+    for missing files) before the output folder is written.
+    """
     from worldmodels.evaluation import EvalConfig, evaluate
     from worldmodels.training import load
 
-    checkpoint = Path(checkpoint)
+    checkpoint = check_checkpoint_path("checkpoint", checkpoint)
     run_dir = _run_folder(checkpoint)
-    run_cfg = {}
-    if (run_dir / "run_config.yaml").is_file():
-        run_cfg = yaml.safe_load((run_dir / "run_config.yaml").read_text()) or {}
-    root = data or (run_cfg.get("data") or {}).get("root")
+    run_cfg = read_run_config(run_dir)
+    run_data = run_cfg.get("data") if isinstance(run_cfg.get("data"), dict) else {}
+    root = data or run_data.get("root")
     if root is None:
-        raise SystemExit("--data is required: the run folder has no run_config.yaml naming its dataset")
-    ecfg = dataclass_from(EvalConfig, {**(run_cfg.get("eval") or {}), **eval_cfg}, "eval")
+        raise UsageError("--data: required, the run folder has no run_config.yaml naming its dataset")
+    merged = {**(run_cfg.get("eval") if isinstance(run_cfg.get("eval"), dict) else {}), **eval_cfg}
+    check_eval(merged, "eval")
+    ecfg = dataclass_from(EvalConfig, merged, "eval")
+    manifest = check_dataset("--data" if data else "data.root", root, ecfg.split)
+    check_eval(merged, "eval", seq_len=manifest["seq_len"])
+    out_dir = Path(out) if out else run_dir / "eval"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: expected a folder, got an existing file")
     model = load(checkpoint, device=device)
-    return evaluate(model, Path(root), Path(out) if out else run_dir / "eval", ecfg, device=device, video=video)
+    return evaluate(model, Path(root), out_dir, ecfg, device=device, video=video)
+
+
+def check_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line options, checked under their own names; returns the ``eval`` overrides."""
+    sets = apply_overrides({}, args.overrides)
+    for key in sets:
+        if key != "eval":
+            raise UsageError(f"--set {key}: expected eval.<key> (evaluate only takes EvalConfig entries)")
+    over = sets.get("eval") or {}
+    if not isinstance(over, dict):
+        raise UsageError(f"--set eval: expected eval.<key>=value, got {over!r}")
+    check_device("--device", args.device)
+    if args.context is not None:
+        check_int("--context", args.context, 1, MAX_EVAL_FRAMES)
+    if args.horizon is not None:
+        check_int("--horizon", args.horizon, 1, MAX_EVAL_FRAMES)
+    if args.drop_prob is not None:
+        check_float("--drop-prob", args.drop_prob, 0.0, 1.0)
+    if args.max_sequences is not None:
+        check_int("--max-sequences", args.max_sequences, 1)
+    if args.split is not None:
+        check_choice("--split", args.split, ("train", "valid", "test"))
+    flags = {"split": args.split, "context": args.context, "horizon": args.horizon, "drop_prob": args.drop_prob,
+             "max_sequences": args.max_sequences}
+    over.update({k: v for k, v in flags.items() if v is not None})
+    if args.imputation is not None:
+        over["imputation"] = None if args.imputation == "none" else args.imputation
+    return over
 
 
 def format_table(pred: dict[str, Any], every: int = 1) -> str:
@@ -74,13 +140,9 @@ def format_table(pred: dict[str, Any], every: int = 1) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    over = apply_overrides({}, args.overrides).get("eval", {})
-    flags = {"split": args.split, "context": args.context, "horizon": args.horizon, "drop_prob": args.drop_prob,
-             "max_sequences": args.max_sequences}
-    over.update({k: v for k, v in flags.items() if v is not None})
-    if args.imputation is not None:
-        over["imputation"] = None if args.imputation == "none" else args.imputation
-    result = evaluate_run(args.checkpoint, over, args.data, args.out, args.device, video=not args.no_video)
+    over = check_args(args)
+    device = resolve_device("--device", args.device)
+    result = evaluate_run(args.checkpoint, over, args.data, args.out, device, video=not args.no_video)
     pred = result["prediction"]
     print(f"open-loop prediction from {pred['context']} frames, N={pred['n_sequences']} sequences")
     print(format_table(pred, every=max(1, pred["horizon"] // 8)))

@@ -15,8 +15,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
-import sys
+import re
+from pathlib import Path
+
+from .validation import (
+    MAX_SEQ_LEN,
+    MAX_SHARD_SIZE,
+    MAX_SPLIT_SEQUENCES,
+    MAX_WORKERS,
+    UsageError,
+    check_choice,
+    check_finite_values,
+    check_int,
+    check_seed,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 HELP = "generate a sequence dataset from a preset (sharded .npz + manifest.json)"
 
@@ -42,53 +58,100 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def spec_from_args(args: argparse.Namespace):
-    """The preset ``DatasetSpec`` with the command-line overrides applied."""
-    from envs.generate import get_spec
+    """The preset ``DatasetSpec`` with the command-line overrides applied, every option checked
+    (`UsageError` naming the option) before anything is generated."""
+    from envs.generate import PRESETS, get_spec
+    from envs.policies import POLICIES
 
+    if not args.preset:
+        raise UsageError(f"preset: expected a preset name (worldmodels generate --list): {', '.join(PRESETS)}")
+    check_choice("preset", args.preset, PRESETS)
     spec = get_spec(args.preset)
-    changes = {}
+    changes: dict = {}
     splits = dict(spec.splits)
     for split in ("train", "valid", "test"):
         n = getattr(args, split)
         if n is not None:
+            check_int(f"--{split}", n, 0, MAX_SPLIT_SEQUENCES)
             if n == 0:
                 splits.pop(split, None)
             else:
                 splits[split] = n
+    if not splits:
+        raise UsageError("--train/--valid/--test: expected at least one split with sequences, got none")
     if splits != spec.splits:
         changes["splits"] = splits
-    for attr, key in (("seq_len", "seq_len"), ("seed", "seed"), ("shard_size", "shard_size"),
-                      ("policy", "policy"), ("name", "name")):
-        if getattr(args, attr) is not None:
-            changes[key] = getattr(args, attr)
+    if args.seq_len is not None:
+        changes["seq_len"] = check_int("--seq-len", args.seq_len, 1, MAX_SEQ_LEN)
+    if args.seed is not None:
+        changes["seed"] = check_seed("--seed", args.seed)
+    if args.shard_size is not None:
+        changes["shard_size"] = check_int("--shard-size", args.shard_size, 1, MAX_SHARD_SIZE)
+    if args.policy is not None:
+        changes["policy"] = check_choice("--policy", args.policy, sorted(POLICIES))
+    if args.name is not None:
+        if not _NAME.match(args.name):
+            raise UsageError(f"--name: expected letters, digits, '_', '-' or '.' (a folder name), got {args.name!r}")
+        changes["name"] = args.name
     if args.env_kwargs:
-        try:
-            extra = json.loads(args.env_kwargs)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--env-kwargs: not valid JSON ({e})") from e
-        if not isinstance(extra, dict):
-            raise ValueError(f"--env-kwargs: expected a JSON object, got {args.env_kwargs!r}")
-        changes["env_kwargs"] = {**spec.env_kwargs, **extra}
+        changes["env_kwargs"] = {**spec.env_kwargs, **env_kwargs_from_json(args.env_kwargs, spec.env_id)}
     if changes.get("policy") not in (None, spec.policy):
         changes.setdefault("policy_kwargs", {})
-    return dataclasses.replace(spec, **changes) if changes else spec
+    spec = dataclasses.replace(spec, **changes) if changes else spec
+    check_env_options(spec)
+    return spec
+
+
+def env_kwargs_from_json(text: str, env_id: str) -> dict:
+    """The ``--env-kwargs`` JSON object: finite values, keys the environment ``env_id`` takes."""
+    import envs
+
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--env-kwargs: expected a JSON object, got invalid JSON ({e})") from e
+    if not isinstance(extra, dict):
+        raise UsageError(f"--env-kwargs: expected a JSON object, got {text!r}")
+    classes = {f"{c.__module__}:{c.__name__}": c
+               for c in (envs.BouncingBallEnv, envs.ImageNavigationEnv, envs.PixelPendulumEnv)}
+    cls = classes[envs.ENV_IDS[env_id][0]]
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "render_mode"}
+    for key in extra:
+        if key not in known:
+            raise UsageError(f"--env-kwargs: unknown option {key!r} for {env_id}; known: {', '.join(sorted(known))}")
+    return check_finite_values("--env-kwargs", extra)
+
+
+def check_env_options(spec) -> None:
+    """Build ``spec``'s environment once so that it checks its own options (nothing is written)."""
+    from envs.generate import make_env
+
+    try:
+        make_env(spec).close()
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--env-kwargs: {e}") from e
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The options that are not part of the dataset spec."""
+    if args.workers is not None:
+        check_int("--workers", args.workers, 1, MAX_WORKERS)
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: expected a dataset folder, got an existing file")
 
 
 def run(args: argparse.Namespace) -> int:
     from envs.generate import PRESETS, generate_dataset
 
-    if args.list or not args.preset:
+    if args.list:
         for name, s in PRESETS.items():
             sizes = "/".join(f"{k} {v}" for k, v in s.splits.items())
             print(f"{name:28s} {s.env_id:36s} T={s.seq_len:<4d} {sizes:32s} {s.description}")
-        return 0 if args.list else 2
-    try:
-        spec = spec_from_args(args)
-        out = args.out or f"runs/data/{spec.name}"
-        manifest = generate_dataset(spec, out, num_workers=args.workers, resume=not args.overwrite,
-                                    progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"worldmodels generate: error: {e}", file=sys.stderr)
-        return 2
+        return 0
+    check_args(args)
+    spec = spec_from_args(args)
+    out = args.out or f"runs/data/{spec.name}"
+    manifest = generate_dataset(spec, out, num_workers=args.workers, resume=not args.overwrite,
+                                progress=not args.no_progress)
     print(f"dataset written: {manifest}")
     return 0

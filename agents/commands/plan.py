@@ -21,6 +21,23 @@ from typing import Any
 
 from worldmodels.atomic_io import atomic_write_json
 
+from .validation import (
+    DEVICE_CHOICES,
+    MAX_EPISODE_STEPS,
+    MAX_EPISODES,
+    MAX_HORIZON,
+    MAX_REWARD_STEPS,
+    UsageError,
+    check_checkpoint_path,
+    check_choice,
+    check_dataset,
+    check_device,
+    check_float,
+    check_int,
+    check_seed,
+    resolve_device,
+)
+
 HELP = "run the latent MPC agent (planner in the world model's latent space) in an environment"
 
 ORACLES = {"worldmodels/Pendulum-v0": "pendulum", "worldmodels/BouncingBall-v0": "ball"}
@@ -49,7 +66,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the last imagined step's reward counts 1 + this many times (a short horizon's stand-in "
                         "for what comes after it; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default: %(default)s)")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint or runs>/plan)")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -115,20 +132,19 @@ def _oracle(env_id: str):
         return PendulumOracle(), pendulum_reward
     if kind == "ball":
         return BallOracle(), TargetDistanceReward()
-    raise SystemExit(f"--oracle: no oracle for {env_id!r}; available for {sorted(ORACLES)}")
+    raise UsageError(f"--env: expected an environment with an oracle ({', '.join(sorted(ORACLES))}), "
+                     f"got {env_id!r}")
 
 
 def load_reward_head(args, model, device):
     """The reward head given, the one saved next to the checkpoint, or a new one trained on --data."""
     from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
 
-    ckpt = Path(args.checkpoint)
-    default = (ckpt if ckpt.is_dir() else ckpt.parent) / "reward_head.pt"
-    path = Path(args.reward_head) if args.reward_head else default
+    path = Path(args.reward_head) if args.reward_head else default_reward_head(args.checkpoint)
     if path.exists():
         return RewardHead.load(path, device=device), str(path), None
     if not args.data:
-        raise SystemExit(f"no reward head at {path}: pass --reward-head or --data to train one")
+        raise UsageError(f"--data: required to train a reward head, there is none at {path} (or pass --reward-head)")
     from worldmodels.data import make_dataloader
 
     cfg = RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim, steps=args.reward_steps)
@@ -140,10 +156,49 @@ def load_reward_head(args, model, device):
     return head, str(path), metrics
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def check_args(args: argparse.Namespace) -> None:
+    """Every option, under its own name, before anything is loaded or written."""
+    import envs
 
-    device = torch.device(args.device)
+    check_choice("--env", args.env, sorted(envs.ENV_IDS))
+    if args.oracle and args.env not in ORACLES:
+        raise UsageError(f"--env: expected an environment with an oracle ({', '.join(sorted(ORACLES))}) for "
+                         f"--oracle, got {args.env!r}")
+    check_int("--episodes", args.episodes, 1, MAX_EPISODES)
+    check_int("--steps", args.steps, 1, MAX_EPISODE_STEPS)
+    if args.horizon is not None:
+        check_int("--horizon", args.horizon, 1, MAX_HORIZON)
+    check_int("--context", args.context, 1, MAX_HORIZON)
+    check_int("--replan-every", args.replan_every, 1, MAX_HORIZON)
+    check_float("--terminal-weight", args.terminal_weight, 0.0)
+    check_int("--reward-steps", args.reward_steps, 1, MAX_REWARD_STEPS)
+    check_seed("--seed", args.seed)
+    check_device("--device", args.device)
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: expected a folder, got an existing file")
+    if args.oracle:
+        return
+    check_checkpoint_path("--checkpoint", args.checkpoint)
+    if args.reward_head is not None:
+        if not Path(args.reward_head).is_file():
+            raise FileNotFoundError(f"--reward-head {args.reward_head}: no such file")
+    elif not default_reward_head(args.checkpoint).is_file():
+        if not args.data:
+            raise UsageError(f"--data: required to train a reward head, there is none at "
+                             f"{default_reward_head(args.checkpoint)} (or pass --reward-head)")
+        for split in ("train", "valid"):
+            check_dataset("--data", args.data, split)
+
+
+def default_reward_head(checkpoint: str | Path) -> Path:
+    """Where the reward head of a checkpoint (file or run folder) is saved: next to it."""
+    ckpt = Path(checkpoint)
+    return (ckpt if ckpt.is_dir() else ckpt.parent) / "reward_head.pt"
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    device = resolve_device("--device", args.device)
     overrides = {} if args.horizon is None else {"horizon": args.horizon}
     info: dict[str, Any] = {}
     if args.oracle:
@@ -151,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         model = model.to(device)
         out = Path(args.out or "runs/plan_oracle")
     else:
-        model = load_world_model(args.checkpoint, device=str(device))
+        model = load_world_model(args.checkpoint, device=device)
         reward_fn, head_path, metrics = load_reward_head(args, model, device)
         info = {"checkpoint": args.checkpoint, "reward_head": head_path, "reward_head_metrics": metrics}
         ck = Path(args.checkpoint)
@@ -160,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     result = plan_episodes(model, reward_fn, args.env, planner=args.planner, planner_overrides=overrides,
                            episodes=args.episodes, steps=args.steps, context=args.context,
                            replan_every=args.replan_every, terminal_weight=args.terminal_weight,
-                           seed=args.seed, device=str(device),
+                           seed=args.seed, device=device,
                            use_state=args.oracle, out_dir=out, video=not args.no_video,
                            progress=not args.no_progress)
     result.update(info)
@@ -234,7 +289,7 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
         model = KVAE(KVAEConfig(obs_shape=(1, 16, 16), action_dim=1, a_dim=3, z_dim=6, num_modes=4))
         cfg = TrainConfig(steps=train_steps, batch_size=32, lr=3e-3, grad_clip=150.0, device=device,
                           progress=progress, tensorboard=False, checkpoint_every=None)
-        Trainer(model, cfg, out / "kvae", dataset, dataset).fit()
+        Trainer(model, cfg, out / "kvae", dataset, dataset, resume="auto").fit()
         checkpoint = str(out / "kvae")
     model = load_world_model(checkpoint, device=device)
     head, metrics = fit_demo_reward_head(model, dataset, reward_steps, device=device, progress=progress)

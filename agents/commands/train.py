@@ -14,8 +14,20 @@ from typing import Any
 
 import torch
 
-from . import (add_config_args, apply_overrides, build_model, dataclass_from, default_run_dir, ensure_dataset,
-               load_config, save_yaml)
+from worldmodels.training.run_dir import run_state
+
+from . import (
+    add_config_args,
+    apply_overrides,
+    build_model,
+    dataclass_from,
+    default_run_dir,
+    ensure_dataset,
+    load_config,
+    save_yaml,
+)
+from .config_check import check_run_config, check_run_dir
+from .validation import DEVICE_CHOICES, MAX_TRAIN_STEPS, UsageError, check_device, check_int, resolve_device
 
 HELP = "train a world model (YAML config or preset + --set overrides)"
 
@@ -26,7 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a run folder that holds a trained run (its checkpoints and logs are deleted)")
+    p.add_argument("--device", default=None, help=f"{DEVICE_CHOICES} (overrides train.device)")
     p.add_argument("--steps", type=int, default=None, help="overrides train.steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -47,8 +61,13 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def train_from_config(cfg: dict[str, Any], run_dir: Path, resume: bool | str = False) -> tuple[Any, dict]:
-    """Dataset (generated if needed), model, `Trainer.fit`; returns ``(model, summary)``."""
+def train_from_config(cfg: dict[str, Any], run_dir: Path, resume: bool | str = False,
+                      overwrite: bool = False) -> tuple[Any, dict]:
+    """Dataset (generated if needed), model, `Trainer.fit`; returns ``(model, summary)``.
+
+    A run folder that holds a trained run needs ``resume`` or ``overwrite``; the run folder is
+    written (``run_config.yaml`` included) only once the trainer has accepted it.
+    """
     from worldmodels.data import SequenceDataset
     from worldmodels.training import TrainConfig, Trainer
 
@@ -72,18 +91,36 @@ def train_from_config(cfg: dict[str, Any], run_dir: Path, resume: bool | str = F
     tcfg = dataclass_from(TrainConfig, cfg["train"], "train")
     torch.manual_seed(tcfg.seed)  # the initial weights follow the run's seed (torch's own seed is random)
     model = build_model(cfg["model"], tuple(train_set.obs_shape), int(train_set.action_dim))
+    trainer = Trainer(model, tcfg, run_dir, train_set, val_set, resume=resume, overwrite=overwrite)
     if rank0:
         save_yaml(cfg, Path(run_dir) / "run_config.yaml")
-    summary = Trainer(model, tcfg, run_dir, train_set, val_set, resume=resume).fit()
+    summary = trainer.fit()
     return model, summary
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """The options that are not config entries, and those that override one (under their flag name)."""
+    if args.device is not None:
+        check_device("--device", args.device)
+    if args.steps is not None:
+        check_int("--steps", args.steps, 0, MAX_TRAIN_STEPS)
+    if args.run_dir is not None:
+        check_run_dir("--run-dir", args.run_dir)
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args)
+    check_args(args)
+    cfg = check_run_config(resolve_config(args), "train")
     if args.resume and not (args.run_dir or cfg.get("run_dir")):
-        raise SystemExit("--resume needs --run-dir (the folder of the run to continue)")
+        raise UsageError("--resume: expected --run-dir too (the folder of the run to continue)")
+    if args.resume and args.overwrite:
+        raise UsageError("--overwrite: expected either --resume or --overwrite, not both")
+    resolve_device("train.device", cfg["train"].get("device", "auto"))  # the notice when auto means the CPU
     run_dir = default_run_dir(cfg, "train")
-    _, summary = train_from_config(cfg, run_dir, resume=args.resume)
+    if run_state(run_dir) == "trained" and not (args.resume or args.overwrite):
+        raise UsageError(f"--run-dir {run_dir}: holds a trained run; pass --resume to continue it or "
+                         "--overwrite to start it again")
+    _, summary = train_from_config(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         val = {k: round(v, 4) for k, v in (summary.get("val") or {}).items()}
         print(json.dumps({"steps": summary["steps"], "val": val, "best_step": summary["best_step"],

@@ -14,10 +14,23 @@ observations.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from .validation import (
+    MAX_EPISODE_STEPS,
+    MAX_FPS,
+    MAX_VIDEO_CLIPS,
+    MAX_VIDEO_FRAMES,
+    MAX_VIDEO_SCALE,
+    UsageError,
+    check_choice,
+    check_dataset,
+    check_float,
+    check_int,
+    check_seed,
+)
 
 HELP = "render dataset sequences or environment episodes to mp4/gif"
 
@@ -48,9 +61,6 @@ def _dataset_clips(args) -> list[np.ndarray]:
 
     ds = SequenceDataset(args.dataset, args.split)
     idx = args.indices if args.indices is not None else list(range(min(args.num, len(ds))))
-    bad = [i for i in idx if not 0 <= i < len(ds)]
-    if bad:
-        raise ValueError(f"--indices: {bad} out of range for {len(ds)} sequences in split {args.split!r}")
     return [ds.frames_uint8(i) for i in idx]
 
 
@@ -60,13 +70,8 @@ _DEFAULT_POLICY = {"worldmodels/ImageNavigation-v0": "poisson_repeat", "worldmod
 def _env_clips(args) -> list[np.ndarray]:
     import gymnasium as gym
 
-    import envs
-    from envs.policies import make_policy
+    from envs.policies import make_policy  # importing envs registers the environments
 
-    if args.env not in envs.ENV_IDS:
-        raise ValueError(f"--env: expected one of {sorted(envs.ENV_IDS)}, got {args.env!r}")
-    if args.steps < 1:
-        raise ValueError(f"--steps: expected >= 1, got {args.steps}")
     env = gym.make(args.env, render_mode="rgb_array", max_episode_steps=args.steps + 1)
     policy = make_policy(args.policy or _DEFAULT_POLICY.get(args.env, "zero"), env.action_space)
     clips = []
@@ -85,22 +90,51 @@ def _env_clips(args) -> list[np.ndarray]:
     return clips
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every option, under its own name, before anything is rendered or written."""
+    from envs.policies import POLICIES
+
+    if Path(args.out).suffix.lower() not in (".mp4", ".gif"):
+        raise UsageError(f"--out: expected a .mp4 or .gif file name, got {args.out!r}")
+    if Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: expected a file name, got an existing folder")
+    check_int("--num", args.num, 1, MAX_VIDEO_CLIPS)
+    check_int("--cols", args.cols, 1, MAX_VIDEO_CLIPS)
+    check_int("--scale", args.scale, 0, MAX_VIDEO_SCALE)
+    check_float("--fps", args.fps, 0.0, MAX_FPS, lo_open=True)
+    if args.dataset:
+        manifest = check_dataset("--dataset", args.dataset, args.split)
+        n = int(manifest["splits"][args.split].get("num_sequences", 0))
+        if args.indices is not None:
+            if len(args.indices) > MAX_VIDEO_CLIPS:
+                raise UsageError(f"--indices: expected at most {MAX_VIDEO_CLIPS} sequences, got {len(args.indices)}")
+            bad = [i for i in args.indices if not 0 <= i < n]
+            if bad:
+                raise UsageError(f"--indices: expected 0 .. {n - 1} (split {args.split!r} has {n} sequences), "
+                                 f"got {bad}")
+        frames = int(manifest["seq_len"]) * (len(args.indices) if args.indices is not None else min(args.num, n))
+    else:
+        import envs
+
+        check_choice("--env", args.env, sorted(envs.ENV_IDS))
+        check_int("--steps", args.steps, 1, MAX_EPISODE_STEPS)
+        check_seed("--seed", args.seed)
+        if args.policy is not None:
+            check_choice("--policy", args.policy, sorted(POLICIES))
+        frames = args.num * args.steps
+    if frames > MAX_VIDEO_FRAMES:
+        raise UsageError(f"--num x --steps: expected at most {MAX_VIDEO_FRAMES:_} frames in one video, got {frames:_}")
+
+
 def run(args: argparse.Namespace) -> int:
     from worldmodels.video import tile_clips, write_video
 
-    try:
-        if args.num < 1 or args.cols < 1:
-            raise ValueError(f"--num and --cols: expected >= 1, got {args.num} and {args.cols}")
-        if Path(args.out).suffix.lower() not in (".mp4", ".gif"):
-            raise ValueError(f"--out: expected a .mp4 or .gif file name, got {args.out!r}")
-        clips = _dataset_clips(args) if args.dataset else _env_clips(args)
-        h = clips[0].shape[1]
-        scale = args.scale or max(1, 128 // h)
-        rows = [clips[i : i + args.cols] for i in range(0, len(clips), args.cols)]
-        grid = tile_clips(rows, pad=1, scale=scale)
-        path = write_video(grid, args.out, fps=args.fps)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"worldmodels video: error: {e}", file=sys.stderr)
-        return 2
+    check_args(args)
+    clips = _dataset_clips(args) if args.dataset else _env_clips(args)
+    h = clips[0].shape[1]
+    scale = args.scale or max(1, 128 // h)
+    rows = [clips[i : i + args.cols] for i in range(0, len(clips), args.cols)]
+    grid = tile_clips(rows, pad=1, scale=scale)
+    path = write_video(grid, args.out, fps=args.fps)
     print(f"video written: {path} ({grid.shape[0]} frames, {grid.shape[2]}x{grid.shape[1]} px)")
     return 0

@@ -104,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.log_every: expected >= 1, got {self.log_every}")
         if self.max_bad_steps < 1:
             raise ValueError(f"TrainConfig.max_bad_steps: expected >= 1, got {self.max_bad_steps}")
+        for name in ("val_every", "val_batches", "val_batch_size", "checkpoint_every", "early_stopping_patience"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"TrainConfig.{name}: expected >= 1 or None, got {v}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"TrainConfig.grad_clip: expected > 0 or None, got {self.grad_clip}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]

@@ -1,0 +1,354 @@
+"""Bad inputs to the ``worldmodels`` console script, run in-process: each must end in one line on
+stderr that names the offending option or file, exit status 2 (invalid option or config) or 1
+(a missing or damaged file), no traceback, and no file created or changed."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.cli import main
+
+BIG = str(10 ** 12)
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+TINY_MODEL = ["--set", "model.name=vae_rnn",
+              "--set", "model.config={latent_dim: 4, hidden_dim: 8, encoder: mlp, mlp_hidden: [32], "
+                       "likelihood: bernoulli}",
+              "--set", "train.batch_size=8", "--set", "train.val_every=1", "--set", "train.checkpoint_every=1",
+              "--set", "train.tensorboard=false", "--set", "eval.horizon=5", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny dataset, a run trained for one step, and damaged or foreign files next to them."""
+    from envs.generate import generate_dataset, get_spec
+
+    root = tmp_path_factory.mktemp("fuzz")
+    data = root / "data"
+    spec = dataclasses.replace(get_spec("bouncing_ball_small"), splits={"train": 8, "valid": 4, "test": 4},
+                               seq_len=20, shard_size=8)
+    generate_dataset(spec, data, num_workers=1, progress=False)
+    run = root / "run"
+    assert main(["train", "--config", "demo", "--run-dir", str(run), "--set", f"data.root={data}", *TINY_MODEL,
+                 "--steps", "1", "--device", "cpu"]) == 0
+    noseqlen = root / "noseqlen"
+    shutil.copytree(data, noseqlen)
+    manifest = json.loads((noseqlen / "manifest.json").read_text())
+    del manifest["seq_len"]
+    (noseqlen / "manifest.json").write_text(json.dumps(manifest))
+    badmanifest = root / "badmanifest"
+    badmanifest.mkdir()
+    (badmanifest / "manifest.json").write_text("{not json")
+    (root / "nomanifest").mkdir()
+    (root / "notrun").mkdir()
+    (root / "notrun" / "notes.txt").write_text("hello")
+    (root / "empty.pt").write_bytes(b"")
+    (root / "garbage.pt").write_bytes(os.urandom(256))
+    (root / "list.yaml").write_text("- a\n- b\n")
+    (root / "bad.yaml").write_text("train: {lr: [1,\n")
+    (root / "file.txt").write_text("a user's file")
+    (root / "dir.mp4").mkdir()
+    return {"root": root, "data": data, "run": run, "noseqlen": noseqlen, "badmanifest": badmanifest,
+            "nomanifest": root / "nomanifest", "notrun": root / "notrun", "empty": root / "empty.pt",
+            "garbage": root / "garbage.pt", "listyaml": root / "list.yaml", "badyaml": root / "bad.yaml",
+            "file": root / "file.txt", "dirmp4": root / "dir.mp4"}
+
+
+def case(cmd: str, *args: str, code: int = 2, names: str, marks=()):
+    """One bad input: ``worldmodels cmd args`` (``{key}`` placeholders are fixture paths) must exit
+    with ``code`` and a line containing ``names``."""
+    return pytest.param([cmd, *args], code, names, id=f"{cmd} {' '.join(args)}"[:90], marks=marks)
+
+
+CASES = [
+    # ---------------------------------------------------------------- generate
+    case("generate", names="preset"),
+    case("generate", "nosuch", names="preset"),
+    case("generate", "bouncing_ball_small", "--train", BIG, names="--train"),
+    case("generate", "bouncing_ball_small", "--valid", "-1", names="--valid"),
+    case("generate", "bouncing_ball_small", "--test", BIG, names="--test"),
+    case("generate", "bouncing_ball_small", "--train", "0", "--valid", "0", "--test", "0", names="--train"),
+    case("generate", "bouncing_ball_small", "--train", "abc", names="--train"),
+    case("generate", "bouncing_ball_small", "--seq-len", "0", names="--seq-len"),
+    case("generate", "bouncing_ball_small", "--seq-len", str(10 ** 9), names="--seq-len"),
+    case("generate", "bouncing_ball_small", "--seed", "-1", names="--seed"),
+    case("generate", "bouncing_ball_small", "--shard-size", "0", names="--shard-size"),
+    case("generate", "bouncing_ball_small", "--workers", "0", names="--workers"),
+    case("generate", "bouncing_ball_small", "--workers", "100000", names="--workers"),
+    case("generate", "bouncing_ball_small", "--policy", "nosuch", names="--policy"),
+    case("generate", "pendulum_small", "--env-kwargs", '{"g": NaN}', names="--env-kwargs"),
+    case("generate", "pendulum_small", "--env-kwargs", '{"g": Infinity}', names="--env-kwargs"),
+    case("generate", "pendulum_small", "--env-kwargs", '{"g": -Infinity}', names="--env-kwargs"),
+    case("generate", "bouncing_ball_small", "--env-kwargs", '{"gravity": [0, NaN]}', names="--env-kwargs.gravity"),
+    case("generate", "pendulum_small", "--env-kwargs", '{"foo": 1}', names="'foo'"),
+    case("generate", "pendulum_small", "--env-kwargs", '[1, 2]', names="--env-kwargs"),
+    case("generate", "pendulum_small", "--env-kwargs", '{"g": ', names="--env-kwargs"),
+    case("generate", "pendulum_small", "--env-kwargs", '{"size": 17}', names="--env-kwargs"),
+    case("generate", "pendulum_small", "--env-kwargs", '{"render_mode": "human"}', names="render_mode"),
+    case("generate", "bouncing_ball_small", "--name", "../escape", names="--name"),
+    case("generate", "bouncing_ball_small", "--out", "{file}", names="--out"),
+    case("generate", "bouncing_ball_small", "--bogus", names="--bogus"),
+    # ---------------------------------------------------------------- train
+    case("train", names="data"),
+    case("train", "--config", "nosuch", names="--config nosuch"),
+    case("train", "--config", "{listyaml}", names="list.yaml"),
+    case("train", "--config", "{badyaml}", names="bad.yaml"),
+    case("train", "--config", "{garbage}", names="garbage.pt"),
+    case("train", "--config", "demo", "--set", "train.val_every=0", names="train.val_every"),
+    case("train", "--config", "demo", "--set", "train.checkpoint_every=0", names="train.checkpoint_every"),
+    case("train", "--config", "demo", "--set", "train.steps=abc", names="train.steps"),
+    case("train", "--config", "demo", "--set", "train.steps=-1", names="train.steps"),
+    case("train", "--config", "demo", "--set", "train.lr=.nan", names="train.lr"),
+    case("train", "--config", "demo", "--set", "train.lr=-1e-3", names="train.lr"),
+    case("train", "--config", "demo", "--set", "train.batch_size=0", names="train.batch_size"),
+    case("train", "--config", "demo", "--set", "train.batch_size=1.5", names="train.batch_size"),
+    case("train", "--config", "demo", "--set", f"train.batch_size={BIG}", names="train.batch_size"),
+    case("train", "--config", "demo", "--set", "train.optimizer=sgd", names="train.optimizer"),
+    case("train", "--config", "demo", "--set", "train.seed=-1", names="train.seed"),
+    case("train", "--config", "demo", "--set", "train.grad_clip=0", names="train.grad_clip"),
+    case("train", "--config", "demo", "--set", "train.foo=1", names="train.foo"),
+    case("train", "--config", "demo", "--set", "foo.bar=1", names="foo"),
+    case("train", "--config", "demo", "--set", "train.lr", names="--set"),
+    case("train", "--config", "demo", "--set", "=1", names="--set"),
+    case("train", "--config", "demo", "--set", "train..lr=1", names="--set"),
+    case("train", "--config", "demo", "--set", "train.lr=[1,", names="--set train.lr"),
+    case("train", "--config", "demo", "--set", "data=5", names="data"),
+    case("train", "--config", "demo", "--set", "model.name=this:s", names="model.name"),
+    case("train", "--config", "demo", "--set", "model.name=os:system", names="model.name"),
+    case("train", "--config", "demo", "--set", "model.config.nosuch=1", names="model.config.nosuch"),
+    case("train", "--config", "demo", "--set", "model.config.z_dim=abc", names="model.config.z_dim"),
+    case("train", "--config", "demo", "--set", "model.config=5", names="model.config"),
+    case("train", "--config", "demo", "--set", "model.colour=red", names="model.colour"),
+    case("train", "--config", "demo", "--set", "data.preset=nosuch", names="data.preset"),
+    case("train", "--config", "demo", "--set", "data.preset=null", "--set", "data.root={nomanifest}",
+         names="data.root"),
+    case("train", "--config", "demo", "--set", "data.root={noseqlen}", code=1, names="seq_len"),
+    case("train", "--config", "demo", "--set", "data.root={badmanifest}", code=1, names="badmanifest"),
+    case("train", "--config", "demo", "--set", "eval.drop_prob=2", names="eval.drop_prob"),
+    case("train", "--config", "demo", "--set", "eval.imputation=sometimes", names="eval.imputation"),
+    case("train", "--config", "demo", "--set", "data.root={data}", "--set", "eval.horizon=100", names="eval.horizon"),
+    case("train", "--config", "demo", "--device", "gpu", names="--device"),
+    case("train", "--config", "demo", "--device", "cuda", names="--device", marks=NO_CUDA),
+    case("train", "--config", "demo", "--set", "train.device=tpu", names="train.device"),
+    case("train", "--config", "demo", "--steps", "-1", names="--steps"),
+    case("train", "--config", "demo", "--steps", BIG, names="--steps"),
+    case("train", "--config", "demo", "--resume", names="--resume"),
+    case("train", "--config", "demo", "--run-dir", "{file}", names="--run-dir"),
+    # ---------------------------------------------------------------- evaluate
+    case("evaluate", "nosuch", code=1, names="nosuch"),
+    case("evaluate", "{notrun}", code=1, names="notrun"),
+    case("evaluate", "{empty}", "--data", "{data}", code=1, names="empty.pt"),
+    case("evaluate", "{garbage}", "--data", "{data}", code=1, names="garbage.pt"),
+    case("evaluate", "{empty}", names="--data"),
+    case("evaluate", "{run}", "--drop-prob", "2", names="--drop-prob"),
+    case("evaluate", "{run}", "--drop-prob", "-0.1", names="--drop-prob"),
+    case("evaluate", "{run}", "--drop-prob", "nan", names="--drop-prob"),
+    case("evaluate", "{run}", "--context", "0", names="--context"),
+    case("evaluate", "{run}", "--horizon", "0", names="--horizon"),
+    case("evaluate", "{run}", "--horizon", str(10 ** 9), names="--horizon"),
+    case("evaluate", "{run}", "--context", "15", "--horizon", "15", names="context"),
+    case("evaluate", "{run}", "--max-sequences", "0", names="--max-sequences"),
+    case("evaluate", "{run}", "--split", "nosuch", names="--split"),
+    case("evaluate", "{run}", "--imputation", "bogus", names="--imputation"),
+    case("evaluate", "{run}", "--device", "gpu", names="--device"),
+    case("evaluate", "{run}", "--device", "cuda", names="--device", marks=NO_CUDA),
+    case("evaluate", "{run}", "--set", "foo.bar=1", names="--set foo"),
+    case("evaluate", "{run}", "--set", "eval.nosuch=1", names="eval.nosuch"),
+    case("evaluate", "{run}", "--set", "eval.fps=0", names="eval.fps"),
+    case("evaluate", "{run}", "--set", "eval.batch_size=-2", names="eval.batch_size"),
+    case("evaluate", "{run}", "--data", "{nomanifest}", code=1, names="nomanifest"),
+    case("evaluate", "{run}", "--data", "{noseqlen}", code=1, names="seq_len"),
+    case("evaluate", "{run}", "--out", "{file}", names="--out"),
+    # ---------------------------------------------------------------- plan
+    case("plan", names="--checkpoint"),
+    case("plan", "--oracle", "--episodes", BIG, names="--episodes"),
+    case("plan", "--oracle", "--episodes", "0", names="--episodes"),
+    case("plan", "--oracle", "--episodes", "abc", names="--episodes"),
+    case("plan", "--oracle", "--steps", "0", names="--steps"),
+    case("plan", "--oracle", "--steps", str(10 ** 9), names="--steps"),
+    case("plan", "--oracle", "--horizon", str(10 ** 9), names="--horizon"),
+    case("plan", "--oracle", "--horizon", "0", names="--horizon"),
+    case("plan", "--oracle", "--context", "0", names="--context"),
+    case("plan", "--oracle", "--replan-every", "0", names="--replan-every"),
+    case("plan", "--oracle", "--terminal-weight", "nan", names="--terminal-weight"),
+    case("plan", "--oracle", "--terminal-weight", "inf", names="--terminal-weight"),
+    case("plan", "--oracle", "--terminal-weight", "-1", names="--terminal-weight"),
+    case("plan", "--oracle", "--reward-steps", "-5", names="--reward-steps"),
+    case("plan", "--oracle", "--seed", "-1", names="--seed"),
+    case("plan", "--oracle", "--device", "gpu", names="--device"),
+    case("plan", "--oracle", "--device", "cuda", names="--device", marks=NO_CUDA),
+    case("plan", "--oracle", "--env", "nosuch", names="--env"),
+    case("plan", "--oracle", "--env", "worldmodels/ImageNavigation-v0", names="--env"),
+    case("plan", "--oracle", "--planner", "nosuch", names="--planner"),
+    case("plan", "--oracle", "--out", "{file}", names="--out"),
+    case("plan", "--oracle", "--checkpoint", "{run}", names="--checkpoint"),
+    case("plan", "--checkpoint", "nosuch", code=1, names="nosuch"),
+    case("plan", "--checkpoint", "{notrun}", code=1, names="notrun"),
+    case("plan", "--checkpoint", "{run}", names="--data"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "nosuch.pt", code=1, names="--reward-head"),
+    case("plan", "--checkpoint", "{run}", "--data", "{nomanifest}", code=1, names="nomanifest"),
+    case("plan", "--checkpoint", "{run}", "--data", "{noseqlen}", code=1, names="seq_len"),
+    case("plan", "--checkpoint", "{run}", "--data", "{data}", "--reward-steps", "0", names="--reward-steps"),
+    case("plan", "--checkpoint", "{empty}", "--reward-head", "{garbage}", code=1, names="empty.pt"),
+    case("plan", "--checkpoint", "{garbage}", "--reward-head", "{garbage}", code=1, names="garbage.pt"),
+    # ---------------------------------------------------------------- video
+    case("video", "--out", "a.mp4", names="--dataset"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.txt", names="--out"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "{dirmp4}", names="--out"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--scale", "-1", names="--scale"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--scale", str(10 ** 6), names="--scale"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--num", BIG, names="--num"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--num", "0", names="--num"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--cols", "0", names="--cols"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--fps", "0", names="--fps"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--fps", "nan", names="--fps"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--steps", "0", names="--steps"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--steps", str(10 ** 9), names="--steps"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--num", "256", "--steps", "10000",
+         names="--steps"),
+    case("video", "--env", "nosuch", "--out", "a.mp4", names="--env"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--policy", "nosuch", names="--policy"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--seed", "-1", names="--seed"),
+    case("video", "--dataset", "nosuch", "--out", "a.mp4", code=1, names="nosuch"),
+    case("video", "--dataset", "{nomanifest}", "--out", "a.mp4", code=1, names="nomanifest"),
+    case("video", "--dataset", "{noseqlen}", "--out", "a.mp4", code=1, names="seq_len"),
+    case("video", "--dataset", "{badmanifest}", "--out", "a.mp4", code=1, names="badmanifest"),
+    case("video", "--dataset", "{data}", "--out", "a.mp4", "--split", "nosuch", names="--split"),
+    case("video", "--dataset", "{data}", "--out", "a.mp4", "--indices", "99999", names="--indices"),
+    case("video", "--dataset", "{data}", "--out", "a.mp4", "--indices", "-1", names="--indices"),
+    # ---------------------------------------------------------------- demo
+    case("demo", "--set", "control.horizon=0", names="control.horizon"),
+    case("demo", "--set", f"control.episodes={BIG}", names="control.episodes"),
+    case("demo", "--set", f"control.steps={BIG}", names="control.steps"),
+    case("demo", "--set", "control.steps=abc", names="control.steps"),
+    case("demo", "--set", "control.terminal_weight=.nan", names="control.terminal_weight"),
+    case("demo", "--set", "control.reward_steps=-5", names="control.reward_steps"),
+    case("demo", "--set", "control.rl_rounds=-1", names="control.rl_rounds"),
+    case("demo", "--set", "control.rl_horizon=0", names="control.rl_horizon"),
+    case("demo", "--set", "control.planner=nosuch", names="control.planner"),
+    case("demo", "--set", "control.env=CartPole-v1", names="control.env"),
+    case("demo", "--set", "control.nosuch=1", names="control.nosuch"),
+    case("demo", "--set", "control=5", names="control"),
+    case("demo", "--set", "train.val_every=0", names="train.val_every"),
+    case("demo", "--set", "train.steps=abc", names="train.steps"),
+    case("demo", "--set", "train=5", names="train"),
+    case("demo", "--set", "eval.drop_prob=2", names="eval.drop_prob"),
+    case("demo", "--set", "eval.horizon=0", names="eval.horizon"),
+    case("demo", "--set", "eval.context=100", names="eval.context"),
+    case("demo", "--set", "model.name=sys:exit", names="model.name"),
+    case("demo", "--set", "model.config.nosuch=1", names="model.config.nosuch"),
+    case("demo", "--set", "data.preset=nosuch", names="data.preset"),
+    case("demo", "--set", "data.root={noseqlen}", code=1, names="seq_len"),
+    case("demo", "--set", "control.steps=[1,", names="--set control.steps"),
+    case("demo", "--device", "gpu", names="--device"),
+    case("demo", "--device", "cuda", names="--device", marks=NO_CUDA),
+    case("demo", "--config", "nosuch", names="--config"),
+    case("demo", "--config", "{listyaml}", names="list.yaml"),
+    case("demo", "--run-dir", "{file}", names="--run-dir"),
+]
+
+
+def snapshot(*folders: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under ``folders``: path -> (size, mtime in ns, sha256)."""
+    out = {}
+    for folder in folders:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                out[str(p)] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            else:
+                out[str(p)] = (-1, 0, "dir")
+    return out
+
+
+def fill(text: str, files: dict[str, Path]) -> str:
+    """``text`` with each ``{key}`` of ``files`` replaced by that path (other braces kept)."""
+    for key, path in files.items():
+        text = text.replace("{" + key + "}", str(path))
+    return text
+
+
+def test_the_table_covers_every_command_with_enough_cases():
+    commands = [c.values[0][0] for c in CASES]
+    assert len(CASES) >= 110
+    assert {cmd: commands.count(cmd) >= 15 for cmd in ("generate", "train", "evaluate", "plan", "video", "demo")} \
+        == dict.fromkeys(("generate", "train", "evaluate", "plan", "video", "demo"), True)
+
+
+@pytest.mark.parametrize("argv,code,names", CASES)
+def test_bad_input_is_one_line_naming_it_and_changes_nothing(argv, code, names, files, tmp_path, monkeypatch,
+                                                             capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = [fill(a, files) for a in argv]
+    names = fill(names, files)
+    before = snapshot(tmp_path, files["root"])
+    capsys.readouterr()
+    status = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith(f"worldmodels {argv[0]}: error: "), lines[0]
+    assert names in lines[0], lines[0]
+    assert status == code, lines[0]
+    assert snapshot(tmp_path, files["root"]) == before
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(where, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--config", "nosuch"]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "UsageError" in err
+    assert err.strip().splitlines()[-1].startswith("worldmodels train: error: --config nosuch")
+
+
+def test_unexpected_errors_are_not_hidden(monkeypatch, capsys):
+    """A bug (an exception that is not a usage, file or runtime error) keeps its traceback."""
+    from agents.commands import video
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(video, "run", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4"])
+
+
+@pytest.mark.parametrize("errno_name,expected", [("ENOSPC", "disk full: /x/y.pt"),
+                                                 ("EROFS", "cannot write /x/y.pt: read-only or permission denied"),
+                                                 ("EACCES", "cannot write /x/y.pt: read-only or permission denied")])
+def test_disk_and_permission_errors_are_named(errno_name, expected, monkeypatch, capsys):
+    import errno
+
+    from agents.commands import video
+
+    def failing(args):
+        code = getattr(errno, errno_name)
+        raise OSError(code, os.strerror(code), "/x/y.pt")
+
+    monkeypatch.setattr(video, "run", failing)
+    assert main(["video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4"]) == 1
+    assert capsys.readouterr().err == f"worldmodels video: error: {expected}\n"
+
+
+def test_device_auto_falls_back_to_the_cpu_with_a_notice(monkeypatch, capsys):
+    from agents.commands.validation import UsageError, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("--device", "auto") == "cpu"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device auto" in err and "CPU" in err
+    assert resolve_device("--device", "cpu") == "cpu" and capsys.readouterr().err == ""
+    for bad in ("cuda", "cuda:1", "gpu", "CPU", "", None):
+        with pytest.raises(UsageError, match="--device"):
+            resolve_device("--device", bad)
