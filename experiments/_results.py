@@ -5,14 +5,18 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from experiments.protocol import Protocol
 from worldmodels.atomic_io import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = RESULTS_DIR.parent.parent
 
 
 def machine_info() -> dict[str, Any]:
@@ -44,11 +48,34 @@ def _git_commit() -> str | None:
         return None
 
 
-def save_results(name: str, config: dict, results: dict, argv: Sequence[str] | None = None,
-                 seed: int | None = None, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` atomically with command, config, seed, version, machine, date.
+def relative_command(module: str, args: Sequence[str] | None = None) -> str:
+    """``python -m experiments.<module> <args>``: the command as run from the repository root.
 
-    ``out_dir`` defaults to ``experiments/results``. Returns the path written.
+    ``module`` is the script's module name (``"kvae_imputation"`` or ``"experiments.kvae_imputation"``);
+    ``args`` its arguments (default: ``sys.argv[1:]``). Arguments that are absolute paths inside the
+    repository are rewritten relative to it; no other path of the machine is recorded.
+    """
+    mod = module if module.startswith("experiments.") else f"experiments.{module}"
+    parts = []
+    for a in (sys.argv[1:] if args is None else args):
+        a = str(a)
+        if os.path.isabs(a):
+            try:
+                a = os.path.relpath(a, REPO_ROOT) if Path(a).resolve().is_relative_to(REPO_ROOT) else a
+            except (OSError, ValueError):
+                pass
+        parts.append(shlex.quote(a))
+    return " ".join(["python", "-m", mod, *parts])
+
+
+def save_results(name: str, config: dict, results: dict, *, module: str,
+                 args: Sequence[str] | None = None, protocol: Protocol | None = None,
+                 seed: int | None = None, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` atomically with the relative command, config, seeds
+    (the `Protocol`'s training, tuning and evaluation sets), package version, commit, machine, date.
+
+    ``module``/``args`` give the command (see `relative_command`); ``out_dir`` defaults to
+    ``experiments/results``. Returns the path written.
     """
     from worldmodels import __version__
 
@@ -56,8 +83,9 @@ def save_results(name: str, config: dict, results: dict, argv: Sequence[str] | N
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "experiment": name,
-        "command": " ".join([Path(sys.executable).name, *(argv if argv is not None else sys.argv)]),
+        "command": relative_command(module, args),
         "config": config,
+        "protocol": None if protocol is None else protocol.to_json(),
         "seed": seed,
         "package_version": __version__,
         "git_commit": _git_commit(),

@@ -139,7 +139,8 @@ def main(argv=None) -> int:
     results.update(info)
     from experiments._results import save_results
 
-    out = save_results("ball_to_target", vars(args), results, seed=args.seed, out_dir=args.out_dir)
+    out = save_results("ball_to_target", vars(args), results, module="ball_to_target", args=argv,
+                       seed=args.seed, out_dir=args.out_dir)
     plot(runs, out.with_suffix(".png"))
     print(json.dumps(results, indent=1, default=str))
     print(f"wrote {out}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             line = " ".join(f"{key}={val:.4g}" for key, val in r.items())
             print(f"{label:32s} {name:18s} {line}")
     out = save_results("bench_dnd", vars(args), {"configs": results, "value_dim": VALUE_DIM},
-                       argv=["-m", "experiments.bench_dnd", *(argv if argv is not None else sys.argv[1:])],
+                       module="bench_dnd", args=argv,
                        out_dir=args.out_dir)
     plot(results, (out.parent / "bench_dnd.png"))
     print(f"wrote {out}")

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from experiments._results import RESULTS_DIR, save_results
 
-    path = save_results("bench_envs", vars(args), results, argv=sys.argv)
+    path = save_results("bench_envs", vars(args), results, module="bench_envs", args=argv)
     plot(results, RESULTS_DIR / "bench_envs.png")
     print(f"results: {path}")
     return 0

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from typing import Callable
 
@@ -249,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         results[str(T)] = row
         tqdm.write(f"T={T}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if v is not None))
     config = dict(vars(args), dtype="float32", devices=devices)
-    path = save_results(args.name, config, results, argv=["-m", "experiments.bench_kalman", *(argv or sys.argv[1:])],
+    path = save_results(args.name, config, results, module="bench_kalman", args=argv,
                         seed=args.seed)
     plot(results, RESULTS_DIR / f"{args.name}.png")
     print(f"wrote {path}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
     plt.close(fig)
     res["artifacts"] = {"plot": str(png)}
     save_results(args.out_name, vars(args), res,
-                 argv=sys.argv if argv is None else ["-m", "experiments.bench_kvae_epoch", *argv])
+                 module="bench_kvae_epoch", args=argv)
     return 0
 
 

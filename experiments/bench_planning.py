@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -164,7 +163,8 @@ def main(argv=None) -> int:
     config = {**vars(args), "device": str(device), "torch_threads": torch.get_num_threads(),
               "kvae_config": getattr(model, "config", None).__dict__ if hasattr(model, "config") else None,
               "presets": {k: PRESETS[k][1].__dict__ for k in args.presets}}
-    out = save_results("bench_planning", config, {"summary": summary, "rows": rows}, argv=sys.argv,
+    out = save_results("bench_planning", config, {"summary": summary, "rows": rows},
+                       module="bench_planning", args=argv,
                        seed=0, out_dir=args.out_dir)
     plot(rows, Path(out).with_suffix(".png"))
     print(f"wrote {out}")

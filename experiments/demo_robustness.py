@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               "steps": args.steps, "overrides": args.set, "control": ctl, "train": cfg["train"],
               "upright_threshold": UPRIGHT}
     path = save_results(args.name, config, {"cells": table, "upright_total": summary},
-                        argv=["-m", "experiments.demo_robustness", *(sys.argv[1:] if argv is None else argv)],
+                        module="demo_robustness", args=argv,
                         out_dir=out)
     plot(table, args.rounds, settings, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -442,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     args.timing_repeats)}
 
     out = save_results(name, {**vars(args), "model": vars(cfg)}, result,
-                       argv=["-m", "experiments.gtmsm_navigation",
-                             *(argv if argv is not None else sys.argv[1:])], seed=args.seed,
+                       module="gtmsm_navigation", args=argv, seed=args.seed,
                        out_dir=args.results_dir)
     result_files = plots(result, examples, args.tau, out.with_suffix(""))
     try:

@@ -2,18 +2,20 @@
 
 Score: fraction of wrongly guessed pixels (frames binarised at 0.5) over the unobserved frames.
 Random drops: first 4 frames observed, later frames dropped with p = 0.1 .. 1.0. Consecutive
-drops: n = 1 .. 15 frames missing after the first 4. One command:
+drops: n = 1 .. 15 frames missing after the first 4. The VAE-RNN and the AE-RNN get as many
+updates as the KVAE. One command, from scratch, over three training seeds:
 
-    python -m experiments.kvae_imputation --steps 600 --train-seqs 5000
+    python -m experiments.kvae_imputation            # --quick: a smoke run in seconds
 
-writes ``experiments/results/kvae_imputation.json`` and ``.png`` plots, and the checkpoints,
-videos and copies of the plots into ``--run-dir``.
+writes ``experiments/results/kvae_imputation.json`` (per-seed curves, mean and 95 % interval,
+the protocol's seeds) and ``.png`` plots; checkpoints (one folder per training seed and model,
+resumed after a kill) and a video go to ``--run-dir``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 import time
 from pathlib import Path
 
@@ -21,9 +23,26 @@ import numpy as np
 import torch
 
 from experiments._results import RESULTS_DIR, save_results
-from experiments.kvae_common import (SequenceTensors, ensure_dataset, evaluate_elbo, gap_mask,
-                                     random_mask, train, wrong_pixel_fraction,
-                                     wrong_pixels_per_frame)
+from experiments.kvae_common import (
+    SequenceTensors,
+    ensure_dataset,
+    evaluate_elbo,
+    gap_mask,
+    random_mask,
+    train,
+    wrong_pixel_fraction,
+    wrong_pixels_per_frame,
+)
+from experiments.protocol import (
+    Protocol,
+    SeedSet,
+    budget_record,
+    config_hash,
+    mean_ci,
+    paired_claim,
+    prepare_run_dir,
+    summarize_curves,
+)
 from worldmodels.baselines import CodeRNN, CodeRNNConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig
@@ -37,40 +56,51 @@ PAPER = {  # read off figure 6.3 (see shared/references/kvae-reference-code.md)
 }
 
 
+QUICK = {"dataset": "bouncing_ball_small", "train_seqs": 256, "test_seqs": 32, "steps": 4,
+         "batch_size": 8, "checkpoint_every": 2}
+PAPER_BUDGET = {"updates": 12500, "batch_size": 32}  # 80 epochs of 5000 sequences
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="bouncing_ball")
     p.add_argument("--train-seqs", type=int, default=5000)
-    p.add_argument("--test-seqs", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=12500, help="KVAE updates (paper: 80 epochs = 12500)")
-    p.add_argument("--baseline-steps", type=int, default=None, help="VAE-RNN updates (default: --steps)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--test-seqs", type=int, default=1000, help="evaluation sequences (the test split)")
+    p.add_argument("--steps", type=int, default=2000,
+                   help="updates of every model: the KVAE, the VAE-RNN and the AE-RNN (paper: 12500 at batch 32)")
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.007)
     p.add_argument("--decay-every", type=int, default=None,
                    help="updates between x0.85 decays (default: 20 epochs)")
-    p.add_argument("--freeze-dynamics-epochs", type=int, default=None,
-                   help="epochs the alpha network stays frozen (default: 1/8 of training, >= 1)")
+    p.add_argument("--freeze-dynamics-epochs", type=int, default=1,
+                   help="epochs the alpha network stays frozen")
     p.add_argument("--recon-weight", type=float, default=0.3)
     p.add_argument("--vae-warmup", type=int, default=0,
                    help="first KVAE updates with the fixed N(0, I) prior (plain VAE)")
-    p.add_argument("--run-dir", default="runs/kvae_imputation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--run-dir", default="runs/kvae_imputation", help="one sub-folder per training seed")
+    p.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--vaernn-init", choices=("torch", "xavier"), default="xavier",
                    help="VAE-RNN initialisation; with PyTorch's defaults it collapsed to the mean frame at lr 0.007 "
                         "(experiments.vaernn_init_check)")
     p.add_argument("--skip-baseline", action="store_true", help="no VAE-RNN and no AE-RNN")
-    p.add_argument("--aernn-steps", type=int, default=3000,
-                   help="updates of the AE-RNN (an LSTM over the trained KVAE's frozen codes, section "
-                        "6.5.1), trained in the scoring run; cheap: no convolutions are trained")
-    p.add_argument("--resume", action="store_true",
-                   help="continue each model from its last checkpoint in --run-dir (extends a run to --steps)")
-    p.add_argument("--train-only", choices=("kvae", "vaernn"), default=None,
-                   help="train (or resume) only this model and exit without scoring; lets the two models "
-                        "train in parallel processes, then a --resume run scores both")
+    p.add_argument("--retrain", action="store_true",
+                   help="delete run folders trained under another configuration and train again")
+    p.add_argument("--quick", action="store_true", help="a few updates on the small dataset (a smoke run)")
+    p.add_argument("--no-video", action="store_true")
     p.add_argument("--out-name", default="kvae_imputation")
-    return p.parse_args(argv)
-
+    args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
+        if args.run_dir == "runs/kvae_imputation":
+            args.run_dir = "runs/kvae_imputation_quick"
+    else:
+        args.checkpoint_every = 250
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds: expected distinct training seeds, got {args.seeds}")
+    return args
 
 @torch.no_grad()
 def score(models: dict, data: SequenceTensors, masks: torch.Tensor, batch: int = 100) -> dict[str, float]:
@@ -239,123 +269,171 @@ def build_vaernn(obs_shape: tuple[int, ...], action_dim: int, init: str) -> VAER
                                encoder="conv", init=init))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # denormals made trained-model updates ~3x slower on CPU
-    torch.manual_seed(args.seed)
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    root = ensure_dataset(args.dataset)
-    train_set = SequenceTensors(root, "train", limit=args.train_seqs, binarize=True)
-    test_set = SequenceTensors(root, "test", limit=args.test_seqs, binarize=True)
-    steps_per_epoch = len(train_set) // args.batch_size
-    decay_every = args.decay_every or 20 * steps_per_epoch
-    epochs = max(1, args.steps // steps_per_epoch)
-    freeze = args.freeze_dynamics_epochs
-    if freeze is None:
-        freeze = max(1, epochs // 8)
+def kvae_config(train_set: SequenceTensors, args: argparse.Namespace) -> KVAEConfig:
+    """The figure 6.3 KVAE: a in R^2, z in R^4, K = 3, no controls."""
+    return KVAEConfig(obs_shape=train_set.obs_shape, action_dim=train_set.action_dim,
+                      use_controls=False, a_dim=2, z_dim=4, num_modes=3,
+                      recon_weight=args.recon_weight, vae_warmup_updates=args.vae_warmup)
 
-    cfg = KVAEConfig(obs_shape=train_set.obs_shape, action_dim=train_set.action_dim,
-                     use_controls=False, a_dim=2, z_dim=4, num_modes=3,
-                     recon_weight=args.recon_weight, vae_warmup_updates=args.vae_warmup)
+
+def make_protocol(args: argparse.Namespace, n_valid: int, n_test: int) -> Protocol:
+    """Training seeds; tuning = the valid split (nothing is selected here); evaluation = the test
+    split's first ``n_test`` sequences, each under the masks of `evaluation_masks`."""
+    return Protocol(tuple(args.seeds), SeedSet.span(f"{args.dataset}/test sequence", 0, n_test),
+                    SeedSet.span(f"{args.dataset}/valid sequence", 0, n_valid),
+                    notes="no setting is selected by this experiment; the valid split is kept for tuning. "
+                          "Random-drop masks are drawn with torch seed 1000 + 10 p.")
+
+
+def evaluation_masks(N: int, T: int) -> dict[str, list[tuple[float, torch.Tensor]]]:
+    """The figure 6.3 masks: random drops p = 0.1 .. 1.0 (seed 1000 + 10 p), gaps n = 1 .. 15."""
+    rand = []
+    for k in range(1, 11):
+        x = round(0.1 * k, 1)
+        rand.append((x, random_mask(N, T, x, generator=torch.Generator().manual_seed(1000 + int(10 * x)))))
+    return {"random": rand, "gap": [(n, gap_mask(N, T, n)) for n in range(1, 16)]}
+
+
+def train_seed(seed: int, args: argparse.Namespace, train_set: SequenceTensors, decay_every: int,
+               run_dir: Path) -> tuple[dict, dict]:
+    """Train (or resume) the KVAE, the VAE-RNN and the AE-RNN of one training seed, each to
+    ``args.steps`` updates; returns ``(models, training summaries)``."""
+    common = {"dataset": args.dataset, "train_seqs": len(train_set), "steps": args.steps,
+              "batch_size": args.batch_size, "lr": args.lr, "decay_every": decay_every, "seed": seed}
+    cfg = kvae_config(train_set, args)
+    torch.manual_seed(seed)
     kvae = KVAE(cfg)
-    t0 = time.time()
-    if args.train_only != "vaernn":
-        kvae_summary = train(kvae, train_set, run_dir / "kvae", steps=args.steps,
-                             batch_size=args.batch_size, lr=args.lr, decay_every_steps=decay_every,
-                             freeze_epochs={"dynamics": freeze}, seed=args.seed, resume=args.resume)
-    if args.train_only == "kvae":
-        return 0
-    kvae_time = time.time() - t0
+    kdir = prepare_run_dir(run_dir / "kvae", {**common, "model": "kvae", "kvae": cfg.__dict__,
+                                              "freeze_dynamics_epochs": args.freeze_dynamics_epochs},
+                           retrain=args.retrain)
+    summaries = {"kvae": train(kvae, train_set, kdir, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               decay_every_steps=decay_every, freeze_epochs={"dynamics": args.freeze_dynamics_epochs},
+                               seed=seed, resume=True, checkpoint_every=args.checkpoint_every)}
     kvae.eval()
     models = {"kvae_smooth": (kvae, "smooth"), "kvae_filter": (kvae, "filter")}
-
-    base_summary = None
-    if args.train_only == "vaernn" and args.skip_baseline:
-        raise SystemExit("--train-only vaernn contradicts --skip-baseline")
     if not args.skip_baseline:
-        torch.manual_seed(args.seed)
+        torch.manual_seed(seed)
         vaernn = build_vaernn(train_set.obs_shape, train_set.action_dim, args.vaernn_init)
-        base_summary = train(vaernn, train_set, run_dir / "vaernn",
-                             steps=args.baseline_steps or args.steps, batch_size=args.batch_size,
-                             lr=args.lr, decay_every_steps=decay_every, seed=args.seed, resume=args.resume)
-        if args.train_only == "vaernn":
-            return 0
+        vdir = prepare_run_dir(run_dir / "vaernn", {**common, "model": "vaernn", "init": args.vaernn_init},
+                               retrain=args.retrain)
+        summaries["vaernn"] = train(vaernn, train_set, vdir, steps=args.steps, batch_size=args.batch_size,
+                                    lr=args.lr, decay_every_steps=decay_every, seed=seed, resume=True,
+                                    checkpoint_every=args.checkpoint_every)
         vaernn.eval()
         models["vaernn"] = (vaernn, "filter")
         # The paper's AE-RNN: an LSTM over the codes of the same (here: the trained KVAE's)
         # auto-encoder, so that it differs from KVAE filtering in the dynamics alone.
-        torch.manual_seed(args.seed)
+        torch.manual_seed(seed)
         aernn = CodeRNN(CodeRNNConfig(code_dim=cfg.a_dim, action_dim=train_set.action_dim,
                                       obs_shape=train_set.obs_shape, hidden_dim=50),
                         encode=lambda x: kvae.encode(x)[0], decode=kvae.decode)
-        aernn_summary = train(aernn, train_set, run_dir / "aernn", steps=args.aernn_steps,
-                              batch_size=args.batch_size, lr=args.lr, decay_every_steps=decay_every,
-                              seed=args.seed, resume=args.resume)
+        adir = prepare_run_dir(run_dir / "aernn", {**common, "model": "aernn", "codes_from": config_hash(
+            json.loads((kdir / "run_config.json").read_text()))}, retrain=args.retrain)
+        summaries["aernn"] = train(aernn, train_set, adir, steps=args.steps, batch_size=args.batch_size,
+                                   lr=args.lr, decay_every_steps=decay_every, seed=seed, resume=True,
+                                   checkpoint_every=args.checkpoint_every)
         aernn.eval()
         models["aernn"] = (aernn, "filter")
-    models["mean_frame"] = (MeanFrame(train_set), "filter")
+        models["vaernn_recon"] = (Reconstruction(vaernn.encoder, vaernn.decode), "filter")
+    models["kvae_recon"] = (Reconstruction(kvae.encode, kvae.decode), "filter")
+    return models, {k: {f: v.get(f) for f in ("steps", "epochs", "final_train", "wall_s")}
+                    for k, v in summaries.items()}
 
-    T = test_set.obs_u8.shape[1]
-    N = len(test_set)
-    res: dict = {"random": {"x": [round(0.1 * k, 1) for k in range(1, 11)]},
-                 "gap": {"x": list(range(1, 16))}}
-    for key, xs in (("random", res["random"]["x"]), ("gap", res["gap"]["x"])):
-        for x in xs:
-            g = torch.Generator().manual_seed(1000 + int(10 * x))
-            masks = random_mask(N, T, x, generator=g) if key == "random" else gap_mask(N, T, x)
-            for name, v in score(models, test_set, masks).items():
+
+def score_seed(models: dict, test_set: SequenceTensors, masks: dict) -> dict:
+    """Figure 6.3 curves and the bounce/free-flight breakdown of one training seed's models."""
+    imputers = {k: v for k, v in models.items() if not k.endswith("_recon")}
+    res: dict = {}
+    for key, pairs in masks.items():
+        res[key] = {"x": [x for x, _ in pairs]}
+        for _, m in pairs:
+            for name, v in score(imputers, test_set, m).items():
                 res[key].setdefault(name, []).append(v)
-            print(key, x, {k: round(v[-1], 4) for k, v in res[key].items() if k != "x"}, flush=True)
-    elbo = evaluate_elbo(kvae, test_set, estimators=("exact", "marginal"))
-
-    # Where the errors are: frames right after a wall contact vs free flight, and each model's
-    # auto-encoder floor (its VAE decoding the true frames' codes) on the same frames.
-    diag_models = {k: v for k, v in models.items() if k != "mean_frame"}
-    diag_models["kvae_recon"] = (Reconstruction(kvae.encode, kvae.decode), "filter")
-    if "vaernn" in models:
-        diag_models["vaernn_recon"] = (Reconstruction(vaernn.encoder, vaernn.decode), "filter")
     breakdown = {}
-    for p_drop in (0.1, 0.5):
-        g = torch.Generator().manual_seed(1000 + int(10 * p_drop))
-        breakdown[str(p_drop)] = error_near_bounces(diag_models, test_set, random_mask(N, T, p_drop, generator=g))
-        print("breakdown p", p_drop, breakdown[str(p_drop)], flush=True)
+    for x, m in masks["random"]:
+        if x in (0.1, 0.5):
+            breakdown[str(x)] = error_near_bounces(models, test_set, m)
+    res["error_near_bounces"] = breakdown
+    res["test_elbo_per_seq"] = evaluate_elbo(models["kvae_filter"][0], test_set, estimators=("exact", "marginal"))
+    return res
 
-    png = RESULTS_DIR / f"{args.out_name}.png"
-    plot_curves(res, png)
-    plot_curves(res, run_dir / "imputation.png")
-    plot_latents(kvae, test_set, RESULTS_DIR / f"{args.out_name}_latents.png")
-    video(models, test_set, 0.8, run_dir / "imputation_p0.8.mp4")
 
-    rand, gap = res["random"], res["gap"]
-    order_ok = [s < f for s, f in zip(rand["kvae_smooth"][:-1], rand["kvae_filter"][:-1])]
+HEADLINE_P = (0.1, 0.3, 0.5, 0.7, 0.9)  # random-drop probabilities averaged into the headline number
+
+
+def headline_numbers(res: dict) -> dict[str, float]:
+    """Mean wrong-pixel fraction over random drops p in `HEADLINE_P` for each imputer."""
+    xs = res["random"]["x"]
+    idx = [xs.index(p) for p in HEADLINE_P]
+    return {k: sum(v[i] for i in idx) / len(idx) for k, v in res["random"].items() if k != "x"}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormals made trained-model updates ~3x slower on CPU
+    out_dir = Path(args.out_dir) if args.out_dir else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_root = Path(args.run_dir)
+    root = ensure_dataset(args.dataset)
+    train_set = SequenceTensors(root, "train", limit=args.train_seqs, binarize=True)
+    test_set = SequenceTensors(root, "test", limit=args.test_seqs, binarize=True)
+    n_valid = int(json.loads((root / "manifest.json").read_text())["splits"]["valid"]["num_sequences"])
+    protocol = make_protocol(args, n_valid, len(test_set))
+    steps_per_epoch = max(1, len(train_set) // args.batch_size)
+    decay_every = args.decay_every or 20 * steps_per_epoch
+    N, T = len(test_set), test_set.obs_u8.shape[1]
+    masks = evaluation_masks(N, T)
+    mean_frame = {"mean_frame": (MeanFrame(train_set), "filter")}
+
+    per_seed, training = {}, {}
+    for seed in args.seeds:
+        t0 = time.time()
+        run_dir = run_root / f"seed_{seed}"
+        models, training[seed] = train_seed(seed, args, train_set, decay_every, run_dir)
+        res = score_seed({**models, **mean_frame}, test_set, masks)
+        res["headline"] = headline_numbers(res)
+        res["wall_s"] = time.time() - t0
+        per_seed[seed] = res
+        print(f"seed {seed}:", {k: round(v, 4) for k, v in res["headline"].items()}, flush=True)
+        if seed == args.seeds[0]:
+            plot_latents(models["kvae_filter"][0], test_set, out_dir / f"{args.out_name}_latents.png")
+            if not args.no_video:
+                video({k: v for k, v in models.items() if not k.endswith("_recon")}, test_set, 0.8,
+                      run_dir / "imputation_p0.8.mp4")
+
+    seeds = list(args.seeds)
+    curves = {key: {"x": per_seed[seeds[0]][key]["x"],
+                    **summarize_curves([{k: v for k, v in per_seed[s][key].items() if k != "x"} for s in seeds])}
+              for key in ("random", "gap")}
+    headline = {k: mean_ci([per_seed[s]["headline"][k] for s in seeds]) for k in per_seed[seeds[0]]["headline"]}
+    hs = {k: [per_seed[s]["headline"][k] for s in seeds] for k in per_seed[seeds[0]]["headline"]}
+    claims = [paired_claim("smoothing beats filtering", hs["kvae_smooth"], hs["kvae_filter"])]
+    for b, label in (("vaernn", "the VAE-RNN"), ("aernn", "the AE-RNN"), ("mean_frame", "the mean frame")):
+        if b in hs:
+            claims.append(paired_claim(f"filtering beats {label}", hs["kvae_filter"], hs[b]))
+    png = out_dir / f"{args.out_name}.png"
+    plot_curves({k: {"x": c["x"], **{n: s["mean"] for n, s in c.items() if n != "x"}} for k, c in curves.items()},
+                png)
     results = {
-        "random": rand, "gap": gap, "paper": {k: {str(a): b for a, b in v.items()} for k, v in PAPER.items()},
-        "test_elbo_per_seq": elbo, "test_elbo_per_frame": {k: v / T for k, v in elbo.items()},
-        "smooth_below_filter_all_p_lt_1": all(order_ok),
-        "filter_below_baseline": {
-            b: {key: [f < v for f, v in zip(res[key]["kvae_filter"], res[key][b])][:-1 if key == "random" else None]
-                for key in ("random", "gap")} for b in ("vaernn", "aernn") if b in rand},
-        "error_near_bounces": breakdown,
-        "kvae_train": {k: kvae_summary[k] for k in ("steps", "epochs", "final_train", "wall_s")},
-        "vaernn_train": None if base_summary is None else
-        {k: base_summary[k] for k in ("steps", "epochs", "final_train", "wall_s")},
-        "aernn_train": None if base_summary is None else
-        {k: aernn_summary[k] for k in ("steps", "epochs", "final_train", "wall_s")},
-        "kvae_train_time_s": kvae_time,
+        "headline": {"metric": "wrong-pixel fraction of the unobserved frames, mean over random drops "
+                               f"p = {', '.join(map(str, HEADLINE_P))}", "lower_is_better": True,
+                     "per_method": headline},
+        "claims": claims,
+        "curves": curves,
+        "per_seed": {str(s): per_seed[s] for s in seeds},
+        "training": {str(s): training[s] for s in seeds},
+        "budget": budget_record(args.steps, args.batch_size, PAPER_BUDGET["updates"], PAPER_BUDGET["batch_size"],
+                                "same number of updates as the KVAE (VAE-RNN and AE-RNN)"),
+        "paper": {k: {str(a): b for a, b in v.items()} for k, v in PAPER.items()},
         "train_seqs": len(train_set), "test_seqs": N,
-        "artifacts": {"plot": str(png), "latents": str(RESULTS_DIR / f"{args.out_name}_latents.png"),
-                      "video": str(run_dir / "imputation_p0.8.mp4"),
-                      "checkpoint": kvae_summary.get("checkpoint")},
+        "artifacts": {"plot": png.name, "latents": f"{args.out_name}_latents.png"},
     }
-    save_results(args.out_name, {**vars(args), "kvae_config": cfg.__dict__,
-                                 "freeze_dynamics_epochs": freeze, "decay_every_steps": decay_every},
-                 results, argv=sys.argv if argv is None else ["-m", "experiments.kvae_imputation", *argv],
-                 seed=args.seed)
-    save_results(args.out_name, vars(args), results, seed=args.seed, out_dir=run_dir)
+    config = {**vars(args), "kvae_config": kvae_config(train_set, args).__dict__, "decay_every_steps": decay_every}
+    path = save_results(args.out_name, config, results, module="kvae_imputation", args=argv,
+                        protocol=protocol, out_dir=out_dir)
+    print("wrote", path, flush=True)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

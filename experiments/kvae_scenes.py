@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,9 +186,9 @@ def main(argv=None) -> int:
             "artifacts": {**{k: str(v) for k, v in pngs.items()}, "video": str(video)},
         }
         print(scene, results[scene]["wrong_pixels_p0.8"], elbo, flush=True)
-    save_results(args.out_name, vars(args), results, seed=args.seed,
-                 argv=sys.argv if argv is None else ["-m", "experiments.kvae_scenes", *argv])
-    save_results(args.out_name, vars(args), results, seed=args.seed, out_dir=run_dir)
+    save_results(args.out_name, vars(args), results, seed=args.seed, module="kvae_scenes", args=argv)
+    save_results(args.out_name, vars(args), results, seed=args.seed, module="kvae_scenes", args=argv,
+                 out_dir=run_dir)
     return 0
 
 

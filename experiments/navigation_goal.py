@@ -174,7 +174,8 @@ def main(argv=None) -> int:
     results["wall_seconds"] = time.time() - t0
     from experiments._results import save_results
 
-    out = save_results("navigation_goal", vars(args), results, seed=args.seed, out_dir=args.out_dir)
+    out = save_results("navigation_goal", vars(args), results, module="navigation_goal", args=argv,
+                       seed=args.seed, out_dir=args.out_dir)
     plot(runs, args.budget, out.with_suffix(".png"))
     print(json.dumps(results, indent=1, default=str))
     print(f"wrote {out}")

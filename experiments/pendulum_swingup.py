@@ -184,7 +184,8 @@ def main(argv=None) -> int:
     config["planner_config"] = asdict(make_planner(args.planner, -2.0, 2.0, **overrides).config)
     from experiments._results import save_results
 
-    out = save_results("pendulum_swingup", config, results, seed=args.seed, out_dir=args.out_dir)
+    out = save_results("pendulum_swingup", config, results, module="pendulum_swingup", args=argv,
+                       seed=args.seed, out_dir=args.out_dir)
     plot(runs, out.with_suffix(".png"))
     print(json.dumps({k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items() if kk != "returns"})
                       for k, v in results.items()}, indent=1, default=str))

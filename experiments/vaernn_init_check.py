@@ -13,7 +13,6 @@ writes ``experiments/results/vaernn_init_check.json``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -53,7 +52,7 @@ def main(argv=None) -> int:
             results[f"{init}_seed{seed}"] = r
             print(init, seed, r, flush=True)
     save_results("vaernn_init_check", vars(args), results,
-                 argv=sys.argv if argv is None else ["-m", "experiments.vaernn_init_check", *argv])
+                 module="vaernn_init_check", args=argv)
     return 0
 
 
