@@ -82,6 +82,7 @@ def error_message(exc: BaseException) -> tuple[str, int]:
     """``(message, exit status)`` for an exception a command raised, or ``("", 0)`` for one that is
     not an expected error (a bug: its traceback is shown)."""
     from agents.commands.validation import UsageError
+    from agents.reward import RewardHeadFileError
 
     if isinstance(exc, UsageError):
         return _one_line(exc), EXIT_USAGE
@@ -93,6 +94,8 @@ def error_message(exc: BaseException) -> tuple[str, int]:
             return f"cannot write {name or _one_line(exc)}: read-only or permission denied", EXIT_FAILURE
         if name is not None and exc.strerror:
             return f"{name}: {exc.strerror.lower()}", EXIT_FAILURE
+        return _one_line(exc), EXIT_FAILURE
+    if isinstance(exc, RewardHeadFileError):  # a damaged or foreign file, though a ValueError
         return _one_line(exc), EXIT_FAILURE
     if isinstance(exc, ValueError):
         return _one_line(exc), EXIT_USAGE

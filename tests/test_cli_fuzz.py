@@ -51,14 +51,26 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "notrun" / "notes.txt").write_text("hello")
     (root / "empty.pt").write_bytes(b"")
     (root / "garbage.pt").write_bytes(os.urandom(256))
+    torch.save({"config": {"latent_dim": 4}, "state_dict": _RunsCode()}, root / "evil_head.pt")
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for name, model_name, model_class in (("evil_class.pt", None, "sys:exit"), ("evil_name.pt", "os:fork", ckpt["model_class"])):
+        torch.save({**ckpt, "model_name": model_name, "model_class": model_class}, root / name)
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "bad.yaml").write_text("train: {lr: [1,\n")
     (root / "file.txt").write_text("a user's file")
     (root / "dir.mp4").mkdir()
-    return {"root": root, "data": data, "run": run, "noseqlen": noseqlen, "badmanifest": badmanifest,
+    return {"evil_head": root / "evil_head.pt", "evil_class": root / "evil_class.pt",
+            "evil_name": root / "evil_name.pt", "root": root, "data": data, "run": run, "noseqlen": noseqlen, "badmanifest": badmanifest,
             "nomanifest": root / "nomanifest", "notrun": root / "notrun", "empty": root / "empty.pt",
             "garbage": root / "garbage.pt", "listyaml": root / "list.yaml", "badyaml": root / "bad.yaml",
             "file": root / "file.txt", "dirmp4": root / "dir.mp4"}
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command (a crafted file): loaders must refuse it."""
+
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
 
 
 def case(cmd: str, *args: str, code: int = 2, names: str, marks=()):
@@ -141,6 +153,10 @@ CASES = [
     case("train", "--config", "demo", "--steps", BIG, names="--steps"),
     case("train", "--config", "demo", "--resume", names="--resume"),
     case("train", "--config", "demo", "--run-dir", "{file}", names="--run-dir"),
+    case("train", "--config", "demo", "--run-dir", "{run}", "--set", "data.root={data}", *TINY_MODEL,
+         names="--run-dir"),
+    case("train", "--config", "demo", "--run-dir", "{run}", "--set", "data.root={data}", "--resume", "--overwrite",
+         *TINY_MODEL, names="--overwrite"),
     # ---------------------------------------------------------------- evaluate
     case("evaluate", "nosuch", code=1, names="nosuch"),
     case("evaluate", "{notrun}", code=1, names="notrun"),
@@ -198,6 +214,13 @@ CASES = [
     case("plan", "--checkpoint", "{run}", "--data", "{data}", "--reward-steps", "0", names="--reward-steps"),
     case("plan", "--checkpoint", "{empty}", "--reward-head", "{garbage}", code=1, names="empty.pt"),
     case("plan", "--checkpoint", "{garbage}", "--reward-head", "{garbage}", code=1, names="garbage.pt"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", code=1, names="garbage.pt"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{empty}", code=1, names="empty.pt"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{evil_head}", code=1, names="evil_head.pt"),
+    case("plan", "--checkpoint", "{evil_class}", "--reward-head", "{evil_head}", code=1, names="evil_class.pt"),
+    case("plan", "--checkpoint", "{evil_name}", "--reward-head", "{evil_head}", code=1, names="evil_name.pt"),
+    case("evaluate", "{evil_class}", "--data", "{data}", code=1, names="sys:exit"),
+    case("evaluate", "{evil_name}", "--data", "{data}", code=1, names="os:fork"),
     # ---------------------------------------------------------------- video
     case("video", "--out", "a.mp4", names="--dataset"),
     case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.txt", names="--out"),

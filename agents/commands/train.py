@@ -115,11 +115,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--resume: expected --run-dir too (the folder of the run to continue)")
     if args.resume and args.overwrite:
         raise UsageError("--overwrite: expected either --resume or --overwrite, not both")
-    resolve_device("train.device", cfg["train"].get("device", "auto"))  # the notice when auto means the CPU
     run_dir = default_run_dir(cfg, "train")
     if run_state(run_dir) == "trained" and not (args.resume or args.overwrite):
         raise UsageError(f"--run-dir {run_dir}: holds a trained run; pass --resume to continue it or "
                          "--overwrite to start it again")
+    resolve_device("train.device", cfg["train"].get("device", "auto"))  # the notice when auto means the CPU
     _, summary = train_from_config(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         val = {k: round(v, 4) for k, v in (summary.get("val") or {}).items()}
