@@ -246,6 +246,14 @@ class WorldModel(nn.Module, ABC):
             f"{type(self).__name__} has no stepwise latent state (initial_state/step); "
             "roll it out with imagine instead")
 
+    def fast_mean_imagine(self):
+        """A faster means-only ``imagine`` for planning without gradients, or None (default).
+
+        Models that offer one return an object with ``__call__(belief, actions)`` (the same as
+        ``imagine(belief, actions)``) and ``imagine_features_first(belief, actions) -> [H, D, B*N]``.
+        """
+        return None
+
     def impute(
         self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, method: str = "smooth"
     ) -> torch.Tensor:

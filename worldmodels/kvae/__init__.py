@@ -3,6 +3,7 @@ dynamics parameter network; exact Kalman inference, imputation, generation, plan
 
 from worldmodels.kvae.config import KVAEConfig
 from worldmodels.kvae.dynamics import DynamicsNetwork
+from worldmodels.kvae.mean_imagine import KVAEMeanImagine
 from worldmodels.kvae.model import KVAE, KVAEBelief, KVAEState
 
-__all__ = ["KVAE", "KVAEBelief", "KVAEState", "KVAEConfig", "DynamicsNetwork"]
+__all__ = ["KVAE", "KVAEBelief", "KVAEState", "KVAEConfig", "KVAEMeanImagine", "DynamicsNetwork"]

@@ -435,6 +435,16 @@ class KVAE(WorldModel):
             a = a + torch.exp(0.5 * self.log_r) * self._randn(a, generator)
         return z, a, rnn_state, A_t
 
+    def fast_mean_imagine(self):
+        """The fused means-only rollout (``worldmodels.kvae.mean_imagine``), or None where it does
+        not apply (Gaussian prior, multi-layer LSTM)."""
+        from worldmodels.kvae.mean_imagine import KVAEMeanImagine
+
+        try:
+            return KVAEMeanImagine(self)
+        except TypeError:
+            return None
+
     # ------------------------------------------------------------------ stepwise protocol
     def initial_state(self, belief: KVAEBelief, *, sample: bool = False,
                       generator: torch.Generator | None = None) -> KVAEState:
