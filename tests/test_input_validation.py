@@ -6,15 +6,25 @@ manifests, and the frames/masks given to the models' ``loss`` and ``observe``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
+from pathlib import Path
 from typing import Callable
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
+from envs import BouncingBallEnv, ImageNavigationEnv, PixelPendulumEnv
+from envs.generate import DatasetSpec, generate_dataset
+from envs.policies import make_policy
 from worldmodels.base import Batch
 from worldmodels.baselines import DKF, DKFConfig, DVBF, DVBFConfig
 from worldmodels.checks import check_frames, frames_to_float
+from worldmodels.data import SequenceDataset
 from worldmodels.gtmsm import GTMSM, GTMSMConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig
@@ -26,6 +36,236 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- environments
+NAN, INF = math.nan, math.inf
+BALL, POLYGON, PEND, NAV = "ball", "polygon", "pendulum", "navigation"
+_ENVS = {BALL: lambda **kw: BouncingBallEnv(**kw), POLYGON: lambda **kw: BouncingBallEnv("polygon", **kw),
+         PEND: lambda **kw: PixelPendulumEnv(**kw), NAV: lambda **kw: ImageNavigationEnv(**kw)}
+
+# (env, constructor options, reset options, the option the message must name)
+BAD_ENV_OPTIONS = [
+    (BALL, {"force_scale": NAN}, None, "force_scale"),
+    (BALL, {"force_scale": INF}, None, "force_scale"),
+    (BALL, {"force_scale": -1.0}, None, "force_scale"),
+    (BALL, {"gravity": (NAN, 0.0)}, None, "gravity"),
+    (BALL, {"gravity": (0.0, -1e6)}, None, "gravity"),
+    (BALL, {"gravity": (0.0,)}, None, "gravity"),
+    (BALL, {"target": (NAN, 16.0)}, None, "target"),
+    (BALL, {"target": (100.0, 16.0)}, None, "target"),
+    (BALL, {"speed": (1e6, 1e6)}, None, "speed"),
+    (BALL, {"speed": (15.0, 10.0)}, None, "speed"),
+    (BALL, {"speed": (-1.0, 5.0)}, None, "speed"),
+    (BALL, {"speed": (NAN, 5.0)}, None, "speed"),
+    (BALL, {"start_std": -1.0}, None, "start_std"),
+    (BALL, {"start_std": NAN}, None, "start_std"),
+    (BALL, {"radius": 0.0}, None, "radius"),
+    (BALL, {"radius": NAN}, None, "radius"),
+    (BALL, {"radius": 20.0}, None, "radius"),
+    (BALL, {"size": 8}, None, "size"),
+    (BALL, {"size": 10**6}, None, "size"),
+    (BALL, {"size": 32.5}, None, "size"),
+    (BALL, {"dt": 0.0}, None, "dt"),
+    (BALL, {"dt": NAN}, None, "dt"),
+    (BALL, {"substeps": 0}, None, "substeps"),
+    (BALL, {"substeps": 2.5}, None, "substeps"),
+    (BALL, {}, {"position": (0.0, 0.0)}, "options['position']"),
+    (BALL, {}, {"position": (1e6, 16.0)}, "options['position']"),
+    (BALL, {}, {"position": (16.0, NAN)}, "options['position']"),
+    (BALL, {}, {"position": (16.0,)}, "options['position']"),
+    (POLYGON, {}, {"position": (4.0, 4.0)}, "options['position']"),  # inside the box, outside the hexagon
+    (BALL, {}, {"velocity": (1e6, 0.0)}, "options['velocity']"),
+    (BALL, {}, {"velocity": (NAN, 0.0)}, "options['velocity']"),
+    (PEND, {"g": NAN}, None, "g"),
+    (PEND, {"g": INF}, None, "g"),
+    (PEND, {"g": -10.0}, None, "g"),
+    (PEND, {"size": 20}, None, "size"),
+    (PEND, {}, {"x_init": -1.0}, "options['x_init']"),
+    (PEND, {}, {"x_init": INF}, "options['x_init']"),
+    (PEND, {}, {"y_init": 100.0}, "options['y_init']"),
+    (PEND, {}, {"y_init": "fast"}, "options['y_init']"),
+    (NAV, {"world_size": 10**6}, None, "world_size"),
+    (NAV, {"view": 0}, None, "view"),
+    (NAV, {"step_px": 1.5}, None, "step_px"),
+    (NAV, {"render_scale": 0}, None, "render_scale"),
+    (NAV, {"obstacles": True, "num_obstacles": 0}, None, "num_obstacles"),
+    (NAV, {"obstacles": True, "obstacle_cells": 9}, None, "obstacle_cells"),
+    (NAV, {}, {"start": (9, 0)}, "options['start']"),
+    (NAV, {}, {"goal": (0.5, 1)}, "options['goal']"),
+]
+
+
+@pytest.mark.parametrize("env, kwargs, options, option", BAD_ENV_OPTIONS,
+                         ids=[f"{e}-{o}-{i}" for i, (e, _, _, o) in enumerate(BAD_ENV_OPTIONS)])
+def test_bad_env_options_raise_a_clear_error(env, kwargs, options, option):
+    with pytest.raises(ValueError) as info:
+        _ENVS[env](**kwargs).reset(seed=0, options=options)
+    message = str(info.value)
+    assert message.startswith(option) and "expected" in message, message
+
+
+@pytest.mark.parametrize("name, kwargs, option", [
+    ("poisson_repeat", {"rate": NAN}, "rate"),
+    ("poisson_repeat", {"rate": INF}, "rate"),
+    ("poisson_repeat", {"rate": 0.0}, "rate"),
+    ("poisson_repeat", {"stay_action": 7}, "stay_action"),
+    ("uniform", {"scale": NAN}, "scale"),
+])
+def test_bad_policy_options_raise_a_clear_error(name, kwargs, option):
+    space = gym.spaces.Discrete(5) if name == "poisson_repeat" else gym.spaces.Box(-1, 1, (2,))
+    with pytest.raises(ValueError, match=rf"^{option}: expected"):
+        make_policy(name, space, **kwargs)
+
+
+def test_the_ball_speed_bound_is_where_the_walls_stop_holding():
+    """Launched just below ``max_speed`` a ball stays inside the box for a whole episode; a few
+    times faster it passes through a wall, which is why faster launches are refused."""
+    env = BouncingBallEnv()
+    assert env.max_speed == pytest.approx(env.radius * env.substeps / env.dt)
+
+    def stays_inside() -> bool:
+        xy = np.array([env.step(np.zeros(2))[4]["state"][:2] for _ in range(100)])
+        return bool(((xy > 2.5) & (xy < env.size - 2.5)).all())
+
+    v = 0.99 * env.max_speed
+    env.reset(seed=0, options={"velocity": (v * 0.8, v * 0.6)})
+    assert stays_inside()
+    env.reset(seed=0)
+    v = 5 * env.max_speed
+    env._ball.velocity = (v * 0.8, v * 0.6)  # past the check, to show what it prevents
+    assert not stays_inside()
+
+
+@pytest.mark.parametrize("radius", [1.0, 3.0, 6.0])
+def test_random_starts_keep_the_ball_inside_the_walls(radius):
+    env = BouncingBallEnv(radius=radius, start_std=50.0)
+    for seed in range(30):
+        x, y = env.reset(seed=seed)[1]["state"][:2]
+        assert 2.5 + radius < x < env.size - 2.5 - radius and 2.5 + radius < y < env.size - 2.5 - radius
+    env.reset(seed=0, options={"position": (2.5 + radius, env.size - 2.5 - radius)})  # on the limit: accepted
+
+
+def test_a_ball_too_big_for_the_polygon_is_refused_not_looped_forever():
+    with pytest.raises(ValueError, match="^radius: .*polygon"):
+        BouncingBallEnv("polygon", size=16, radius=4.0).reset(seed=0)
+
+
+# --------------------------------------------------------------------------- shards, manifests
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ds") / "ball"
+    spec = DatasetSpec("t", "worldmodels/BouncingBall-v0", 4, {"train": 3}, policy="uniform")
+    generate_dataset(spec, root, num_workers=1, progress=False)
+    return root
+
+
+def _copy_with(src: Path, dst: Path, change_arrays=None, change_manifest=None) -> Path:
+    """A copy of dataset ``src`` whose shard arrays / manifest went through the given edits
+    (the manifest's size and checksum follow the edited shard, as a careless writer's would)."""
+    manifest = json.loads((src / "manifest.json").read_text())
+    entry = manifest["splits"]["train"]["shards"][0]
+    (dst / "train").mkdir(parents=True)
+    with np.load(src / entry["file"]) as z:
+        arrays = {k: z[k] for k in z.files}
+    if change_arrays is not None:
+        change_arrays(arrays)
+    np.savez(dst / entry["file"], **arrays)
+    data = (dst / entry["file"]).read_bytes()
+    entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if change_manifest is not None:
+        change_manifest(manifest)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def _set(key, fn):
+    def edit(d):
+        d[key] = fn(d[key])
+    return edit
+
+
+def _first_entry(fn):
+    def edit(m):
+        fn(m["splits"]["train"]["shards"][0])
+    return edit
+
+
+# name -> (edit of the arrays, edit of the manifest, pattern naming the file/key)
+SHARD = r"shard 'train/shard_00000\.npz'"
+BAD_DATASETS = {
+    "integer actions": (_set("actions", lambda a: a.astype(np.int64)), None, SHARD + r": actions has dtype int64"),
+    "boolean actions": (_set("actions", lambda a: a > 0), None, SHARD + r": actions has dtype bool"),
+    "integer rewards": (_set("rewards", lambda r: r.astype(np.int32)), None, SHARD + r": rewards has dtype int32"),
+    "NaN rewards": (_set("rewards", lambda r: np.where(np.arange(r.size).reshape(r.shape) == 2, np.nan, r)), None,
+                    SHARD + r": rewards holds NaN"),
+    "inf actions": (_set("actions", lambda a: a * np.inf), None, SHARD + r": actions holds NaN or inf"),
+    "int16 frames": (_set("obs", lambda o: o.astype(np.int16)), None, SHARD + r": obs has dtype int16"),
+    "float frames in 0-255": (_set("obs", lambda o: o.astype(np.float32)), None,
+                              SHARD + r": obs is floating but not within \[0, 1\]"),
+    "missing rewards": (lambda d: d.pop("rewards"), None, SHARD + r" lacks arrays \['rewards'\]"),
+    "actions wider than the manifest": (_set("actions", lambda a: np.concatenate([a, a], -1)), None,
+                                        SHARD + r": actions has shape \[3, 4, 4\], expected \[3, 4, 2\]"),
+    "fewer sequences than the manifest": (_set("obs", lambda o: o[:2]), None, SHARD + r": obs has shape"),
+    "manifest obs_shape differs": (None, lambda m: m.update(obs_shape=[16, 16, 1]), SHARD + r": obs has shape"),
+    "manifest without seq_len": (None, lambda m: m.pop("seq_len"), r"manifest\.json: missing key\(s\) \['seq_len'\]"),
+    "manifest seq_len a string": (None, lambda m: m.update(seq_len="4"), r"manifest\.json: seq_len is '4'"),
+    "manifest obs_shape of 2 dims": (None, lambda m: m.update(obs_shape=[32, 32]), r"manifest\.json: obs_shape"),
+    "manifest shard outside the folder": (None, _first_entry(lambda e: e.update(file="../../etc/passwd")),
+                                          r"manifest\.json: splits\['train'\]\.shards\[0\]\.file"),
+    "manifest negative num_sequences": (None, _first_entry(lambda e: e.update(num_sequences=-1)),
+                                        r"manifest\.json: splits\['train'\]\.shards\[0\]\.num_sequences"),
+    "manifest a list": (None, lambda m: m.clear(), r"manifest\.json: missing key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATASETS))
+def test_bad_shards_and_manifests_raise_a_clear_error(case, dataset, tmp_path):
+    change_arrays, change_manifest, pattern = BAD_DATASETS[case]
+    root = _copy_with(dataset, tmp_path / "copy", change_arrays, change_manifest)
+    with pytest.raises(ValueError, match=pattern):
+        SequenceDataset(root, "train")
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(dataset, tmp_path):
+    root = _copy_with(dataset, tmp_path / "copy")
+    (root / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"manifest\.json: expected a JSON object, got list"):
+        SequenceDataset(root)
+    spec = DatasetSpec("t", "worldmodels/BouncingBall-v0", 4, {"train": 3}, policy="uniform")
+    with pytest.raises(ValueError, match=r"manifest\.json: expected a JSON object.*resume=False"):
+        generate_dataset(spec, root, num_workers=1, progress=False)  # resuming reads it too
+    assert (root / "manifest.json").read_text() == "[1, 2]"  # and leaves it alone
+
+
+def test_pickled_shards_are_refused(dataset, tmp_path):
+    obj = np.empty(1, dtype=object)
+    root = _copy_with(dataset, tmp_path / "copy", lambda d: d.update(states=obj))
+    with pytest.raises(ValueError, match=SHARD + r" is truncated or corrupt"):
+        SequenceDataset(root)
+
+
+def test_float_frames_in_unit_range_are_read_as_such(dataset, tmp_path):
+    root = _copy_with(dataset, tmp_path / "copy", _set("obs", lambda o: o.astype(np.float32) / 255.0))
+    ref, got = SequenceDataset(dataset), SequenceDataset(root)
+    torch.testing.assert_close(got[1]["obs"], ref[1]["obs"])
+    np.testing.assert_array_equal(got.frames_uint8(1), ref.frames_uint8(1))
+
+
+@pytest.mark.parametrize("change, option", [
+    ({"splits": {"train": 10**12}}, "splits['train']"),
+    ({"seq_len": 10**9}, "seq_len"),
+    ({"seed": -1}, "seed"),
+    ({"env_kwargs": {"force_scale": NAN}}, "force_scale"),
+    ({"env_kwargs": {"gravity": (0.0, INF)}}, "gravity"),
+    ({"policy_kwargs": {"scale": NAN}}, "scale"),
+])
+def test_bad_dataset_specs_are_refused_before_any_file_is_written(change, option, tmp_path):
+    spec = dict(name="t", env_id="worldmodels/BouncingBall-v0", seq_len=4, splits={"train": 3}, policy="uniform")
+    spec.update(change)
+    with pytest.raises(ValueError, match=re.escape(option)):
+        generate_dataset(DatasetSpec(**spec), tmp_path / "out", num_workers=1, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------------- models
