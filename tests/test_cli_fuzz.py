@@ -53,14 +53,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "garbage.pt").write_bytes(os.urandom(256))
     torch.save({"config": {"latent_dim": 4}, "state_dict": _RunsCode()}, root / "evil_head.pt")
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    for name, model_name, model_class in (("evil_class.pt", None, "sys:exit"), ("evil_name.pt", "os:fork", ckpt["model_class"])):
+    crafted = (("evil_class.pt", None, "sys:exit"), ("evil_name.pt", "os:fork", ckpt["model_class"]))
+    for name, model_name, model_class in crafted:
         torch.save({**ckpt, "model_name": model_name, "model_class": model_class}, root / name)
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "bad.yaml").write_text("train: {lr: [1,\n")
     (root / "file.txt").write_text("a user's file")
     (root / "dir.mp4").mkdir()
     return {"evil_head": root / "evil_head.pt", "evil_class": root / "evil_class.pt",
-            "evil_name": root / "evil_name.pt", "root": root, "data": data, "run": run, "noseqlen": noseqlen, "badmanifest": badmanifest,
+            "evil_name": root / "evil_name.pt", "root": root,
+            "data": data, "run": run, "noseqlen": noseqlen, "badmanifest": badmanifest,
             "nomanifest": root / "nomanifest", "notrun": root / "notrun", "empty": root / "empty.pt",
             "garbage": root / "garbage.pt", "listyaml": root / "list.yaml", "badyaml": root / "bad.yaml",
             "file": root / "file.txt", "dirmp4": root / "dir.mp4"}

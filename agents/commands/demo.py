@@ -137,9 +137,8 @@ def stage_summary(state: DemoState) -> None:
         if state.train_summary else None,
         "prediction": None if pred is None else {
             "context": pred["context"], "horizon": pred["horizon"], "n_sequences": pred["n_sequences"],
-            "mse_first_step": pred["metrics"]["mse"]["mean"][0], "mse_last_step": pred["metrics"]["mse"]["mean"][-1],
-            "psnr_first_step": pred["metrics"]["psnr"]["mean"][0], "psnr_last_step": pred["metrics"]["psnr"]["mean"][-1],
-            "ssim_first_step": pred["metrics"]["ssim"]["mean"][0], "ssim_last_step": pred["metrics"]["ssim"]["mean"][-1],
+            **{f"{m}_{which}_step": pred["metrics"][m]["mean"][i]
+               for m in ("mse", "psnr", "ssim") for which, i in (("first", 0), ("last", -1))},
             "overall": pred["overall"],
             "baseline_copy_last": {k: {"first_step": v["mean"][0], "last_step": v["mean"][-1]}
                                    for k, v in pred["baseline_copy_last"].items()}},
