@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from worldmodels.base import WorldModel
+from worldmodels.checks import model_dtype
 
 from .costs import ObjectiveTimer, RewardFn, rollout_objective
 from .planners import Planner, PlanResult
@@ -90,6 +91,7 @@ class MPCAgent:
             p = next(iter(model.parameters()), None)
             device = p.device if p is not None else torch.device("cpu")
         self.device = torch.device(device)
+        self.dtype = model_dtype(model)  # observations and actions are kept in the model's dtype
         self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self.np_random = np.random.default_rng(self.config.seed)
         self.timer = ObjectiveTimer()
@@ -101,7 +103,7 @@ class MPCAgent:
         """Forget the history of all environments, or of those where ``env_mask [n]`` is True."""
         if env_mask is None or not hasattr(self, "_obs"):
             self._obs: torch.Tensor | None = None  # [n, L, *obs_shape]
-            self._act = torch.zeros(self.n, 0, self.model.action_dim, device=self.device)
+            self._act = torch.zeros(self.n, 0, self.model.action_dim, device=self.device, dtype=self.dtype)
             self._valid = torch.zeros(self.n, 0, dtype=torch.bool, device=self.device)
             self._plan: PlanResult | None = None
             self._step = 0
@@ -117,13 +119,14 @@ class MPCAgent:
 
     def _push(self, obs_t: torch.Tensor) -> None:
         L = self.config.context
-        obs_t = obs_t.to(self.device)
+        obs_t = obs_t.to(self.device, self.dtype if obs_t.is_floating_point() else None)
         if self._obs is None:
             self._obs = obs_t[:, None]
         else:
             self._obs = torch.cat([self._obs, obs_t[:, None]], dim=1)[:, -L:]
         self._act = torch.cat([self._act, torch.zeros_like(self._act[:, :1]) if self._act.shape[1]
-                               else torch.zeros(self.n, 1, self.model.action_dim, device=self.device)],
+                               else torch.zeros(self.n, 1, self.model.action_dim, device=self.device,
+                                                dtype=self.dtype)],
                               dim=1)[:, -L:]
         self._valid = torch.cat([self._valid, torch.ones(self.n, 1, dtype=torch.bool, device=self.device)],
                                 dim=1)[:, -L:]
