@@ -167,3 +167,13 @@ def test_train_command_is_reproducible_under_its_seed(tmp_path, data_root):
     a, b, c = weights("a", 0), weights("b", 0), weights("c", 1)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_video_replaces_an_existing_file_only_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "v.gif"
+    out.write_bytes(b"a user's file")
+    argv = ["video", "--env", "worldmodels/Pendulum-v0", "--num", "1", "--steps", "2", "--out", str(out)]
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"a user's file"
+    assert main([*argv, "--overwrite"]) == 0
+    assert out.read_bytes().startswith(b"GIF8")

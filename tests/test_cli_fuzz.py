@@ -60,8 +60,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "bad.yaml").write_text("train: {lr: [1,\n")
     (root / "file.txt").write_text("a user's file")
     (root / "dir.mp4").mkdir()
+    (root / "old.gif").write_bytes(b"GIF89a a user's video")
     return {"evil_head": root / "evil_head.pt", "evil_class": root / "evil_class.pt",
-            "evil_name": root / "evil_name.pt", "root": root,
+            "evil_name": root / "evil_name.pt", "video": root / "old.gif", "root": root,
             "data": data, "run": run, "noseqlen": noseqlen, "badmanifest": badmanifest,
             "nomanifest": root / "nomanifest", "notrun": root / "notrun", "empty": root / "empty.pt",
             "garbage": root / "garbage.pt", "listyaml": root / "list.yaml", "badyaml": root / "bad.yaml",
@@ -227,6 +228,7 @@ CASES = [
     case("video", "--out", "a.mp4", names="--dataset"),
     case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.txt", names="--out"),
     case("video", "--env", "worldmodels/Pendulum-v0", "--out", "{dirmp4}", names="--out"),
+    case("video", "--env", "worldmodels/Pendulum-v0", "--out", "{video}", names="--overwrite"),
     case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--scale", "-1", names="--scale"),
     case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--scale", str(10 ** 6), names="--scale"),
     case("video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4", "--num", BIG, names="--num"),

@@ -42,6 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--dataset", help="dataset folder (with manifest.json)")
     src.add_argument("--env", help="environment id, e.g. worldmodels/BouncingBall-v0")
     p.add_argument("--out", required=True, help="output file, .mp4 or .gif")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--indices", type=int, nargs="+", default=None, help="dataset sequences to show")
     p.add_argument("--num", type=int, default=4, help="number of sequences/episodes (default 4)")
@@ -98,6 +99,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--out: expected a .mp4 or .gif file name, got {args.out!r}")
     if Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: expected a file name, got an existing folder")
+    if Path(args.out).exists() and not args.overwrite:
+        raise UsageError(f"--out {args.out}: exists; pass --overwrite to replace it")
     check_int("--num", args.num, 1, MAX_VIDEO_CLIPS)
     check_int("--cols", args.cols, 1, MAX_VIDEO_CLIPS)
     check_int("--scale", args.scale, 0, MAX_VIDEO_SCALE)
