@@ -11,11 +11,17 @@ the whole action history at every step, is timed in the same run (latent mode) a
 The model is the ``configs/kvae_pendulum.yaml`` model with untrained weights (speed does not
 depend on the weights), the reward an untrained ``RewardHead``. Writes
 ``experiments/results/bench_model_env.json`` and ``bench_model_env.png``.
+
+On a CPU shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP's worker
+threads otherwise spin between the many tiny parallel regions of one step, and when the cores are
+oversubscribed every region waits for a descheduled thread (milliseconds per matrix product).
+The JSON records the policy and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -170,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
               "kvae_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(model.config).items()},
               "quick": args.quick, "device": str(device), "torch_threads": torch.get_num_threads(),
               "repeats": repeats, "episode_lengths": list(lengths), "num_envs": list(envs),
-              "contexts": args.contexts, "context_frames": context, "machine_note": args.busy_note}
+              "contexts": args.contexts, "context_frames": context, "machine_note": args.busy_note,
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+              "load_average_1_5_15_min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     out = save_results(args.name, config, {"summary": summary, "rows": rows, "step_s_traces": traces},
                        module="bench_model_env", args=argv, seed=0, out_dir=args.out_dir)
     plot(rows, traces, Path(out).with_suffix(".png"))

@@ -182,3 +182,24 @@ def test_default_init_is_the_reference_xavier_and_torch_init_stays_available():
         assert biases and all(torch.count_nonzero(b) == 0 for b in biases)
     m = _model(init="torch")
     assert torch.count_nonzero(m.encoder.convs[0].bias) > 0
+
+
+@pytest.mark.parametrize("kind", ["lstm", "mlp"])
+def test_dynamics_online_steps_equal_the_sequence_pass(kind):
+    """The single-step LSTM cell computes what ``nn.LSTM`` computes over the whole sequence."""
+    from worldmodels.kvae import DynamicsNetwork
+
+    torch.manual_seed(0)
+    net = DynamicsNetwork(a_dim=3, num_modes=4, kind=kind, hidden=8).eval()
+    with torch.no_grad():
+        net.a_init.normal_()
+    a = torch.randn(5, 7, 3)
+    ref = net.sequence(a)
+    a_prev, state = net.initial_state((5,), a)
+    steps = []
+    for t in range(7):
+        alpha, state = net.step(a_prev, state)
+        steps.append(alpha)
+        a_prev = a[:, t]
+    torch.testing.assert_close(torch.stack(steps, 1), ref, rtol=1e-5, atol=1e-6)
+    assert (ref[:, 1:] - ref[:, :-1]).abs().max() > 1e-3  # alpha changes with the inputs

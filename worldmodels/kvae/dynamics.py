@@ -66,10 +66,30 @@ class DynamicsNetwork(nn.Module):
         return self._weights(logits)
 
     def step(self, a_prev: torch.Tensor, state=None):
-        """One online step: ``a_prev [N, a_dim]`` -> ``(alpha [N, K], new_state)``."""
-        if self.kind == "lstm":
-            h, state = self.rnn(a_prev.unsqueeze(1), state)
-            logits = self.head(h[:, 0])
+        """One online step: ``a_prev [N, a_dim]`` -> ``(alpha [N, K], new_state)``.
+
+        ``state`` is in ``nn.LSTM``'s layout, ``(h, c)`` each ``[1, N, hidden]`` (None: zeros);
+        the MLP network keeps none (None).
+        """
+        if self.kind != "lstm":
+            return self._weights(self.mlp(a_prev)), None
+        if state is None:
+            h = c = a_prev.new_zeros(a_prev.shape[0], self.rnn.hidden_size)
         else:
-            logits = self.mlp(a_prev)
-        return self._weights(logits), state
+            h, c = state[0][0], state[1][0]
+        h, c = self.lstm_cell(a_prev, h, c)
+        return self._weights(self.head(h)), (h.unsqueeze(0), c.unsqueeze(0))
+
+    def lstm_cell(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the (single-layer) ``self.rnn``: ``x [N, a_dim]``, ``h, c [N, hidden]``.
+
+        The LSTM equations on ``self.rnn``'s weights (gate order i, f, g, o) with plain tensor
+        ops: ``nn.LSTM`` on a length-1 sequence goes through the oneDNN RNN kernel, whose per-call
+        set-up and thread synchronisation cost far more than the arithmetic of one step.
+        """
+        rnn = self.rnn
+        gates = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0) + F.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c

@@ -26,10 +26,15 @@ read from the model at every call (microseconds), so in-place fine-tuning is pic
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from worldmodels.base import Belief
 from worldmodels.checks import check_shape
+
+if TYPE_CHECKING:
+    from worldmodels.kvae.model import KVAE
 
 
 class Workspace:
@@ -52,7 +57,7 @@ class Workspace:
 class KVAEMeanImagine:
     """Mean latent rollouts of a KVAE for planning (see the module docstring)."""
 
-    def __init__(self, model):
+    def __init__(self, model: KVAE) -> None:
         from worldmodels.kvae.model import KVAE
 
         if not isinstance(model, KVAE) or model.config.prior != "lgssm":
