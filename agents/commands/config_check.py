@@ -28,6 +28,7 @@ from .validation import (
     check_float,
     check_int,
     check_keys,
+    check_planner,
     check_seed,
 )
 
@@ -185,8 +186,11 @@ def check_control(ctl: Any) -> None:
         check_int("control.rl_horizon", ctl["rl_horizon"], 1, MAX_HORIZON)
     if "terminal_weight" in ctl:
         check_float("control.terminal_weight", ctl["terminal_weight"], 0.0)
-    if "planner" in ctl:
-        check_choice("control.planner", ctl["planner"], sorted(set(PRESETS) | set(PLANNERS)))
+    planner = ctl.get("planner", "cem_fast")
+    check_choice("control.planner", planner, sorted(set(PRESETS) | set(PLANNERS)))
+    for key in ("horizon", "rl_horizon"):
+        if ctl.get(key) is not None:
+            check_planner("control.planner", planner, "worldmodels/Pendulum-v0", ctl[key])
     if "env" in ctl:
         check_choice("control.env", ctl["env"], ("worldmodels/Pendulum-v0",))
 

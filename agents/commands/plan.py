@@ -34,6 +34,7 @@ from .validation import (
     check_device,
     check_float,
     check_int,
+    check_planner,
     check_seed,
     resolve_device,
 )
@@ -172,6 +173,7 @@ def check_args(args: argparse.Namespace) -> None:
     check_int("--replan-every", args.replan_every, 1, MAX_HORIZON)
     check_float("--terminal-weight", args.terminal_weight, 0.0)
     check_int("--reward-steps", args.reward_steps, 1, MAX_REWARD_STEPS)
+    check_planner("--planner", args.planner, args.env, args.horizon)
     check_seed("--seed", args.seed)
     check_device("--device", args.device)
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():

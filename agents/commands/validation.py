@@ -244,3 +244,29 @@ def check_checkpoint_path(option: str, path: str | Path) -> Path:
         return path
     raise FileNotFoundError(f"{option} {path}: not a run folder (no checkpoints/best.pt or last.pt in it) "
                             "and not a checkpoint file")
+
+
+def check_planner(option: str, name: str, env_id: str, horizon: int | None = None) -> None:
+    """Planner preset or name ``name`` must suit ``env_id``'s action space (the categorical
+    planner for discrete actions, the others for continuous ones) and accept ``horizon``."""
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    import envs  # noqa: F401  (registers the environments)
+    from agents.planners import PLANNERS, PRESETS, CategoricalCEM, make_planner
+
+    check_choice(option, name, sorted(set(PRESETS) | set(PLANNERS)))
+    env = gym.make(env_id)
+    space = env.action_space
+    env.close()
+    planner_cls = PLANNERS[PRESETS[name][0] if name in PRESETS else name][0]
+    discrete = isinstance(space, spaces.Discrete)
+    if discrete != (planner_cls is CategoricalCEM):
+        kind = "discrete" if discrete else "continuous"
+        fits = sorted(n for n in set(PRESETS) | set(PLANNERS)
+                      if (PLANNERS[PRESETS[n][0] if n in PRESETS else n][0] is CategoricalCEM) == discrete)
+        raise UsageError(f"{option}: {env_id} has {kind} actions; expected one of {', '.join(fits)}, got {name!r}")
+    try:
+        make_planner(name, action_space=space, **({} if horizon is None else {"horizon": horizon}))
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{option} {name}: {e}") from e
