@@ -43,6 +43,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     manifest = json.loads((noseqlen / "manifest.json").read_text())
     del manifest["seq_len"]
     (noseqlen / "manifest.json").write_text(json.dumps(manifest))
+    novalid = root / "novalid"
+    shutil.copytree(data, novalid)
+    manifest = json.loads((novalid / "manifest.json").read_text())
+    del manifest["splits"]["valid"]
+    (novalid / "manifest.json").write_text(json.dumps(manifest))
     badmanifest = root / "badmanifest"
     badmanifest.mkdir()
     (badmanifest / "manifest.json").write_text("{not json")
@@ -63,7 +68,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "old.gif").write_bytes(b"GIF89a a user's video")
     return {"evil_head": root / "evil_head.pt", "evil_class": root / "evil_class.pt",
             "evil_name": root / "evil_name.pt", "video": root / "old.gif", "root": root,
-            "data": data, "run": run, "noseqlen": noseqlen, "badmanifest": badmanifest,
+            "data": data, "run": run, "noseqlen": noseqlen, "novalid": novalid, "badmanifest": badmanifest,
             "nomanifest": root / "nomanifest", "notrun": root / "notrun", "empty": root / "empty.pt",
             "garbage": root / "garbage.pt", "listyaml": root / "list.yaml", "badyaml": root / "bad.yaml",
             "file": root / "file.txt", "dirmp4": root / "dir.mp4"}
@@ -218,6 +223,7 @@ CASES = [
     case("plan", "--checkpoint", "{run}", "--data", "{nomanifest}", code=1, names="nomanifest"),
     case("plan", "--checkpoint", "{run}", "--data", "{noseqlen}", code=1, names="seq_len"),
     case("plan", "--checkpoint", "{run}", "--data", "{data}", "--reward-steps", "0", names="--reward-steps"),
+    case("plan", "--checkpoint", "{run}", "--data", "{novalid}", names="--data"),
     case("plan", "--checkpoint", "{empty}", "--reward-head", "{garbage}", code=1, names="empty.pt"),
     case("plan", "--checkpoint", "{garbage}", "--reward-head", "{garbage}", code=1, names="garbage.pt"),
     case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", code=1, names="garbage.pt"),

@@ -189,7 +189,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--data: required to train a reward head, there is none at "
                              f"{default_reward_head(args.checkpoint)} (or pass --reward-head)")
         for split in ("train", "valid"):
-            check_dataset("--data", args.data, split)
+            check_dataset("--data", args.data, split,
+                          split_option="--data (a reward head trains on its train and valid splits)")
 
 
 def default_reward_head(checkpoint: str | Path) -> Path:

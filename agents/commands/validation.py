@@ -204,10 +204,12 @@ def check_finite_values(option: str, value: Any) -> Any:
     return value
 
 
-def check_dataset(option: str, root: str | Path, split: str | None = None) -> dict[str, Any]:
+def check_dataset(option: str, root: str | Path, split: str | None = None,
+                  split_option: str = "--split") -> dict[str, Any]:
     """The manifest of dataset folder ``root`` (named by ``option``) and, if given, a check that
-    it has ``split``. A missing folder or manifest raises ``FileNotFoundError``; a damaged one
-    (`worldmodels.data.read_manifest` checks its schema) raises `DatasetError`."""
+    it has ``split`` (named by ``split_option`` when it lacks it). A missing folder or manifest
+    raises ``FileNotFoundError``; a damaged one (`worldmodels.data.read_manifest` checks its
+    schema) raises `DatasetError`."""
     from worldmodels.data import read_manifest
 
     root = Path(root)
@@ -221,7 +223,7 @@ def check_dataset(option: str, root: str | Path, split: str | None = None) -> di
     except ValueError as e:
         raise DatasetError(f"{option} {root}: {e}") from e
     if split is not None and split not in manifest["splits"]:
-        raise UsageError(f"--split: expected one of {', '.join(sorted(manifest['splits']))} for {root}, "
+        raise UsageError(f"{split_option}: expected a split of {root} ({', '.join(sorted(manifest['splits']))}), "
                          f"got {split!r}")
     return manifest
 
