@@ -100,7 +100,7 @@ class DatasetSpec:
             raise ValueError(f"shard_size: expected a positive integer, got {self.shard_size!r}")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DatasetSpec":
+    def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
         """Inverse of ``dataclasses.asdict``; unknown keys raise ``ValueError``."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names

@@ -6,7 +6,8 @@ each episode; all randomness comes from the ``np.random.Generator`` given to ``r
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -44,7 +45,8 @@ class ZeroPolicy(Policy):
 
 
 class UniformPolicy(Policy):
-    """I.i.d. uniform actions in ``[low, high] * scale`` of a ``Box`` space (random torques/forces)."""
+    """I.i.d. uniform actions in ``[low, high] * scale`` of a ``Box`` space (random torques/forces);
+    ``scale`` in (0, 1]."""
 
     def __init__(self, action_space: spaces.Box, scale: float = 1.0):
         super().__init__(action_space)
@@ -68,6 +70,7 @@ class PoissonRepeatPolicy(Policy):
     wall (the agent then stays put and must learn that walls block). With
     ``blocked_as_stay=True`` a repeated move that the mask now blocks is emitted as ``stay``
     instead (chenxy99's ``random_walk_wo_wall`` data, where a linear transition fits).
+    ``rate`` is a finite number in (0, 1000]; ``stay_action`` an action index.
     """
 
     def __init__(self, action_space: spaces.Discrete, rate: float = 2.0, stay_action: int = 4,

@@ -10,8 +10,8 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +22,7 @@ from envs import BouncingBallEnv, ImageNavigationEnv, PixelPendulumEnv
 from envs.generate import DatasetSpec, generate_dataset
 from envs.policies import make_policy
 from worldmodels.base import Batch
-from worldmodels.baselines import DKF, DKFConfig, DVBF, DVBFConfig
+from worldmodels.baselines import DKF, DVBF, DKFConfig, DVBFConfig
 from worldmodels.checks import check_frames, frames_to_float
 from worldmodels.data import SequenceDataset
 from worldmodels.gtmsm import GTMSM, GTMSMConfig

@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from gymnasium import spaces
 
 from envs.generate import PRESETS, DatasetSpec, generate_dataset, get_spec, rollout_sequences
 from envs.policies import PoissonRepeatPolicy
-from gymnasium import spaces
 
 
 def _spec(**kw):
@@ -47,7 +47,10 @@ def test_layout_and_contract(tmp_path):
     assert not list(root.rglob(".*.tmp"))
     # byte-reproducible shards: a second run records the same checksums
     m2 = json.loads(generate_dataset(_spec(), tmp_path / "again", num_workers=1, progress=False).read_text())
-    assert [e["sha256"] for e in m2["splits"]["train"]["shards"]] == [e["sha256"] for e in m["splits"]["train"]["shards"]]
+    def hashes(manifest):
+        return [e["sha256"] for e in manifest["splits"]["train"]["shards"]]
+
+    assert hashes(m2) == hashes(m)
 
 
 def test_same_data_for_any_worker_count_and_shard_size(tmp_path):

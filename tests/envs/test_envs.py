@@ -279,7 +279,7 @@ def test_bad_inputs_raise_clear_errors():
 def test_vector_envs(vector_cls):
     ids = ["worldmodels/BouncingBall-v0", "worldmodels/Pendulum-v0", "worldmodels/ImageNavigation-v0"]
     for env_id in ids if vector_cls is gym.vector.SyncVectorEnv else ids[2:]:
-        venv = vector_cls([lambda: gym.make(env_id) for _ in range(2)])
+        venv = vector_cls([lambda env_id=env_id: gym.make(env_id) for _ in range(2)])
         obs, info = venv.reset(seed=[1, 2])
         assert obs.shape == (2, *venv.single_observation_space.shape)
         obs, r, term, trunc, info = venv.step(venv.action_space.sample())
