@@ -116,7 +116,8 @@ class BouncingBallEnv(gym.Env):
         self.substeps = int_in("substeps", substeps, 1, 1000)
         self.force_scale = finite_float("force_scale", force_scale, 0.0, MAX_FORCE_SCALE)
         self.max_speed = self.radius * self.substeps / self.dt
-        lo, hi = finite_vector("speed", speed if speed is not None else defaults["speed"], 2, 0.0, self.max_speed)
+        lo, hi = finite_vector("speed", speed if speed is not None else defaults["speed"], 2, 0.0, self.max_speed,
+                               why=" (max_speed = radius * substeps / dt: faster balls can pass through walls)")
         if lo > hi:
             raise ValueError(f"speed: expected (low, high) with low <= high, got {speed!r}")
         self.speed = (float(lo), float(hi))
@@ -198,10 +199,10 @@ class BouncingBallEnv(gym.Env):
         lo, hi = _WALL + self.radius, self.size - _WALL - self.radius
         if self.variant == "polygon":
             inside = self._inside_polygon(pos[0], pos[1], self.radius)
-            where = f"inside the polygon's walls by the radius ({self.radius:g} px)"
+            where = f"at least the radius ({self.radius:g} px) inside the polygon's walls"
         else:
             inside = bool(((pos >= lo) & (pos <= hi)).all())
-            where = f"each coordinate in [{lo:g}, {hi:g}] (inside the walls)"
+            where = f"with each coordinate in [{lo:g}, {hi:g}] (inside the walls)"
         if not inside:
             raise ValueError(f"options['position']: expected a ball centre {where}, got {value!r}")
         return pos

@@ -32,8 +32,9 @@ def finite_float(name: str, value, low: float | None = None, high: float | None 
 
 
 def finite_vector(name: str, value, size: int, low: float | None = None,
-                  high: float | None = None) -> np.ndarray:
-    """``value`` as a float64 array of ``size`` finite entries each in ``[low, high]``."""
+                  high: float | None = None, *, why: str = "") -> np.ndarray:
+    """``value`` as a float64 array of ``size`` finite entries each in ``[low, high]``; ``why``
+    (e.g. where a bound comes from) is added to the message."""
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -44,7 +45,8 @@ def finite_vector(name: str, value, size: int, low: float | None = None,
     if ok and high is not None:
         ok = bool((arr <= high).all())
     if not ok:
-        raise ValueError(f"{name}: expected {size} finite numbers, each in {_range(low, high)}, got {value!r}")
+        raise ValueError(f"{name}: expected {size} finite numbers, each in {_range(low, high)}{why}, "
+                         f"got {value!r}")
     return arr
 
 
