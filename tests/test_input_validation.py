@@ -412,3 +412,24 @@ def test_check_frames_passes_clean_frames_through_and_converts_uint8():
         check_frames(obs[:0], None)
     with pytest.raises(ValueError, match="min_observed"):
         check_frames(obs, mask, min_observed="some")  # type: ignore[arg-type]
+
+
+def test_check_frames_reads_one_value_back_from_the_device(monkeypatch):
+    """The check costs one host-device sync per call: one ``tolist`` and no other conversion
+    of a tensor to a Python value (``item``, ``bool``, ``int``, ``float``) on the valid path."""
+    calls = []
+    for method in ("tolist", "item", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _name=method, _original=original):
+            calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    obs = torch.rand(4, 5, 1, 8, 8)
+    mask = torch.ones(4, 5)
+    mask[:, 2] = 0.0
+    obs[:, 2] = math.nan  # masked: cleaned, with no extra read-back
+    out = check_frames(obs, mask, torch.float32, min_observed="sequence", observed_before=2)
+    assert calls == ["tolist"]
+    assert torch.isfinite(out).all()
