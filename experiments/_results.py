@@ -17,6 +17,16 @@ from worldmodels.atomic_io import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = RESULTS_DIR.parent.parent
+QUICK_RESULTS_DIR = REPO_ROOT / "runs" / "quick_results"
+
+
+def output_dir(out_dir: str | os.PathLike | None, quick: bool = False) -> Path:
+    """Where a run writes its JSON and plots: ``out_dir`` if given, else ``experiments/results``
+    (committed results), or ``runs/quick_results`` for a ``--quick`` smoke run, which must never
+    replace a committed result. The folder is created."""
+    out = Path(out_dir) if out_dir is not None else (QUICK_RESULTS_DIR if quick else RESULTS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def machine_info() -> dict[str, Any]:
@@ -48,6 +58,14 @@ def _git_commit() -> str | None:
         return None
 
 
+def _inside_repo(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (as written or resolved), else as is."""
+    for p, root in ((Path(os.path.normpath(path)), REPO_ROOT), (Path(path).resolve(), REPO_ROOT.resolve())):
+        if p.is_relative_to(root):
+            return str(p.relative_to(root)) or "."
+    return path
+
+
 def relative_command(module: str, args: Sequence[str] | None = None) -> str:
     """``python -m experiments.<module> <args>``: the command as run from the repository root.
 
@@ -60,10 +78,7 @@ def relative_command(module: str, args: Sequence[str] | None = None) -> str:
     for a in (sys.argv[1:] if args is None else args):
         a = str(a)
         if os.path.isabs(a):
-            try:
-                a = os.path.relpath(a, REPO_ROOT) if Path(a).resolve().is_relative_to(REPO_ROOT) else a
-            except (OSError, ValueError):
-                pass
+            a = _inside_repo(a)
         parts.append(shlex.quote(a))
     return " ".join(["python", "-m", mod, *parts])
 

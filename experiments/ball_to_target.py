@@ -137,10 +137,10 @@ def main(argv=None) -> int:
         R = {k: results[k]["last10_distance_px_mean"] for k in results}
         results["normalised_score_last10"] = (R["random"] - R["latent"]) / (R["random"] - R["oracle"])
     results.update(info)
-    from experiments._results import save_results
+    from experiments._results import output_dir, save_results
 
     out = save_results("ball_to_target", vars(args), results, module="ball_to_target", args=argv,
-                       seed=args.seed, out_dir=args.out_dir)
+                       seed=args.seed, out_dir=output_dir(args.out_dir, args.quick))
     plot(runs, out.with_suffix(".png"))
     print(json.dumps(results, indent=1, default=str))
     print(f"wrote {out}")

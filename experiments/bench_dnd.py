@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from experiments._results import save_results
+from experiments._results import output_dir, save_results
 from worldmodels.dnd import DNDMemory, dnd_empty, dnd_read, dnd_write
 
 CONFIGS = [(16, 256, 32, 2, 5), (16, 256, 256, 2, 5), (64, 4096, 256, 2, 5)]
@@ -128,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="the smallest configuration, one repeat (a smoke run)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
     torch.set_num_threads(args.threads)
     try:
         import faiss
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("faiss-cpu not installed (pip install faiss-cpu): faiss baseline skipped")
     results = []
-    for (B, N, Q, D, k) in CONFIGS:
+    for (B, N, Q, D, k) in (CONFIGS[:1] if args.quick else CONFIGS):
         label = f"B={B},N={N},Q={Q},D={D},k={k}"
         methods = bench_config(B, N, Q, D, k, args.repeats, args.device)
         results.append({"label": label, "B": B, "N": N, "Q": Q, "D": D, "k": k,
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:32s} {name:18s} {line}")
     out = save_results("bench_dnd", vars(args), {"configs": results, "value_dim": VALUE_DIM},
                        module="bench_dnd", args=argv,
-                       out_dir=args.out_dir)
+                       out_dir=output_dir(args.out_dir, args.quick))
     plot(results, (out.parent / "bench_dnd.png"))
     print(f"wrote {out}")
     return 0

@@ -127,10 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--sequences", type=int, default=5000)
-    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run (results not saved)")
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.quick:
-        args.sequences, args.steps, args.repeats = 200, 2000, 1
+        args.sequences, args.steps, args.repeats, args.workers = 40, 500, 1, 1
     steps = bench_steps(args.steps, max(args.repeats, 5) if not args.quick else 1)
     print(f"pendulum step+render: {steps['pendulum_step_render_fps']:.0f} frames/s (target >= 10000); "
           f"Pendulum-v1 state-only: {steps['baseline_pendulum_v1_state_only_fps']:.0f} steps/s "
@@ -146,12 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                "meets_targets": {"generation": gen["median_s"] <= 30,
                                  "pendulum": steps["pendulum_step_render_fps"] >= 10_000},
                "note": "shared 2-core machine; other processes were running, so timings are noisy"}
-    if args.quick:
-        return 0
-    from experiments._results import RESULTS_DIR, save_results
+    from experiments._results import output_dir, save_results
 
-    path = save_results("bench_envs", vars(args), results, module="bench_envs", args=argv)
-    plot(results, RESULTS_DIR / "bench_envs.png")
+    path = save_results("bench_envs", vars(args), results, module="bench_envs", args=argv, out_dir=output_dir(args.out_dir, args.quick))
+    plot(results, path.with_suffix(".png"))
     print(f"results: {path}")
     return 0
 

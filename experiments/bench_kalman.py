@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import output_dir, save_results
 from worldmodels.kalman import kalman_smoother
 
 
@@ -207,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="bench_kalman")
+    ap.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
+    ap.add_argument("--quick", action="store_true", help="T = 20, 2 repeats, no anchors (a smoke run)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.batch, args.steps, args.repeats, args.no_anchors = 32, [20], 2, True
     torch.set_num_threads(args.threads)
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -249,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         tqdm.write(f"T={T}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if v is not None))
     config = dict(vars(args), dtype="float32", devices=devices)
     path = save_results(args.name, config, results, module="bench_kalman", args=argv,
-                        seed=args.seed)
-    plot(results, RESULTS_DIR / f"{args.name}.png")
+                        seed=args.seed, out_dir=output_dir(args.out_dir, args.quick))
+    plot(results, path.with_suffix(".png"))
     print(f"wrote {path}")
     return 0
 

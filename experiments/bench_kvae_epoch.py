@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import output_dir, save_results
 from experiments.kvae_common import SequenceTensors, ensure_dataset
 from worldmodels.kvae import KVAE, KVAEConfig
 
@@ -36,7 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--kalman-method", default="sequential")
     p.add_argument("--out-name", default="bench_kvae_epoch")
-    return p.parse_args(argv)
+    p.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
+    p.add_argument("--quick", action="store_true", help="small dataset, batch 8, 1 repeat (a smoke run)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.dataset, args.batch_size, args.repeats, args.warmup, args.full_epoch = "bouncing_ball_small", 8, 1, 0, False
+    return args
 
 
 def matmul_peak_gflops(device: str, n: int = 1024, repeats: int = 10) -> float:
@@ -152,12 +157,12 @@ def main(argv=None) -> int:
     ax.set_title(f"KVAE vs VAE alone on {dev}: +{100 * res['kvae_over_vae']:.0f}%")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    png = RESULTS_DIR / f"{args.out_name}.png"
+    out_dir = output_dir(args.out_dir, args.quick)
+    png = out_dir / f"{args.out_name}.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    res["artifacts"] = {"plot": str(png)}
-    save_results(args.out_name, vars(args), res,
-                 module="bench_kvae_epoch", args=argv)
+    res["artifacts"] = {"plot": png.name}
+    save_results(args.out_name, vars(args), res, module="bench_kvae_epoch", args=argv, out_dir=out_dir)
     return 0
 
 

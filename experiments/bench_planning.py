@@ -27,7 +27,7 @@ from agents.mpc import MPCAgent, MPCConfig
 from agents.oracle import PendulumOracle, pendulum_reward
 from agents.planners import PRESETS, make_planner
 from agents.reward import RewardHead, RewardHeadConfig
-from experiments._results import save_results
+from experiments._results import output_dir, save_results
 
 
 def pendulum_kvae(device, dynamics: str = "lstm"):
@@ -93,7 +93,10 @@ def main(argv=None) -> int:
     p.add_argument("--reference", action="store_true",
                    help="also time the unfused path (model.imagine + reward head) for comparison")
     p.add_argument("--out-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="the cem_fast preset, 2 envs, 1 repeat (a smoke run)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.presets, args.envs, args.repeats, args.reference = ["cem_fast"], 2, 1, False
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
               "presets": {k: PRESETS[k][1].__dict__ for k in args.presets}}
     out = save_results("bench_planning", config, {"summary": summary, "rows": rows},
                        module="bench_planning", args=argv,
-                       seed=0, out_dir=args.out_dir)
+                       seed=0, out_dir=output_dir(args.out_dir, args.quick))
     plot(rows, Path(out).with_suffix(".png"))
     print(f"wrote {out}")
     return 0

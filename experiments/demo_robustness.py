@@ -61,6 +61,14 @@ def cell_key(rounds: int, horizon: int, terminal_weight: float) -> str:
     return f"{rounds}/{horizon}" + (f"/tw{terminal_weight:g}" if terminal_weight else "")
 
 
+QUICK_OVERRIDES = (  # --quick: the demo config shrunk to seconds
+    "data.preset=pendulum_small", "train.steps=2", "train.batch_size=16", "train.val_every=2",
+    "train.checkpoint_every=2",
+    "model.config={a_dim: 2, z_dim: 3, num_modes: 2, encoder: mlp, decoder: mlp, mlp_hidden: [32]}",
+    "control.reward_steps=5", "control.rl_episodes=1", "control.rl_episode_steps=15", "control.rl_train_steps=2",
+    "control.rl_horizon=2")
+
+
 def evaluate_cell(model, head, horizon: int, terminal_weight: float, episodes: int, steps: int,
                   planner: str) -> dict[str, Any]:
     """Noise-free episodes from starts ``0..episodes-1``: returns and upright fractions."""
@@ -153,9 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the demo config, as in `worldmodels demo --set` (e.g. train.steps=50)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--out", default=None, help="results folder (default experiments/results)")
+    p.add_argument("--out", "--out-dir", dest="out", default=None, help="results folder (default experiments/results)")
     p.add_argument("--name", default="demo_robustness")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny model on the small pendulum set, 2 rounds of 1 short episode (a smoke run)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.set = [*QUICK_OVERRIDES, *args.set]
+        args.rounds, args.episodes, args.steps, args.settings = 1, 2, 5, [(2, 0.0), (3, 0.0)]
+        if args.run_dir == "runs/demo_robustness":
+            args.run_dir = "runs/demo_robustness_quick"
     if args.rounds < 0 or args.episodes < 1:
         p.error("--rounds must be >= 0 and --episodes >= 1")
     if args.threads:
@@ -164,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.commands import apply_overrides, ensure_dataset
     from agents.commands.demo import DEFAULT_CONFIG
 
-    from ._results import RESULTS_DIR, save_results
+    from ._results import output_dir, save_results
 
     cfg = apply_overrides(copy.deepcopy(DEFAULT_CONFIG), args.set)
     ctl = cfg["control"]
@@ -176,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, counts in summary.items():
         print(f"H / terminal weight {name}: upright episodes (of {args.episodes * len(args.seeds)}) after "
               f"0..{args.rounds} rounds: {list(counts.values())}")
-    out = Path(args.out) if args.out else RESULTS_DIR
+    out = output_dir(args.out, args.quick)
     config = {"seeds": args.seeds, "rounds": args.rounds, "settings": [cell_key(0, h, w)[2:] for h, w in settings],
               "episodes": args.episodes,
               "steps": args.steps, "overrides": args.set, "control": ctl, "train": cfg["train"],

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from experiments._results import save_results
+from experiments._results import output_dir, save_results
+from experiments.protocol import Protocol, SeedSet
 from worldmodels.base import Batch
 from worldmodels.evaluation import summarize
 from worldmodels.gtmsm import GTMSM, GTMSMConfig
@@ -45,6 +46,8 @@ PAPER = dict(steps=50000, baseline_steps=5000, lr=1e-3, final_lr=5e-5, anneal_st
              max_test=None)
 REDUCED = dict(steps=1500, baseline_steps=300, lr=2e-3, final_lr=5e-5, anneal_steps=1500,
                max_test=64)
+QUICK = dict(reduced=True, preset="image_navigation_small", tau=64, train_predict=16, test_predict=32, steps=3,
+             baseline_steps=2, max_test=6, batch_size=4, no_video=True, timing_repeats=1)
 
 
 class ShardSequences(Dataset):
@@ -383,10 +386,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--name", default=None, help="results name (default by configuration)")
-    p.add_argument("--results-dir", default=None, help="default experiments/results")
+    p.add_argument("--results-dir", "--out-dir", dest="results_dir", default=None,
+                   help="default experiments/results")
+    p.add_argument("--quick", action="store_true",
+                   help="the small navigation set, a few updates, 6 test worlds (a smoke run)")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--timing-repeats", type=int, default=5)
     args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
     base = REDUCED if args.reduced else PAPER
     for k, v in base.items():
         if getattr(args, k, None) is None:
@@ -397,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         args.max_test = None
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = args.name or ("gtmsm_navigation_reduced" if args.reduced else "gtmsm_navigation")
+    name = args.name or ("gtmsm_navigation_quick" if args.quick else
+                         "gtmsm_navigation_reduced" if args.reduced else "gtmsm_navigation")
     run_dir = Path(args.run_dir or ROOT / "runs" / name)
     spec = dataset_spec(args.preset, args.obstacles)
     data_dir = ensure_dataset(spec, Path(args.data_dir or ROOT / "runs" / "data" / spec.name))
@@ -440,9 +450,12 @@ def main(argv: list[str] | None = None) -> int:
                               "median_s": step_time(cfg, args.device, timing_batch,
                                                     args.timing_repeats)}
 
+    protocol = Protocol((args.seed,), SeedSet.span(f"{spec.name}/test sequence", 0, result["n_sequences"]),
+                        SeedSet.span(f"{spec.name}/valid sequence", 0, spec.splits.get("valid", 0)),
+                        notes="one training seed; no setting is selected on the test worlds")
     out = save_results(name, {**vars(args), "model": vars(cfg)}, result,
-                       module="gtmsm_navigation", args=argv, seed=args.seed,
-                       out_dir=args.results_dir)
+                       module="gtmsm_navigation", args=argv, seed=args.seed, protocol=protocol,
+                       out_dir=output_dir(args.results_dir, args.quick))
     result_files = plots(result, examples, args.tau, out.with_suffix(""))
     try:
         if args.no_video:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import output_dir, save_results
 from experiments.kvae_common import (
     SequenceTensors,
     ensure_dataset,
@@ -372,8 +372,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormals made trained-model updates ~3x slower on CPU
-    out_dir = Path(args.out_dir) if args.out_dir else RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(args.out_dir, args.quick)
     run_root = Path(args.run_dir)
     root = ensure_dataset(args.dataset)
     train_set = SequenceTensors(root, "train", limit=args.train_seqs, binarize=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import output_dir, save_results
 from experiments.protocol import Protocol, SeedSet, budget_record, mean_ci, paired_claim, prepare_run_dir
 from experiments.kvae_common import SequenceTensors, ensure_dataset, evaluate_elbo, train
 from worldmodels.baselines import DKF, DKFConfig, DVBF, DVBFConfig
@@ -176,8 +176,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormals made trained-model updates ~3x slower on CPU
-    out_dir = Path(args.out_dir) if args.out_dir else RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(args.out_dir, args.quick)
     root = ensure_dataset(args.dataset)
     train_set = SequenceTensors(root, "train")
     valid_set = SequenceTensors(root, "valid")

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments._results import RESULTS_DIR, save_results
+from experiments._results import output_dir, save_results
 from experiments.kvae_common import (SequenceTensors, ensure_dataset, evaluate_elbo,
                                      random_mask, train, wrong_pixel_fraction)
 from experiments.kvae_imputation import MeanFrame, plot_latents
+from experiments.protocol import prepare_run_dir
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.video import tile_clips, write_video
 
@@ -54,7 +55,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-name", default="kvae_scenes")
     p.add_argument("--eval-only", action="store_true",
                    help="skip training: load <run-dir>/<scene>/checkpoints/last.pt")
-    return p.parse_args(argv)
+    p.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
+    p.add_argument("--retrain", action="store_true",
+                   help="delete run folders trained under another configuration and train again")
+    p.add_argument("--quick", action="store_true",
+                   help="a few updates on the small passive-ball set for both scenes (a smoke run)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.train_seqs, args.test_seqs, args.steps, args.batch_size, args.generation_steps = 64, 8, 3, 8, 8
+        if args.run_dir == "runs/kvae_scenes":
+            args.run_dir = "runs/kvae_scenes_quick"
+    return args
 
 
 @torch.no_grad()
@@ -141,9 +152,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormals made trained-model updates ~3x slower on CPU
     run_dir = Path(args.run_dir)
+    out_dir = output_dir(args.out_dir, args.quick)
     results: dict = {}
     for scene in args.scenes.split(","):
-        spec = SCENES[scene]
+        spec = dict(SCENES[scene], dataset="bouncing_ball_small") if args.quick else SCENES[scene]
         root = ensure_dataset(spec["dataset"])
         train_set = SequenceTensors(root, "train", limit=args.train_seqs, binarize=True)
         test_set = SequenceTensors(root, "test", limit=args.test_seqs, binarize=True)
@@ -160,9 +172,12 @@ def main(argv=None) -> int:
             summ = json.loads((run_dir / scene / "summary.json").read_text())
         else:
             kvae = KVAE(cfg)
-            summ = train(kvae, train_set, run_dir / scene, steps=args.steps,
-                         batch_size=args.batch_size, lr=args.lr, decay_every_steps=20 * spe,
-                         freeze_epochs={"dynamics": args.freeze_dynamics_epochs}, seed=args.seed)
+            run_cfg = {"dataset": spec["dataset"], "train_seqs": len(train_set), "kvae": cfg.__dict__,
+                       "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                       "freeze_dynamics_epochs": args.freeze_dynamics_epochs, "seed": args.seed}
+            summ = train(kvae, train_set, prepare_run_dir(run_dir / scene, run_cfg, retrain=args.retrain),
+                         steps=args.steps, batch_size=args.batch_size, lr=args.lr, decay_every_steps=20 * spe,
+                         freeze_epochs={"dynamics": args.freeze_dynamics_epochs}, seed=args.seed, resume=True)
         kvae.eval()
         T = test_set.obs_u8.shape[1]
         mask = random_mask(len(test_set), T, 0.8, generator=torch.Generator().manual_seed(7))
@@ -172,7 +187,7 @@ def main(argv=None) -> int:
         scores["mean_frame"] = wrong_pixel_fraction(MeanFrame(train_set).impute(b.obs, None, mask),
                                                     b.obs, mask)
         elbo = evaluate_elbo(kvae, test_set, estimators=("exact",))
-        pngs = {k: RESULTS_DIR / f"{args.out_name}_{scene}_{k}.png"
+        pngs = {k: out_dir / f"{args.out_name}_{scene}_{k}.png"
                 for k in ("alpha", "latents", "generation")}
         alpha_map(kvae, test_set, pngs["alpha"])
         plot_latents(kvae, test_set, pngs["latents"])
@@ -183,10 +198,11 @@ def main(argv=None) -> int:
             "dataset": spec["dataset"], "z_dim": spec["z_dim"], "num_modes": spec["num_modes"],
             "wrong_pixels_p0.8": scores, "test_elbo_per_seq": elbo["exact"],
             "train": {k: summ.get(k) for k in ("steps", "epochs", "final_train", "wall_s", "time_s")},
-            "artifacts": {**{k: str(v) for k, v in pngs.items()}, "video": str(video)},
+            "artifacts": {k: v.name for k, v in pngs.items()},
         }
         print(scene, results[scene]["wrong_pixels_p0.8"], elbo, flush=True)
-    save_results(args.out_name, vars(args), results, seed=args.seed, module="kvae_scenes", args=argv)
+    save_results(args.out_name, vars(args), results, seed=args.seed, module="kvae_scenes", args=argv,
+                 out_dir=out_dir)
     save_results(args.out_name, vars(args), results, seed=args.seed, module="kvae_scenes", args=argv,
                  out_dir=run_dir)
     return 0

@@ -172,10 +172,14 @@ def main(argv=None) -> int:
                       "successes": r["success"].astype(int).tolist()} for name, r in runs.items()}
     results.update(info)
     results["wall_seconds"] = time.time() - t0
-    from experiments._results import save_results
+    from experiments._results import output_dir, save_results
 
+    from experiments.protocol import Protocol, SeedSet
+
+    protocol = Protocol((0,), SeedSet.span("ImageNavigation-v0 episode seed", args.seed, args.episodes),
+                        notes="one GTM-SM (training seed 0); no setting is selected on these episodes")
     out = save_results("navigation_goal", vars(args), results, module="navigation_goal", args=argv,
-                       seed=args.seed, out_dir=args.out_dir)
+                       protocol=protocol, seed=args.seed, out_dir=output_dir(args.out_dir, args.quick))
     plot(runs, args.budget, out.with_suffix(".png"))
     print(json.dumps(results, indent=1, default=str))
     print(f"wrote {out}")

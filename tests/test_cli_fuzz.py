@@ -17,6 +17,7 @@ import torch
 from agents.cli import main
 
 BIG = str(10 ** 12)
+BALL = "worldmodels/BouncingBall-v0"  # the environment of the fixture's run
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 TINY_MODEL = ["--set", "model.name=vae_rnn",
               "--set", "model.config={latent_dim: 4, hidden_dim: 8, encoder: mlp, mlp_hidden: [32], "
@@ -35,6 +36,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     spec = dataclasses.replace(get_spec("bouncing_ball_small"), splits={"train": 8, "valid": 4, "test": 4},
                                seq_len=20, shard_size=8)
     generate_dataset(spec, data, num_workers=1, progress=False)
+    pendulum = root / "pendulum"
+    generate_dataset(dataclasses.replace(get_spec("pendulum_small"), splits={"test": 2}, seq_len=20), pendulum,
+                     num_workers=1, progress=False)
     run = root / "run"
     assert main(["train", "--config", "demo", "--run-dir", str(run), "--set", f"data.root={data}", *TINY_MODEL,
                  "--steps", "1", "--device", "cpu"]) == 0
@@ -68,7 +72,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "old.gif").write_bytes(b"GIF89a a user's video")
     return {"evil_head": root / "evil_head.pt", "evil_class": root / "evil_class.pt",
             "evil_name": root / "evil_name.pt", "video": root / "old.gif", "root": root,
-            "data": data, "run": run, "noseqlen": noseqlen, "novalid": novalid, "badmanifest": badmanifest,
+            "data": data, "run": run, "noseqlen": noseqlen, "novalid": novalid, "pendulum": pendulum, "badmanifest": badmanifest,
             "nomanifest": root / "nomanifest", "notrun": root / "notrun", "empty": root / "empty.pt",
             "garbage": root / "garbage.pt", "listyaml": root / "list.yaml", "badyaml": root / "bad.yaml",
             "file": root / "file.txt", "dirmp4": root / "dir.mp4"}
@@ -190,6 +194,7 @@ CASES = [
     case("evaluate", "{run}", "--data", "{nomanifest}", code=1, names="nomanifest"),
     case("evaluate", "{run}", "--data", "{noseqlen}", code=1, names="seq_len"),
     case("evaluate", "{run}", "--out", "{file}", names="--out"),
+    case("evaluate", "{run}", "--data", "{pendulum}", names="pendulum"),
     # ---------------------------------------------------------------- plan
     case("plan", names="--checkpoint"),
     case("plan", "--oracle", "--episodes", BIG, names="--episodes"),
@@ -224,11 +229,15 @@ CASES = [
     case("plan", "--checkpoint", "{run}", "--data", "{noseqlen}", code=1, names="seq_len"),
     case("plan", "--checkpoint", "{run}", "--data", "{data}", "--reward-steps", "0", names="--reward-steps"),
     case("plan", "--checkpoint", "{run}", "--data", "{novalid}", names="--data"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", "--env", "worldmodels/Pendulum-v0",
+         names="--checkpoint"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", "--env", "worldmodels/ImageNavigation-v0",
+         "--planner", "categorical", names="--checkpoint"),
     case("plan", "--checkpoint", "{empty}", "--reward-head", "{garbage}", code=1, names="empty.pt"),
     case("plan", "--checkpoint", "{garbage}", "--reward-head", "{garbage}", code=1, names="garbage.pt"),
-    case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", code=1, names="garbage.pt"),
-    case("plan", "--checkpoint", "{run}", "--reward-head", "{empty}", code=1, names="empty.pt"),
-    case("plan", "--checkpoint", "{run}", "--reward-head", "{evil_head}", code=1, names="evil_head.pt"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", "--env", BALL, code=1, names="garbage.pt"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{empty}", "--env", BALL, code=1, names="empty.pt"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{evil_head}", "--env", BALL, code=1, names="evil_head.pt"),
     case("plan", "--checkpoint", "{evil_class}", "--reward-head", "{evil_head}", code=1, names="evil_class.pt"),
     case("plan", "--checkpoint", "{evil_name}", "--reward-head", "{evil_head}", code=1, names="evil_name.pt"),
     case("evaluate", "{evil_class}", "--data", "{data}", code=1, names="sys:exit"),

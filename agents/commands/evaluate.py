@@ -22,6 +22,7 @@ from .validation import (
     check_device,
     check_float,
     check_int,
+    check_model_fits,
     resolve_device,
 )
 
@@ -93,6 +94,7 @@ def evaluate_run(checkpoint: str | Path, eval_cfg: dict[str, Any], data: str | P
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: expected a folder, got an existing file")
     model = load(checkpoint, device=device)
+    check_model_fits("checkpoint", model, manifest["obs_shape"], manifest["action_dim"], f"dataset {root}")
     return evaluate(model, Path(root), out_dir, ecfg, device=device, video=video)
 
 

@@ -34,6 +34,7 @@ from .validation import (
     check_device,
     check_float,
     check_int,
+    check_model_fits,
     check_planner,
     check_seed,
     resolve_device,
@@ -193,6 +194,18 @@ def check_args(args: argparse.Namespace) -> None:
                           split_option="--data (a reward head trains on its train and valid splits)")
 
 
+def env_layout_of(env_id: str) -> tuple[list[int], int]:
+    """``(obs_shape [H, W, C], action_dim)`` of a registered environment."""
+    import gymnasium as gym
+
+    from envs.generate import env_layout
+
+    env = gym.make(env_id).unwrapped
+    layout = env_layout(env)
+    env.close()
+    return layout["obs_shape"], layout["action_dim"]
+
+
 def default_reward_head(checkpoint: str | Path) -> Path:
     """Where the reward head of a checkpoint (file or run folder) is saved: next to it."""
     ckpt = Path(checkpoint)
@@ -210,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out or "runs/plan_oracle")
     else:
         model = load_world_model(args.checkpoint, device=device)
+        check_model_fits("--checkpoint", model, *env_layout_of(args.env), args.env)
         reward_fn, head_path, metrics = load_reward_head(args, model, device)
         info = {"checkpoint": args.checkpoint, "reward_head": head_path, "reward_head_metrics": metrics}
         ck = Path(args.checkpoint)

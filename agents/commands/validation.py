@@ -272,3 +272,16 @@ def check_planner(option: str, name: str, env_id: str, horizon: int | None = Non
         make_planner(name, action_space=space, **({} if horizon is None else {"horizon": horizon}))
     except (TypeError, ValueError) as e:
         raise UsageError(f"{option} {name}: {e}") from e
+
+
+def check_model_fits(option: str, model: Any, obs_hwc: Iterable[int], action_dim: int, source: str) -> None:
+    """A loaded model (named by ``option``) must take the frames ``[H, W, C]`` and ``action_dim``
+    actions of ``source`` (a dataset or an environment); `UsageError` naming both otherwise."""
+    H, W, C = (int(v) for v in obs_hwc)
+    want = getattr(getattr(model, "config", None), "obs_shape", None)
+    if want is not None and tuple(int(v) for v in want) != (C, H, W):
+        raise UsageError(f"{option}: the model takes frames of shape {list(want)} (C, H, W), {source} has "
+                         f"{[C, H, W]}")
+    if int(getattr(model, "action_dim", action_dim)) != int(action_dim):
+        raise UsageError(f"{option}: the model takes {model.action_dim}-dimensional actions, {source} has "
+                         f"{int(action_dim)}")
