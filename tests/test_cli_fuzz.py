@@ -72,7 +72,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "old.gif").write_bytes(b"GIF89a a user's video")
     return {"evil_head": root / "evil_head.pt", "evil_class": root / "evil_class.pt",
             "evil_name": root / "evil_name.pt", "video": root / "old.gif", "root": root,
-            "data": data, "run": run, "noseqlen": noseqlen, "novalid": novalid, "pendulum": pendulum, "badmanifest": badmanifest,
+            "data": data, "run": run, "noseqlen": noseqlen, "novalid": novalid, "pendulum": pendulum,
+            "badmanifest": badmanifest,
             "nomanifest": root / "nomanifest", "notrun": root / "notrun", "empty": root / "empty.pt",
             "garbage": root / "garbage.pt", "listyaml": root / "list.yaml", "badyaml": root / "bad.yaml",
             "file": root / "file.txt", "dirmp4": root / "dir.mp4"}
