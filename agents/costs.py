@@ -56,11 +56,16 @@ def rollout_objective(
     generator: torch.Generator | None = None,
     timer: ObjectiveTimer | None = None,
     fast: bool = True,
+    value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The planning objective: sum of (discounted) rewards of imagined trajectories.
 
     ``terminal_weight`` w adds ``w`` times the (discounted) last step's reward, as if the last
     state were kept for w more steps: a cheap stand-in for a value beyond the horizon.
+
+    ``value_fn`` (latents ``[..., D]`` -> values ``[...]``, e.g. a critic trained in imagination,
+    ``agents.policy``) adds a learned value of the last imagined latent, TD-MPC style:
+    ``sum_h discount^h r_h + discount^H V(z_H)`` (with ``terminal_weight`` too if both are given).
 
     Returns ``objective(actions [B, N, H, A]) -> [B, N]`` that calls ``model.imagine`` once on
     the whole population. Differentiable if the model and the reward are (for GradCEM).
@@ -111,7 +116,13 @@ def rollout_objective(
             w = discount ** torch.arange(H, device=rewards.device, dtype=rewards.dtype)
             w[-1] *= 1.0 + terminal_weight
             rewards = rewards * (w[:, None] if time_dim == 0 else w)
-        total = rewards.sum(time_dim).reshape(B, N)
+        total = rewards.sum(time_dim)  # [B*N] (fused) or [B, N]
+        if value_fn is not None:
+            last = latents[-1].t() if fused else latents[:, :, -1]  # [B*N, D] or [B, N, D]
+            values = value_fn(last)
+            check_shape("value_fn(...)", values, tuple(last.shape[:-1]))
+            total = total + discount ** H * values.to(total.dtype)
+        total = total.reshape(B, N)
         if timer is not None:
             _sync(total)
             timer.model_s += t1 - t0

@@ -65,24 +65,21 @@ class MPCConfig:
     fused: bool = True
 
 
-class MPCAgent:
-    """Latent-space MPC over a ``WorldModel`` with any planner and reward function."""
+class FilteringAgent:
+    """An agent that keeps the last ``context`` real observations and actions of ``n``
+    environments and filters them into the model's belief (``belief()``).
 
-    def __init__(self, model: WorldModel, planner: Planner, reward_fn: RewardFn,
-                 config: MPCConfig | None = None, *, num_envs: int | None = None,
+    Subclasses decide the actions (``MPCAgent`` plans, ``agents.policy.ActorPolicy`` runs a
+    learned actor) and write the action taken into ``self._act[:, -1]``.
+    """
+
+    def __init__(self, model: WorldModel, context: int, *, num_envs: int | None = None,
                  obs_to_tensor: Callable = image_obs_to_tensor,
                  device: str | torch.device | None = None):
+        if context < 1:
+            raise ValueError(f"context: expected >= 1, got {context}")
         self.model = model
-        self.planner = planner
-        self.reward_fn = reward_fn
-        self.config = config or MPCConfig()
-        if self.config.context < 1 or self.config.replan_every < 1:
-            raise ValueError("context and replan_every must be >= 1")
-        if self.config.replan_every > planner.config.horizon:
-            raise ValueError(f"replan_every: expected <= horizon={planner.config.horizon}, "
-                             f"got {self.config.replan_every}")
-        if planner.action_dim != model.action_dim:
-            raise ValueError(f"planner.action_dim={planner.action_dim} != model.action_dim={model.action_dim}")
+        self.context = context
         self.num_envs = num_envs
         self.batched = num_envs is not None
         self.n = num_envs if num_envs is not None else 1
@@ -92,11 +89,6 @@ class MPCAgent:
             device = p.device if p is not None else torch.device("cpu")
         self.device = torch.device(device)
         self.dtype = model_dtype(model)  # observations and actions are kept in the model's dtype
-        self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
-        self.np_random = np.random.default_rng(self.config.seed)
-        self.timer = ObjectiveTimer()
-        self.stats = {"decisions": 0, "plans": 0, "plan_s": 0.0, "observe_s": 0.0}
-        self.reset()
 
     # --- episode bookkeeping ---------------------------------------------------------------
     def reset(self, env_mask=None) -> None:
@@ -105,20 +97,24 @@ class MPCAgent:
             self._obs: torch.Tensor | None = None  # [n, L, *obs_shape]
             self._act = torch.zeros(self.n, 0, self.model.action_dim, device=self.device, dtype=self.dtype)
             self._valid = torch.zeros(self.n, 0, dtype=torch.bool, device=self.device)
-            self._plan: PlanResult | None = None
-            self._step = 0
-            self.real: list[np.ndarray] = []
-            self.imagined: list[np.ndarray] = []
             return
         m = torch.as_tensor(np.asarray(env_mask), dtype=torch.bool, device=self.device).reshape(self.n)
         if m.any():
             self._valid[m] = False
             self._act[m] = 0.0
-            self._plan = None  # replan everything at the next step
-            self._step = 0
+
+    def _observation(self, obs) -> torch.Tensor:
+        """``obs`` (one, or ``[n, ...]`` if batched) as a tensor ``[n, ...]``, pushed to the history."""
+        x = self.obs_to_tensor(obs)
+        if not self.batched:
+            x = x[None]
+        if x.shape[0] != self.n:
+            raise ValueError(f"obs: expected {self.n} observations, got shape {list(x.shape)}")
+        self._push(x)
+        return x
 
     def _push(self, obs_t: torch.Tensor) -> None:
-        L = self.config.context
+        L = self.context
         obs_t = obs_t.to(self.device, self.dtype if obs_t.is_floating_point() else None)
         if self._obs is None:
             self._obs = obs_t[:, None]
@@ -142,12 +138,60 @@ class MPCAgent:
         mask = (idx[None] >= (T - valid_len)[:, None]).to(obs.dtype)
         return obs, act, mask
 
-    # --- acting ----------------------------------------------------------------------------
     def belief(self):
         """The model's belief over the current latent state from the kept history."""
         obs, act, mask = self._context()
         return self.model.observe(obs, act, mask)
 
+
+class MPCAgent(FilteringAgent):
+    """Latent-space MPC over a ``WorldModel`` with any planner and reward function.
+
+    ``value_fn`` (latents ``[..., D]`` -> ``[...]``, e.g. the critic of ``agents.policy``) adds
+    ``discount^H V(z_H)`` to the planning objective (``rollout_objective``).
+    """
+
+    def __init__(self, model: WorldModel, planner: Planner, reward_fn: RewardFn,
+                 config: MPCConfig | None = None, *, num_envs: int | None = None,
+                 obs_to_tensor: Callable = image_obs_to_tensor,
+                 device: str | torch.device | None = None,
+                 value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.planner = planner
+        self.reward_fn = reward_fn
+        self.value_fn = value_fn
+        self.config = config or MPCConfig()
+        if self.config.context < 1 or self.config.replan_every < 1:
+            raise ValueError("context and replan_every must be >= 1")
+        if self.config.replan_every > planner.config.horizon:
+            raise ValueError(f"replan_every: expected <= horizon={planner.config.horizon}, "
+                             f"got {self.config.replan_every}")
+        if planner.action_dim != model.action_dim:
+            raise ValueError(f"planner.action_dim={planner.action_dim} != model.action_dim={model.action_dim}")
+        super().__init__(model, self.config.context, num_envs=num_envs, obs_to_tensor=obs_to_tensor,
+                         device=device)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        self.np_random = np.random.default_rng(self.config.seed)
+        self.timer = ObjectiveTimer()
+        self.stats = {"decisions": 0, "plans": 0, "plan_s": 0.0, "observe_s": 0.0}
+        self.reset()
+
+    def reset(self, env_mask=None) -> None:
+        """Forget the history (and the plan) of all environments, or of those where
+        ``env_mask [n]`` is True."""
+        if env_mask is None or not hasattr(self, "_obs"):
+            super().reset()
+            self._plan: PlanResult | None = None
+            self._step = 0
+            self.real: list[np.ndarray] = []
+            self.imagined: list[np.ndarray] = []
+            return
+        m = torch.as_tensor(np.asarray(env_mask), dtype=torch.bool, device=self.device).reshape(self.n)
+        if m.any():
+            super().reset(m)
+            self._plan = None  # replan everything at the next step
+            self._step = 0
+
+    # --- acting ----------------------------------------------------------------------------
     @torch.no_grad()
     def _replan(self) -> PlanResult:
         t0 = time.perf_counter()
@@ -160,7 +204,7 @@ class MPCAgent:
                                       discount=self.config.discount,
                                       terminal_weight=self.config.terminal_weight, sample=self.config.sample,
                                       generator=self.generator if self.config.sample else None,
-                                      timer=self.timer, fast=self.config.fused)
+                                      timer=self.timer, fast=self.config.fused, value_fn=self.value_fn)
         plan = self.planner.optimize(objective, self.n, warm_start=warm, generator=self.generator,
                                      device=self.device, dtype=self._obs.dtype)
         self.stats["observe_s"] += t1 - t0
@@ -177,12 +221,7 @@ class MPCAgent:
         Returns a float array ``[A]`` / ``[n, A]`` (continuous) or an int / int array ``[n]``
         (discrete planners).
         """
-        x = self.obs_to_tensor(obs)
-        if not self.batched:
-            x = x[None]
-        if x.shape[0] != self.n:
-            raise ValueError(f"obs: expected {self.n} observations, got shape {list(x.shape)}")
-        self._push(x)
+        x = self._observation(obs)
         if self.config.record:
             self.real.append(x.float().cpu().numpy())
         k = self._step % self.config.replan_every
