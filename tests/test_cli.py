@@ -94,8 +94,9 @@ def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
             "--set", "train.val_every=2", "--set", "train.checkpoint_every=2",
             "--set", "model.config={a_dim: 2, z_dim: 3, num_modes: 2, encoder: mlp, decoder: mlp, mlp_hidden: [32]}",
             "--set", "eval.horizon=5", "--set", "eval.num_videos=1", "--set", "eval.max_sequences=8",
-            "--set", "control.steps=6", "--set", "control.episodes=1", "--set", "control.reward_steps=5", "--set", "control.horizon=3",
-            "--set", "control.rl_episodes=1", "--set", "control.rl_episode_steps=15", "--set", "control.rl_train_steps=2",
+            "--set", "control.steps=6", "--set", "control.episodes=1", "--set", "control.reward_steps=5",
+            "--set", "control.horizon=3", "--set", "control.rl_episodes=1", "--set", "control.rl_episode_steps=15",
+            "--set", "control.rl_train_steps=2",
             "--set", "control.rl_horizon=2", "--no-progress"]
     assert main(["demo", "--run-dir", str(run), "--device", "cpu", *tiny]) == 0
     out = capsys.readouterr().out
@@ -177,3 +178,21 @@ def test_video_replaces_an_existing_file_only_with_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"a user's file"
     assert main([*argv, "--overwrite"]) == 0
     assert out.read_bytes().startswith(b"GIF8")
+
+
+def test_plan_command_trains_a_reward_head_once_then_reuses_it(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "demo", "--run-dir", str(run), "--set", f"data.root={data_root}", *TINY,
+                 "--steps", "1"]) == 0
+    argv = ["plan", "--checkpoint", str(run), "--env", "worldmodels/BouncingBall-v0", "--episodes", "1",
+            "--steps", "2", "--horizon", "2", "--planner", "random", "--no-video", "--no-progress"]
+    capsys.readouterr()
+    assert main([*argv, "--data", str(data_root), "--reward-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "reward head: held-out MSE" in out and (run / "reward_head.pt").is_file()
+    head = (run / "reward_head.pt").read_bytes()
+    assert main(argv) == 0  # no --data needed now: the saved head is used, and kept as it is
+    assert "reward head:" not in capsys.readouterr().out and (run / "reward_head.pt").read_bytes() == head
+    plan = json.loads((run / "plan" / "plan.json").read_text())
+    assert plan["reward_head"] == str(run / "reward_head.pt") and plan["reward_head_metrics"] is None
+    assert len(plan["returns"]) == 1 and plan["steps"] == 2

@@ -196,6 +196,8 @@ CASES = [
     case("evaluate", "{run}", "--data", "{noseqlen}", code=1, names="seq_len"),
     case("evaluate", "{run}", "--out", "{file}", names="--out"),
     case("evaluate", "{run}", "--data", "{pendulum}", names="pendulum"),
+    case("evaluate", "{run}", "--data", "{pendulum}", "--device", "auto", names="pendulum"),
+    case("evaluate", "{garbage}", "--data", "{data}", "--device", "auto", code=1, names="garbage.pt"),
     # ---------------------------------------------------------------- plan
     case("plan", names="--checkpoint"),
     case("plan", "--oracle", "--episodes", BIG, names="--episodes"),
@@ -230,6 +232,9 @@ CASES = [
     case("plan", "--checkpoint", "{run}", "--data", "{noseqlen}", code=1, names="seq_len"),
     case("plan", "--checkpoint", "{run}", "--data", "{data}", "--reward-steps", "0", names="--reward-steps"),
     case("plan", "--checkpoint", "{run}", "--data", "{novalid}", names="--data"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", "--env", BALL, "--device", "auto", code=1,
+         names="garbage.pt"),
+    case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", "--device", "auto", names="--checkpoint"),
     case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", "--env", "worldmodels/Pendulum-v0",
          names="--checkpoint"),
     case("plan", "--checkpoint", "{run}", "--reward-head", "{garbage}", "--env", "worldmodels/ImageNavigation-v0",

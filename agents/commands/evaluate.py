@@ -70,7 +70,8 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 def evaluate_run(checkpoint: str | Path, eval_cfg: dict[str, Any], data: str | Path | None = None,
                  out: str | Path | None = None, device: str = "cpu", video: bool = True) -> dict[str, Any]:
-    """Load a model (`worldmodels.training.load`) and run `worldmodels.evaluation.evaluate`.
+    """Load a model (`worldmodels.training.load`) and run `worldmodels.evaluation.evaluate` on
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
 
     Everything is checked (`UsageError` naming the option or config key, ``FileNotFoundError``
     for missing files) before the output folder is written.
@@ -93,8 +94,10 @@ def evaluate_run(checkpoint: str | Path, eval_cfg: dict[str, Any], data: str | P
     out_dir = Path(out) if out else run_dir / "eval"
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: expected a folder, got an existing file")
-    model = load(checkpoint, device=device)
+    model = load(checkpoint, device="cpu")
     check_model_fits("checkpoint", model, manifest["obs_shape"], manifest["action_dim"], f"dataset {root}")
+    device = resolve_device("--device", device)  # after every check: the notice only when work starts
+    model = model.to(device)
     return evaluate(model, Path(root), out_dir, ecfg, device=device, video=video)
 
 
@@ -143,8 +146,7 @@ def format_table(pred: dict[str, Any], every: int = 1) -> str:
 
 def run(args: argparse.Namespace) -> int:
     over = check_args(args)
-    device = resolve_device("--device", args.device)
-    result = evaluate_run(args.checkpoint, over, args.data, args.out, device, video=not args.no_video)
+    result = evaluate_run(args.checkpoint, over, args.data, args.out, args.device, video=not args.no_video)
     pred = result["prediction"]
     print(f"open-loop prediction from {pred['context']} frames, N={pred['n_sequences']} sequences")
     print(format_table(pred, every=max(1, pred["horizon"] // 8)))

@@ -138,24 +138,30 @@ def _oracle(env_id: str):
                      f"got {env_id!r}")
 
 
-def load_reward_head(args, model, device):
-    """The reward head given, the one saved next to the checkpoint, or a new one trained on --data."""
-    from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
+def saved_reward_head(args: argparse.Namespace):
+    """``(head, path)``: the reward head of ``--reward-head`` or the one saved next to the
+    checkpoint, loaded on the CPU; ``head`` is None where there is none yet (`fit_reward_head`)."""
+    from agents.reward import RewardHead
 
     path = Path(args.reward_head) if args.reward_head else default_reward_head(args.checkpoint)
-    if path.exists():
-        return RewardHead.load(path, device=device), str(path), None
-    if not args.data:
-        raise UsageError(f"--data: required to train a reward head, there is none at {path} (or pass --reward-head)")
+    return (RewardHead.load(path) if path.exists() else None), path
+
+
+def fit_reward_head(args: argparse.Namespace, model, path: Path, device: str):
+    """A new reward head for ``model`` trained on ``--data`` (``--reward-steps`` updates), saved
+    at ``path``; returns ``(head, metrics)``."""
+    from agents.reward import RewardHeadConfig, train_reward_head
     from worldmodels.data import make_dataloader
 
+    if not args.data:
+        raise UsageError(f"--data: required to train a reward head, there is none at {path} (or pass --reward-head)")
     cfg = RewardHeadConfig(latent_dim=model.latent_dim, action_dim=model.action_dim, steps=args.reward_steps)
     head, metrics = train_reward_head(model, make_dataloader(args.data, "train", 64, shuffle=False),
                                       make_dataloader(args.data, "valid", 64, shuffle=False), cfg,
                                       device=device, progress=not args.no_progress)
     head.save(path)
     print(f"reward head: held-out MSE {metrics['valid_mse']:.4g} (R^2 {metrics['valid_r2']:.3f}) -> {path}")
-    return head, str(path), metrics
+    return head, metrics
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -214,18 +220,24 @@ def default_reward_head(checkpoint: str | Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    device = resolve_device("--device", args.device)
     overrides = {} if args.horizon is None else {"horizon": args.horizon}
     info: dict[str, Any] = {}
     if args.oracle:
+        device = resolve_device("--device", args.device)
         model, reward_fn = _oracle(args.env)
         model = model.to(device)
         out = Path(args.out or "runs/plan_oracle")
-    else:
-        model = load_world_model(args.checkpoint, device=device)
+    else:  # the files are read and checked on the CPU before the device notice and any work
+        model = load_world_model(args.checkpoint, device="cpu")
         check_model_fits("--checkpoint", model, *env_layout_of(args.env), args.env)
-        reward_fn, head_path, metrics = load_reward_head(args, model, device)
-        info = {"checkpoint": args.checkpoint, "reward_head": head_path, "reward_head_metrics": metrics}
+        reward_fn, head_path = saved_reward_head(args)
+        device = resolve_device("--device", args.device)
+        model = model.to(device)
+        metrics = None
+        if reward_fn is None:
+            reward_fn, metrics = fit_reward_head(args, model, head_path, device)
+        reward_fn = reward_fn.to(device)
+        info = {"checkpoint": args.checkpoint, "reward_head": str(head_path), "reward_head_metrics": metrics}
         ck = Path(args.checkpoint)
         out = Path(args.out or ((ck if ck.is_dir() else ck.parent) / "plan"))
     out.mkdir(parents=True, exist_ok=True)
