@@ -118,6 +118,8 @@ CASES = [
     case("generate", "pendulum_small", "--env-kwargs", '{"size": 17}', names="--env-kwargs"),
     case("generate", "pendulum_small", "--env-kwargs", '{"render_mode": "human"}', names="render_mode"),
     case("generate", "bouncing_ball_small", "--name", "../escape", names="--name"),
+    case("generate", "bouncing_ball_small", "--name", "a/b", names="--name"),
+    case("generate", "bouncing_ball_small", "--name", "", names="--name"),
     case("generate", "bouncing_ball_small", "--out", "{file}", names="--out"),
     case("generate", "bouncing_ball_small", "--bogus", names="--bogus"),
     # ---------------------------------------------------------------- train
@@ -166,6 +168,9 @@ CASES = [
     case("train", "--config", "demo", "--steps", BIG, names="--steps"),
     case("train", "--config", "demo", "--resume", names="--resume"),
     case("train", "--config", "demo", "--run-dir", "{file}", names="--run-dir"),
+    case("train", "--config", "demo", "--set", "name=../../elsewhere", names="name"),
+    case("train", "--config", "demo", "--set", "name=[1]", names="name"),
+    case("train", "--config", "demo", "--set", "run_dir=5", names="run_dir"),
     case("train", "--config", "demo", "--run-dir", "{run}", "--set", "data.root={data}", *TINY_MODEL,
          names="--run-dir"),
     case("train", "--config", "demo", "--run-dir", "{run}", "--set", "data.root={data}", "--resume", "--overwrite",

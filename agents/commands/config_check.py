@@ -7,7 +7,6 @@ Errors are `UsageError`s naming the config key (``train.val_every: ...``).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ from .validation import (
     check_float,
     check_int,
     check_keys,
+    check_name,
     check_planner,
     check_seed,
 )
@@ -44,7 +44,6 @@ CONTROL_INTS: dict[str, tuple[int, int]] = {
 }
 CONTROL_KEYS = (*CONTROL_INTS, "env", "planner", "terminal_weight", "rl_horizon")
 IMPUTATIONS = (None, "random", "block")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def check_run_config(cfg: Any, stages: Literal["train", "demo"] = "train") -> dict[str, Any]:
@@ -56,8 +55,8 @@ def check_run_config(cfg: Any, stages: Literal["train", "demo"] = "train") -> di
     for key in ("data", "model", "train", "eval"):
         if not isinstance(cfg.get(key) or {}, dict):
             raise UsageError(f"{key}: expected a mapping, got {cfg[key]!r}")
-    if cfg.get("name") is not None and not (isinstance(cfg["name"], str) and _NAME.match(cfg["name"])):
-        raise UsageError(f"name: expected letters, digits, '_', '-' or '.', got {cfg['name']!r}")
+    if cfg.get("name") is not None:
+        check_name("name", cfg["name"])
     if cfg.get("run_dir") is not None:
         check_run_dir("run_dir", cfg["run_dir"])
     layout = check_data(cfg.get("data") or {})

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import inspect
 import json
-import re
 from pathlib import Path
 
 from .validation import (
@@ -29,10 +28,9 @@ from .validation import (
     check_choice,
     check_finite_values,
     check_int,
+    check_name,
     check_seed,
 )
-
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 HELP = "generate a sequence dataset from a preset (sharded .npz + manifest.json)"
 
@@ -90,9 +88,7 @@ def spec_from_args(args: argparse.Namespace):
     if args.policy is not None:
         changes["policy"] = check_choice("--policy", args.policy, sorted(POLICIES))
     if args.name is not None:
-        if not _NAME.match(args.name):
-            raise UsageError(f"--name: expected letters, digits, '_', '-' or '.' (a folder name), got {args.name!r}")
-        changes["name"] = args.name
+        changes["name"] = check_name("--name", args.name)
     if args.env_kwargs:
         changes["env_kwargs"] = {**spec.env_kwargs, **env_kwargs_from_json(args.env_kwargs, spec.env_id)}
     if changes.get("policy") not in (None, spec.policy):

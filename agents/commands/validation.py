@@ -285,3 +285,13 @@ def check_model_fits(option: str, model: Any, obs_hwc: Iterable[int], action_dim
     if int(getattr(model, "action_dim", action_dim)) != int(action_dim):
         raise UsageError(f"{option}: the model takes {model.action_dim}-dimensional actions, {source} has "
                          f"{int(action_dim)}")
+
+
+def check_name(option: str, value: Any) -> str:
+    """A name that becomes a folder name (``runs/<name>-<time>``, ``runs/data/<name>``): 1 to 128
+    characters, no path separator, not starting with a dot."""
+    if (not isinstance(value, str) or not 1 <= len(value) <= 128 or value.startswith(".")
+            or any(c in value for c in "/\\\0")):
+        raise UsageError(f"{option}: expected a folder name (1 to 128 characters, no '/', not starting with '.'), "
+                         f"got {_show(value)}")
+    return value
