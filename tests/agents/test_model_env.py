@@ -231,3 +231,19 @@ def test_stepwise_pixels_and_sampled_episodes():
     np.testing.assert_array_equal(episode(True, 4), episode(True, 4))
     assert np.abs(episode(True, 4) - episode(True, 5)).max() > 1e-3
     assert np.abs(episode(True, 4) - episode(False, 4)).max() > 1e-3
+
+
+def test_bench_model_env_quick_writes_its_record(tmp_path):
+    import json
+
+    from experiments.bench_model_env import main
+
+    assert main(["--quick", "--threads", "1", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "bench_model_env.json").read_text())
+    assert (tmp_path / "bench_model_env.png").stat().st_size > 0
+    rows = record["results"]["rows"]
+    assert {(r["path"], r["obs_mode"]) for r in rows} == {("step", "latent"), ("step", "pixels"),
+                                                         ("reimagine", "latent")}
+    assert all(r["env_steps_per_s"] > 0 for r in rows)
+    assert record["command"].startswith("python -m experiments.bench_model_env --quick")
+    assert "untrained" in record["config"]["weights"] and record["config"]["torch_threads"] == 1
