@@ -76,8 +76,9 @@ def run_example(code: str, cwd: Path) -> subprocess.CompletedProcess:
     script = cwd / "example.py"
     script.write_text(code, encoding="utf-8")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=EXAMPLE_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=EXAMPLE_TIMEOUT_S
+    )
 
 
 # ----------------------------------------------------------------------------- README shape
@@ -114,9 +115,11 @@ def test_results_markers_present_once_and_in_order():
 
 def test_readme_cites_the_thesis_and_both_papers_and_names_the_license():
     text = README.read_text(encoding="utf-8")
-    for title in ("Deep Latent Variable Models for Sequential Data",
-                  "A Disentangled Recognition and Nonlinear Dynamics Model for Unsupervised Learning",
-                  "Generative Temporal Models with Spatial Memory for Partially Observed Environments"):
+    for title in (
+        "Deep Latent Variable Models for Sequential Data",
+        "A Disentangled Recognition and Nonlinear Dynamics Model for Unsupervised Learning",
+        "Generative Temporal Models with Spatial Memory for Partially Observed Environments",
+    ):
         assert title in text, f"README.md: citation of {title!r} missing"
     assert text.count("@phdthesis") == 1 and text.count("@inproceedings") == 2
     assert "## License" in text and "(LICENSE)" in text
@@ -143,8 +146,18 @@ def test_link_check_sees_links():
 
 def test_every_area_has_a_page():
     names = {p.name for p in doc_pages()}
-    expected = {"index.md", "environments.md", "datasets.md", "kalman.md", "kvae.md", "gtmsm.md", "training.md",
-                "planning.md", "benchmarks.md", "api.md"}
+    expected = {
+        "index.md",
+        "environments.md",
+        "datasets.md",
+        "kalman.md",
+        "kvae.md",
+        "gtmsm.md",
+        "training.md",
+        "planning.md",
+        "benchmarks.md",
+        "api.md",
+    }
     assert expected <= names, f"docs/: missing {sorted(expected - names)}"
 
 
@@ -176,8 +189,23 @@ def test_docs_build_strict(tmp_path: Path):
     for module in ("mkdocs", "mkdocstrings", "mkdocstrings_handlers.python"):
         if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (pip install -e '.[docs]')")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"),
-                           "-d", str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(REPO / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stderr[-4000:]}"
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     assert "kalman_smoother" in api and "GTMSMConfig" in api, "the API page lacks the docstrings"
