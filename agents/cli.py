@@ -87,14 +87,15 @@ def error_message(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, UsageError):
         return _one_line(exc), EXIT_USAGE
     if isinstance(exc, OSError):
-        name = exc.filename if exc.filename is not None else None
-        if exc.errno == errno.ENOSPC:
-            return f"disk full: {name or _one_line(exc)}", EXIT_FAILURE
+        text = _one_line(exc.strerror or exc)
+        if exc.filename is None:  # the raiser's own words (atomic_io.WriteError names the file)
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT) and "disk full" not in text
+            return (f"disk full: {text}" if full else text), EXIT_FAILURE
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full: {exc.filename}", EXIT_FAILURE
         if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            return f"cannot write {name or _one_line(exc)}: read-only or permission denied", EXIT_FAILURE
-        if name is not None and exc.strerror:
-            return f"{name}: {exc.strerror.lower()}", EXIT_FAILURE
-        return _one_line(exc), EXIT_FAILURE
+            return f"cannot write {exc.filename}: read-only or permission denied", EXIT_FAILURE
+        return f"{exc.filename}: {text[:1].lower()}{text[1:]}", EXIT_FAILURE
     if isinstance(exc, RewardHeadFileError):  # a damaged or foreign file, though a ValueError
         return _one_line(exc), EXIT_FAILURE
     if isinstance(exc, ValueError):

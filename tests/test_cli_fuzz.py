@@ -381,17 +381,21 @@ def test_unexpected_errors_are_not_hidden(monkeypatch, capsys):
         main(["video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4"])
 
 
-@pytest.mark.parametrize("errno_name,expected", [("ENOSPC", "disk full: /x/y.pt"),
-                                                 ("EROFS", "cannot write /x/y.pt: read-only or permission denied"),
-                                                 ("EACCES", "cannot write /x/y.pt: read-only or permission denied")])
-def test_disk_and_permission_errors_are_named(errno_name, expected, monkeypatch, capsys):
+@pytest.mark.parametrize("errno_name,filename,expected", [
+    ("ENOSPC", "/x/y.pt", "disk full: /x/y.pt"),
+    ("EROFS", "/x/y.pt", "cannot write /x/y.pt: read-only or permission denied"),
+    ("EACCES", "/x/y.pt", "cannot write /x/y.pt: read-only or permission denied"),
+    ("ENOENT", "/x/y.pt", "/x/y.pt: no such file or directory"),
+    ("ENOSPC", None, "disk full: No space left on device"),
+])
+def test_disk_and_permission_errors_are_named(errno_name, filename, expected, monkeypatch, capsys):
     import errno
 
     from agents.commands import video
 
     def failing(args):
         code = getattr(errno, errno_name)
-        raise OSError(code, os.strerror(code), "/x/y.pt")
+        raise OSError(code, os.strerror(code), filename)
 
     monkeypatch.setattr(video, "run", failing)
     assert main(["video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4"]) == 1
@@ -409,3 +413,19 @@ def test_device_auto_falls_back_to_the_cpu_with_a_notice(monkeypatch, capsys):
     for bad in ("cuda", "cuda:1", "gpu", "CPU", "", None):
         with pytest.raises(UsageError, match="--device"):
             resolve_device("--device", bad)
+
+
+def test_write_errors_keep_the_writers_words(monkeypatch, capsys):
+    """`atomic_io.WriteError` already names the file and what happened: printed as it is."""
+    import errno
+
+    from agents.commands import video
+    from worldmodels.atomic_io import WriteError
+
+    def failing(args):
+        raise WriteError(errno.ENOSPC, "disk full while writing /x/y.pt; the previous file is kept")
+
+    monkeypatch.setattr(video, "run", failing)
+    assert main(["video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4"]) == 1
+    assert capsys.readouterr().err == ("worldmodels video: error: disk full while writing /x/y.pt; the previous "
+                                       "file is kept\n")
