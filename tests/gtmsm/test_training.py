@@ -1,4 +1,4 @@
-"""A tiny GTM-SM on a 3x3-position crop world memorises and beats the no-memory baseline."""
+"""A tiny GTM-SM, the thesis model by default, learns to predict held-out worlds from memory."""
 
 from __future__ import annotations
 
@@ -10,28 +10,35 @@ from worldmodels.gtmsm import GTMSM, GTMSMConfig
 
 from .crop_world import crop_world_batch
 
-TAU, PRED = 40, 12
+TAU, PRED, BATCH = 40, 12, 16
 
 
-def train(memory: bool, steps: int, seed: int = 0) -> GTMSM:
+def worlds(batch: int, seed: int):
+    """A 3x3-position crop world starting at the centre, so walls sit at fixed states."""
+    return crop_world_batch(batch, TAU + PRED, seed=seed, centre_start=True)
+
+
+def train(steps: int, seed: int = 0, **overrides) -> GTMSM:
+    """Adam on fresh worlds every step. The deterministic ``"bound"`` KL estimator gives
+    low-variance gradients at this size; the states follow the default (thesis) inference."""
     torch.manual_seed(seed)
-    m = GTMSM(GTMSMConfig(tau=TAU, z_dim=8, hidden=(128,), kl_samples=4, memory=memory))
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    cfg = dict(tau=TAU, z_dim=8, hidden=(128,), kl_estimator="bound", **overrides)
+    m = GTMSM(GTMSMConfig(**cfg))
+    opt = torch.optim.Adam(m.parameters(), lr=5e-3)
     for i in range(steps):
-        obs, a, _ = crop_world_batch(16, TAU + PRED, seed=1000 + i)  # fresh worlds every step
-        out = m.loss(Batch(obs, a, torch.ones(16, TAU + PRED)))
+        obs, a, _ = worlds(BATCH, seed=1000 + i)
+        out = m.loss(Batch(obs, a, torch.ones(BATCH, TAU + PRED)))
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-    return m
+    return m.eval()
 
 
-def r2_linear(x: torch.Tensor, y: torch.Tensor) -> float:
-    """R^2 of the least-squares affine map x -> y (pooled over dims)."""
-    X = torch.cat([x, torch.ones(len(x), 1)], 1).double()
-    coef = torch.linalg.lstsq(X, y.double()).solution
-    res = ((X @ coef - y) ** 2).sum()
-    return 1 - (res / ((y - y.mean(0)) ** 2).sum()).item()
+def mean_frame_mse(truth: torch.Tensor) -> float:
+    """MSE of the best constant prediction learned from training worlds (disjoint seeds)."""
+    train_obs, _, _ = worlds(64, seed=99)
+    mean_frame = train_obs.mean((0, 1))
+    return ((mean_frame - truth) ** 2).mean().item()
 
 
 @pytest.fixture
@@ -43,25 +50,18 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def test_tiny_gtmsm_memorises_and_beats_no_memory_baseline(one_thread):
-    obs, a, pos = crop_world_batch(48, TAU + PRED, seed=1)  # held-out worlds
-    results = {}
-    for memory in (True, False):
-        # the baseline's prediction (decoding the prior mean) converges within ~100 steps
-        m = train(memory, steps=500 if memory else 250)
-        with torch.no_grad():
-            pred = m.predict(obs, a, TAU)
-            results[memory] = ((pred - obs[:, TAU:]) ** 2).mean().item()
-            floor = ((m.reconstruct(obs[:, TAU:]) - obs[:, TAU:]) ** 2).mean().item()
-            if memory:
-                M = m.transition.M.weight
-                still_norm = M[:, 4].norm().item()  # "stay" learned as no displacement
-                move_norm = M[:, :4].norm(dim=0).min().item()
-                moved, known = m.frame_moved(obs)
-                states = m.infer_states(a, moved, known, sample=False).mean[:, :TAU]
-                rel = pos[:, :TAU] - pos[:, :1]  # s_0 = 0 is the start position
-                r2 = r2_linear(states.reshape(-1, 2), rel.reshape(-1, 2))
-    assert still_norm < 0.1 * move_norm, (still_norm, move_norm)
-    assert r2 > 0.95, f"learned states do not map linearly to positions: R^2 = {r2:.3f}"
-    assert results[True] < 0.75 * results[False], results
-    assert results[True] < 2.5 * floor, (results, floor)
+def test_tiny_thesis_gtmsm_beats_the_mean_frame(one_thread):
+    m = train(steps=300)
+    assert m.config.state_inference == "prior" and m.config.gate and m.config.memory
+    obs, a, _ = worlds(48, seed=1)  # held-out worlds
+    truth = obs[:, TAU:]
+    with torch.no_grad():
+        mse = ((m.predict(obs, a, TAU) - truth) ** 2).mean().item()
+        floor = ((m.reconstruct(truth) - truth) ** 2).mean().item()
+        # the memory is what helps: the same model with its memory emptied of these worlds
+        other, _, _ = worlds(48, seed=2)
+        blind = ((m.predict(torch.cat([other[:, :TAU], obs[:, TAU:]], 1), a, TAU) - truth) ** 2
+                 ).mean().item()
+    reference = mean_frame_mse(truth)
+    assert floor < mse < 0.95 * reference, (mse, reference, floor)
+    assert mse < 0.9 * blind, (mse, blind)

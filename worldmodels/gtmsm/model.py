@@ -274,14 +274,17 @@ class GTMSM(WorldModel):
             tau = min(num_memorised if num_memorised is not None else T, T)
         zero = actions.new_zeros(B, S)
         means, samples, logvars, disps = [zero], [zero], [logvar[:, 0]], [zero]
+        tr = self.transition
+        basis = tr.gate_basis()  # once per sequence, not per step
+        d_all = None if self.config.momentum else tr.displacement(actions[:, :-1])  # [B, T-1, S]
         stored_mean = stored_lv = None
         for t in range(1, T):
+            d = d_all[:, t - 1] if d_all is not None else tr.displacement(actions[:, t - 1], disps[-1])
             m = None
             if move is not None:
-                gate = self.transition.gate(samples[-1] + self.transition.to_state_space(
-                    samples[-1], self.transition.displacement(actions[:, t - 1], disps[-1])))
+                gate = tr.gate(samples[-1] + tr.to_state_space(samples[-1], d), basis)
                 m = torch.where(known[:, t - 1], move[:, t - 1], gate)
-            mu_b, d = self.transition.step(samples[-1], actions[:, t - 1], disps[-1], move=m)
+            mu_b = tr.step_displaced(samples[-1], d, m, basis)
             lv_b = logvar[:, t]
             if codes is not None:
                 if stored_mean is None or t <= tau:  # entries of steps < min(t, tau)
@@ -541,8 +544,11 @@ class GTMSM(WorldModel):
         """Prior rollout (gate, no frames): ``state [M, S]``, ``actions [M, H, A]`` -> ``[M, H, S]``."""
         out = []
         s, d = state, disp
+        tr = self.transition
+        basis = tr.gate_basis()  # once per rollout, not per step
         for h in range(actions.shape[1]):
-            s, d = self.transition.step(s, actions[:, h], d)
+            d = tr.displacement(actions[:, h], d)
+            s = tr.step_displaced(s, d, basis=basis)
             if sample:
                 s = s + self.config.transition_std * torch.randn(
                     s.shape, generator=generator, device=s.device, dtype=s.dtype)

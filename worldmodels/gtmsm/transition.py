@@ -83,20 +83,32 @@ class StateTransition(nn.Module):
         dx, dy, da = disp.unbind(-1)
         return torch.stack([c * dx - s * dy, s * dx + c * dy, da], -1)
 
-    def gate(self, projected: torch.Tensor) -> torch.Tensor:
-        """``sigma_d`` at the projected state ``s_{t-1} + R d_t``: ``[..., 1]`` in (0, 1)."""
+    def gate(self, projected: torch.Tensor, basis: torch.Tensor | None = None) -> torch.Tensor:
+        """``sigma_d`` at the projected state ``s_{t-1} + R d_t``: ``[..., 1]`` in (0, 1).
+        ``basis``: ``gate_basis()``, computed once for many calls (optional)."""
         if not self.config.gate:
             return projected.new_ones(*projected.shape[:-1], 1)
-        return torch.sigmoid(self.gate_logit(projected))
+        return torch.sigmoid(self.gate_logit(projected, basis))
 
-    def gate_features(self, projected: torch.Tensor) -> torch.Tensor:
+    def gate_basis(self) -> torch.Tensor | None:
+        """``[S, S]`` map of ``gate_input="action_basis"`` (None for the other inputs): the
+        coordinates of a state in the singular basis of ``M`` (detached), scaled by ``1/sv``."""
+        if not self.config.gate or self.config.gate_input != "action_basis":
+            return None
+        M = self.M.weight.detach()  # [S, A]
+        U, sv, _ = torch.linalg.svd(M, full_matrices=False)  # M = U diag(sv) V^T
+        return U / sv.clamp(min=1e-6 * sv.max().clamp(min=1e-12))  # diag(1/sv) U^T, as columns
+
+    def gate_features(self, projected: torch.Tensor, basis: torch.Tensor | None = None
+                      ) -> torch.Tensor:
         """Input of the gate MLP for projected states ``[..., S]`` -> ``[..., S]``.
 
         ``gate_input="action_basis"``: the state in units of the learned displacements,
         ``pinv(M) s`` projected back to S dims by the (detached) right singular vectors: it is
         invariant to rotations and stretches of the learned state space (fig. 7.2c), so walls
-        stay "k moves from the start" however M is oriented. ``"whitened"``: running-statistics
-        whitening. ``"raw"``: the state itself (as in eq. 7.3).
+        stay "k moves from the start" however M is oriented (``basis``: a precomputed
+        ``gate_basis()``). ``"whitened"``: running-statistics whitening. ``"raw"``: the state
+        itself (as in eq. 7.3).
         """
         mode = self.config.gate_input
         if mode == "raw":
@@ -104,13 +116,11 @@ class StateTransition(nn.Module):
         if mode == "whitened":
             # clones: the running statistics are updated in place later in the same step
             return (projected - self.gate_mean.clone()) @ self.gate_white.clone().T
-        M = self.M.weight.detach()  # [S, A]
-        U, sv, _ = torch.linalg.svd(M, full_matrices=False)  # M = U diag(sv) V^T
-        inv = U / sv.clamp(min=1e-6 * sv.max().clamp(min=1e-12))  # diag(1/sv) U^T, as columns
-        return projected @ inv  # coordinates of s in M's singular basis, scaled by 1/sv
+        return projected @ (basis if basis is not None else self.gate_basis())
 
-    def gate_logit(self, projected: torch.Tensor) -> torch.Tensor:
-        return self.gate_net(self.gate_features(projected))
+    def gate_logit(self, projected: torch.Tensor, basis: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        return self.gate_net(self.gate_features(projected, basis))
 
     @torch.no_grad()
     def update_gate_stats(self, x: torch.Tensor, momentum: float = 0.05) -> None:
@@ -143,9 +153,16 @@ class StateTransition(nn.Module):
         Returns ``(mean [..., S], d_t [..., S])``.
         """
         d = self.displacement(actions, prev_disp)
+        return self.step_displaced(state, d, move), d
+
+    def step_displaced(self, state: torch.Tensor, d: torch.Tensor,
+                       move: torch.Tensor | None = None, basis: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """Transition mean ``state + R d * factor`` for a known displacement ``d [..., S]``;
+        the factor is ``move [..., 1]`` if given, else the gate (``basis``: ``gate_basis()``)."""
         disp = self.to_state_space(state, d)
-        factor = move if move is not None else self.gate(state + disp)
-        return state + disp * factor, d
+        factor = move if move is not None else self.gate(state + disp, basis)
+        return state + disp * factor
 
     @property
     def linear(self) -> bool:
