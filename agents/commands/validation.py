@@ -172,14 +172,16 @@ def check_dataclass_values(cls: type, values: dict[str, Any], where: str) -> dic
 
 
 def _check_typed(option: str, tp: Any, value: Any) -> None:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    """Check ``value`` against annotation ``tp``: ints, finite floats, bools, strings, Literals,
+    tuples and lists of those (entry by entry), mappings; other annotations are not checked."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return
         rest = [a for a in args if a is not type(None)]
-        if len(rest) != 1:
-            return
-        tp = rest[0]
+        if len(rest) == 1:
+            _check_typed(option, rest[0], value)
+        return
     if tp is int:
         check_int(option, value)
     elif tp is float:
@@ -188,6 +190,21 @@ def _check_typed(option: str, tp: Any, value: Any) -> None:
         raise UsageError(f"{option}: expected true or false, got {_show(value)}")
     elif tp is str and not isinstance(value, str):
         raise UsageError(f"{option}: expected a string, got {_show(value)}")
+    elif origin is typing.Literal:
+        check_choice(option, value, args)
+    elif origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{option}: expected a list, got {_show(value)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise UsageError(f"{option}: expected a list of {len(args)} entries, got {len(value)}")
+            for i, (a, v) in enumerate(zip(args, value)):
+                _check_typed(f"{option}[{i}]", a, v)
+        elif args:
+            for i, v in enumerate(value):
+                _check_typed(f"{option}[{i}]", args[0], v)
+    elif (origin is dict or tp is dict) and not isinstance(value, dict):
+        raise UsageError(f"{option}: expected a mapping, got {_show(value)}")
 
 
 def check_finite_values(option: str, value: Any) -> Any:
