@@ -12,7 +12,8 @@ class GTMSMConfig:
 
     Defaults follow the image-navigation experiment (thesis 7.4.1, 7.7.1): 8x8 RGB views,
     5 one-hot actions, 2-d state, 16-d frame code, K = 5 neighbours, delta = 1e-4, r = 1e-3,
-    tau = 256 memorised steps per training sequence (the rest of the sequence is predicted).
+    tau = 256 memorised steps per training sequence (the rest of the sequence is predicted),
+    and the thesis model's inference: states from the actions only (``state_inference="prior"``).
     """
 
     obs_shape: tuple[int, int, int] = (3, 8, 8)
@@ -28,10 +29,10 @@ class GTMSMConfig:
     capacity: int | None = None
 
     # VAE
-    encoder: str = "mlp"  # mlp | conv
+    encoder: Literal["mlp", "conv"] = "mlp"
     hidden: tuple[int, ...] = (256, 256)
     channels: int = 32
-    likelihood: str = "gaussian"  # gaussian (fixed std obs_std) | bernoulli
+    likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # gaussian: fixed std obs_std
     obs_std: float = 0.1
 
     # state-space model: s_t = s_{t-1} + R(s) d_t * gate + eps, eps ~ N(0, r^2 I)
@@ -43,7 +44,7 @@ class GTMSMConfig:
     gate_lr_scale: float = 10.0
     #: what the gate MLP sees of the projected state: action_basis | whitened | raw
     #: (see ``StateTransition.gate_features``)
-    gate_input: str = "action_basis"
+    gate_input: Literal["action_basis", "whitened", "raw"] = "action_basis"
     rotation: bool = False  # eq. 7.4: needs state_dim == 3 (x, y, angle)
     momentum: bool = False  # 7.4.2.2: d_t = c_s * tanh(sigmoid(c_f) * d_{t-1} + M a_t)
     #: approximate posterior over the states (the choice of ``q(s | .)`` in the ELBO):
@@ -69,9 +70,10 @@ class GTMSMConfig:
     memory: bool = True  # False: standard-normal prior (the no-memory baseline)
     k: int = 5
     delta: float = 1e-4
-    kl_estimator: str = "mc"  # mc (log-sum-exp Monte Carlo) | bound (sum_k w_k KL(q||p_k))
+    #: mc: log-sum-exp Monte Carlo; bound: sum_k w_k KL(q || p_k)
+    kl_estimator: Literal["mc", "bound"] = "mc"
     kl_samples: int = 8
-    dnd_backend: str = "torch"  # torch | auto | kdtree | faiss (selection only)
+    dnd_backend: Literal["torch", "auto", "kdtree", "faiss"] = "torch"  # neighbour selection only
 
     # landmark inference (thesis 7.10): reverse DND read corrects the inferred state
     landmark: bool = False
@@ -99,6 +101,8 @@ class GTMSMConfig:
                              f"got {self.state_inference!r}")
         if self.kl_estimator not in ("mc", "bound"):
             raise ValueError(f"kl_estimator: expected 'mc' or 'bound', got {self.kl_estimator!r}")
+        if self.dnd_backend not in ("torch", "auto", "kdtree", "faiss"):
+            raise ValueError(f"dnd_backend: expected 'torch', 'auto', 'kdtree' or 'faiss', got {self.dnd_backend!r}")
         if self.rotation and self.state_dim != 3:
             raise ValueError(f"state_dim: rotation needs 3 (x, y, angle), got {self.state_dim}")
         if self.tau < 1:
