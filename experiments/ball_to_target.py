@@ -81,6 +81,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
+    if args.quick:  # a smoke run: a few updates, 2 short episodes
+        args.train_steps, args.reward_steps, args.episodes, args.steps, args.horizon, args.context = 3, 3, 2, 4, 3, 2
+        args.batch_size = 8
+        if args.run_dir == "runs/ball_to_target":
+            args.run_dir = "runs/ball_to_target_quick"
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from experiments.protocol import Protocol, SeedSet, mean_ci, prepare_run_dir
 from worldmodels.atomic_io import atomic_write_json
 
 ENV_ID = "worldmodels/Pendulum-v0"
@@ -69,28 +70,35 @@ QUICK_OVERRIDES = (  # --quick: the demo config shrunk to seconds
     "control.rl_horizon=2")
 
 
+TUNING_START, EVALUATION_START = 0, 1000  # reset seeds of the tuning and the held-out evaluation starts
+
+
 def evaluate_cell(model, head, horizon: int, terminal_weight: float, episodes: int, steps: int,
-                  planner: str) -> dict[str, Any]:
-    """Noise-free episodes from starts ``0..episodes-1``: returns and upright fractions."""
+                  planner: str, start: int = TUNING_START) -> dict[str, Any]:
+    """Noise-free episodes from starts ``start .. start + episodes - 1``: returns and upright fractions."""
     from agents.commands.plan import plan_episodes
 
     r = plan_episodes(model, head, ENV_ID, planner=planner, planner_overrides={"horizon": horizon},
                       terminal_weight=terminal_weight, episodes=episodes, steps=steps, video=False,
-                      progress=False)
+                      seed=start, progress=False)
     fr = r["upright_fraction_last50"]
     return {"horizon": horizon, "terminal_weight": terminal_weight, "mean_return": r["mean_return"],
             "returns": r["returns"], "upright_fraction_last50": fr,
             "upright": int(sum(f >= UPRIGHT for f in fr)), "episodes": episodes, "seconds": r["seconds"]}
 
 
-def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict]:
-    """All cells (``cell_key``) of one training seed, computing the missing ones."""
+def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict[str, Any],
+             chosen: tuple[int, float] | None = None) -> dict[str, dict]:
+    """All cells (``cell_key``) of one training seed on the tuning starts, computing the missing ones;
+    with ``chosen`` (a horizon and terminal weight) also that setting after the last round on the
+    held-out evaluation starts (key ``"eval/" + cell_key``)."""
     from agents.commands.plan import demo_rl_config, fit_demo_reward_head, load_world_model
     from agents.reward import RewardHead
     from agents.rl_loop import run_rl_loop
 
-    seed_dir = Path(args.run_dir) / f"seed_{seed}"
-    seed_dir.mkdir(parents=True, exist_ok=True)
+    seed_dir = prepare_run_dir(Path(args.run_dir) / f"seed_{seed}",
+                               {"seed": seed, "config": cfg, "episodes": args.episodes, "steps": args.steps,
+                                "eval_episodes": args.eval_episodes}, retrain=args.retrain)
     cache = seed_dir / "cells.json"
     cells: dict[str, dict] = json.loads(cache.read_text()) if cache.is_file() else {}
     cfg = copy.deepcopy(cfg)
@@ -106,7 +114,10 @@ def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict
         head.save(head_path)
     base = (model, head)
     for k in range(args.rounds + 1):
-        todo = [(h, w) for h, w in args.settings if cell_key(k, h, w) not in cells]
+        todo = [(h, w, TUNING_START, args.episodes, cell_key(k, h, w)) for h, w in args.settings]
+        if chosen is not None and k == args.rounds:
+            todo.append((*chosen, EVALUATION_START, args.eval_episodes, "eval/" + cell_key(k, *chosen)))
+        todo = [t for t in todo if t[-1] not in cells]
         if not todo:
             continue
         if k == 0:
@@ -118,12 +129,23 @@ def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict
             run_rl_loop(*base, data, seed_dir / "rl", rl_cfg, progress=False)
             last = seed_dir / "rl" / f"round_{k - 1:03d}"
             model, head = load_world_model(last / "model"), RewardHead.load(last / "reward_head.pt")
-        for h, w in todo:
-            c = cells[cell_key(k, h, w)] = evaluate_cell(model, head, h, w, args.episodes, args.steps, ctl["planner"])
-            print(f"seed {seed} rounds {k} H {h} terminal weight {w:g}: mean {c['mean_return']:.0f}, upright "
-                  f"{c['upright']} of {c['episodes']}", flush=True)
+        for h, w, start, n, key in todo:
+            c = cells[key] = evaluate_cell(model, head, h, w, n, args.steps, ctl["planner"], start)
+            print(f"seed {seed} {key}: mean {c['mean_return']:.0f}, upright {c['upright']} of {c['episodes']}",
+                  flush=True)
             atomic_write_json(cache, cells)
     return cells
+
+
+def choose_setting(table: dict[str, dict[str, dict]], rounds: int,
+                   settings: list[tuple[int, float]]) -> tuple[int, float]:
+    """The setting with the most upright tuning episodes after the last round, summed over training
+    seeds (ties: the higher mean return)."""
+    def merit(hw: tuple[int, float]) -> tuple[int, float]:
+        cells = [t[cell_key(rounds, *hw)] for t in table.values()]
+        return sum(c["upright"] for c in cells), sum(c["mean_return"] for c in cells) / len(cells)
+
+    return max(settings, key=merit)
 
 
 def plot(table: dict[str, dict[str, dict]], rounds: int, settings: list[tuple[int, float]], path: Path) -> None:
@@ -155,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="evaluate after 0..ROUNDS rounds")
     p.add_argument("--settings", type=parse_setting, nargs="+", default=[(12, 0.0), (20, 0.0)], metavar="H[/twW]",
                    help="final planning settings: horizon, optionally with a terminal weight (default: 12 20)")
-    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--episodes", type=int, default=8,
+                   help="tuning starts (reset seeds 0, 1, ...) on which the settings are compared")
+    p.add_argument("--eval-episodes", type=int, default=8,
+                   help="held-out starts (reset seeds 1000, ...) on which the chosen setting is reported")
+    p.add_argument("--retrain", action="store_true",
+                   help="delete seed folders made under another configuration and start again")
     p.add_argument("--steps", type=int, default=200, help="steps per evaluation episode")
     p.add_argument("--run-dir", default="runs/demo_robustness")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -168,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.set = [*QUICK_OVERRIDES, *args.set]
-        args.rounds, args.episodes, args.steps, args.settings = 1, 2, 5, [(2, 0.0), (3, 0.0)]
+        args.rounds, args.episodes, args.eval_episodes, args.steps = 1, 2, 2, 5
+        args.settings = [(2, 0.0), (3, 0.0)]
         if args.run_dir == "runs/demo_robustness":
             args.run_dir = "runs/demo_robustness_quick"
-    if args.rounds < 0 or args.episodes < 1:
-        p.error("--rounds must be >= 0 and --episodes >= 1")
+    if args.rounds < 0 or args.episodes < 1 or args.eval_episodes < 1:
+        p.error("--rounds must be >= 0, --episodes and --eval-episodes >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -185,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ctl = cfg["control"]
     cfg["data"]["root"] = str(ensure_dataset(cfg["data"], progress=False))
     table = {str(s): run_seed(s, args, ctl, cfg) for s in args.seeds}
+    chosen = choose_setting(table, args.rounds, args.settings)
+    table = {str(s): run_seed(s, args, ctl, cfg, chosen) for s in args.seeds}
     settings = args.settings
     summary = {cell_key(0, h, w)[2:]: {k: sum(table[str(s)][cell_key(k, h, w)]["upright"] for s in args.seeds)
                                        for k in range(args.rounds + 1)} for h, w in settings}
@@ -196,9 +226,20 @@ def main(argv: list[str] | None = None) -> int:
               "episodes": args.episodes,
               "steps": args.steps, "overrides": args.set, "control": ctl, "train": cfg["train"],
               "upright_threshold": UPRIGHT}
-    path = save_results(args.name, config, {"cells": table, "upright_total": summary},
-                        module="demo_robustness", args=argv,
-                        out_dir=out)
+    eval_key = "eval/" + cell_key(args.rounds, *chosen)
+    evaluation = {"setting": cell_key(0, *chosen)[2:], "rounds": args.rounds,
+                  "upright": {s: table[s][eval_key]["upright"] for s in table},
+                  "upright_total": sum(table[s][eval_key]["upright"] for s in table),
+                  "episodes_total": args.eval_episodes * len(table),
+                  "mean_return": mean_ci([table[s][eval_key]["mean_return"] for s in table])}
+    print(f"chosen on the tuning starts: {evaluation['setting']}; held-out starts: {evaluation['upright_total']} "
+          f"of {evaluation['episodes_total']} upright", flush=True)
+    protocol = Protocol(tuple(args.seeds), SeedSet.span(f"{ENV_ID} reset seed", EVALUATION_START, args.eval_episodes),
+                        SeedSet.span(f"{ENV_ID} reset seed", TUNING_START, args.episodes),
+                        notes="settings are compared on the tuning starts after every round; the chosen one is "
+                              "reported after the last round on the evaluation starts")
+    path = save_results(args.name, config, {"cells": table, "upright_total": summary, "evaluation": evaluation},
+                        module="demo_robustness", args=argv, protocol=protocol, out_dir=out)
     plot(table, args.rounds, settings, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0

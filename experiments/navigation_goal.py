@@ -111,6 +111,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
+    if args.quick:  # a smoke run: a few updates, 2 short episodes
+        args.train_steps = args.train_steps or 3
+        args.episodes, args.explore, args.budget, args.horizon, args.population = 2, 24, 4, 3, 20
+        args.min_distance = 1
+        if args.run_dir == "runs/navigation_goal":
+            args.run_dir = "runs/navigation_goal_quick"
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress

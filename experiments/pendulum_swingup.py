@@ -62,8 +62,8 @@ def evaluate(policy_name: str, make_policy, episodes: int, steps: int, seed: int
     return out
 
 
-QUICK = {"train_steps": 20, "reward_steps": 20, "episodes": 2, "tuning_episodes": 2, "steps": 20,
-         "horizons": [4, 6], "batch_size": 16}
+QUICK = {"train_steps": 6, "reward_steps": 6, "episodes": 2, "tuning_episodes": 2, "steps": 8,
+         "horizons": [3, 5], "batch_size": 16}
 TUNING_START, EVALUATION_START = 0, 1000  # reset seeds of the tuning and of the held-out evaluation episodes
 
 

@@ -19,14 +19,17 @@ def test_table_covers_every_cell_and_resumes_from_its_cache(tmp_path):
     data = tmp_path / "pendulum_small"
     generate_dataset("pendulum_small", data, num_workers=1, progress=False)
     run, out = tmp_path / "run", tmp_path / "results"
-    args = ["--seeds", "0", "1", "--rounds", "1", "--settings", "2", "3", "2/tw2", "3/tw2", "--episodes", "2", "--steps", "5",
+    args = ["--seeds", "0", "1", "--rounds", "1", "--settings", "2", "3", "2/tw2", "3/tw2", "--episodes", "2", "--eval-episodes", "2", "--steps", "5",
             "--run-dir", str(run), "--out", str(out), "--set", f"data.root={data}", *TINY]
     assert main(args) == 0
     record = json.loads((out / "demo_robustness.json").read_text())
     cells = record["results"]["cells"]
     assert set(cells) == {"0", "1"}
     for seed in ("0", "1"):
-        assert set(cells[seed]) == {f"{k}/{h}{w}" for k in (0, 1) for h in (2, 3) for w in ("", "/tw2")}
+        tuning = {k for k in cells[seed] if not k.startswith("eval/")}
+        assert tuning == {f"{k}/{h}{w}" for k in (0, 1) for h in (2, 3) for w in ("", "/tw2")}
+        # the setting chosen on the tuning starts, after the last round, on the held-out starts
+        assert set(cells[seed]) - tuning == {"eval/1/" + record["results"]["evaluation"]["setting"]}
         for key, c in cells[seed].items():
             assert c["terminal_weight"] == (2.0 if key.endswith("/tw2") else 0.0)
             assert len(c["returns"]) == 2 and all(r <= 0 for r in c["returns"])  # pendulum costs
