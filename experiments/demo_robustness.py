@@ -5,8 +5,11 @@ For each training seed: the demo's KVAE (``worldmodels demo``'s ``train`` config
 settings: ``agents.rl_loop`` with 8 episodes of 150 steps at H = 12, 200 fine-tuning updates, a
 new reward head), ``--episodes`` noise-free episodes of 200 steps from starts 0, 1, ... at each
 planning setting in ``--settings``: ``H`` (horizon) or ``H/twW`` (horizon and
-``MPCConfig.terminal_weight`` W; the rounds themselves plan without one). An episode counts as upright when the rod stays within 0.5
-rad of the top for at least 90 % of its last 50 steps (``agents.oracle.upright_fraction``).
+``MPCConfig.terminal_weight`` W; the rounds themselves plan without one). An episode counts as
+upright when the rod stays within 0.5 rad of the top for at least 90 % of its last 50 steps
+(``agents.oracle.upright_fraction``). These tuning starts (reset seeds 0, 1, ...) choose the
+setting; after the last round the chosen one is measured on ``--eval-episodes`` held-out starts
+(reset seeds 1000, ...), the numbers to report.
 
 Resumable: a seed's finished cells are cached in ``<run>/seed_<s>/cells.json`` and its rounds
 resume (``run_rl_loop``), so several invocations with disjoint ``--seeds`` can share the cores and
@@ -123,8 +126,10 @@ def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict
         if k == 0:
             model, head = base
         else:
-            rl_cfg = demo_rl_config(rounds=k, planner=ctl["planner"], horizon=int(ctl.get("rl_horizon") or ctl["horizon"]),
-                                    episodes=int(ctl["rl_episodes"]), episode_steps=int(ctl.get("rl_episode_steps", 150)),
+            rl_cfg = demo_rl_config(rounds=k, planner=ctl["planner"],
+                                    horizon=int(ctl.get("rl_horizon") or ctl["horizon"]),
+                                    episodes=int(ctl["rl_episodes"]),
+                                    episode_steps=int(ctl.get("rl_episode_steps", 150)),
                                     train_steps=int(ctl["rl_train_steps"]), reward_steps=int(ctl["reward_steps"]))
             run_rl_loop(*base, data, seed_dir / "rl", rl_cfg, progress=False)
             last = seed_dir / "rl" / f"round_{k - 1:03d}"

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from experiments._results import output_dir, save_results
-from experiments.protocol import Protocol, SeedSet, budget_record, mean_ci, paired_claim, prepare_run_dir
 from experiments.kvae_common import SequenceTensors, ensure_dataset, evaluate_elbo, train
-from worldmodels.baselines import DKF, DKFConfig, DVBF, DVBFConfig
+from experiments.protocol import Protocol, SeedSet, budget_record, mean_ci, paired_claim, prepare_run_dir
+from worldmodels.baselines import DKF, DVBF, DKFConfig, DVBFConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.video import tile_clips, write_video
 

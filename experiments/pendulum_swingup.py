@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from agents.oracle import upright_fraction
-from experiments.protocol import (Protocol, SeedSet, budget_record, config_hash, mean_ci, paired_claim,
-                                  prepare_run_dir)
+from experiments.protocol import Protocol, SeedSet, budget_record, config_hash, mean_ci, paired_claim, prepare_run_dir
 
 ENV_ID = "worldmodels/Pendulum-v0"
 
@@ -246,8 +245,8 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
     ``preset``: dataset preset (default pendulum / pendulum_small with ``--quick``);
     ``config_fn``: KVAE config factory; ``train_steps``: default (quick, full) updates.
     """
-    from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
     from agents.commands.plan import load_world_model
+    from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
     from envs.generate import generate_dataset
     from worldmodels.kvae import KVAE
     from worldmodels.training import TrainConfig, Trainer

@@ -236,7 +236,7 @@ def paired_claim(statement: str, smaller: Sequence[float], larger: Sequence[floa
     """
     if len(smaller) != len(larger):
         raise ValueError(f"smaller/larger: expected as many values, got {len(smaller)} and {len(larger)}")
-    diff = mean_ci([a - b for a, b in zip(smaller, larger)])
+    diff = mean_ci([a - b for a, b in zip(smaller, larger, strict=True)])
     if diff["high"] is None:
         verdict = "single run"
     elif diff["high"] < 0:

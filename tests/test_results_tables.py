@@ -10,9 +10,17 @@ import pytest
 
 from experiments import tables
 from experiments._results import relative_command, save_results
-from experiments.protocol import (ConfigMismatchError, Protocol, SeedSet, config_hash, mean_ci, paired_claim,
-                                  prepare_run_dir, seed_ranges, t_quantile)
-
+from experiments.protocol import (
+    ConfigMismatchError,
+    Protocol,
+    SeedSet,
+    config_hash,
+    mean_ci,
+    paired_claim,
+    prepare_run_dir,
+    seed_ranges,
+    t_quantile,
+)
 
 # --- protocol -------------------------------------------------------------------------------------
 
@@ -130,7 +138,8 @@ def test_tables_show_protocol_results_and_label_the_rest(tmp_path):
     imp = page.split("## KVAE imputation")[1].split("## ")[0]
     assert "Not yet measured under the protocol" in imp
     assert "| kvae_imputation | headline; single run, not under the protocol |" in page
-    assert new_readme.startswith("intro\n<!-- results:start -->\n") and new_readme.endswith("<!-- results:end -->\nrest\n")
+    assert new_readme.startswith("intro\n<!-- results:start -->\n")
+    assert new_readme.endswith("<!-- results:end -->\nrest\n")
     assert "STALE TEXT" not in new_readme and "dmm beats kvae" in new_readme
     # two training seeds are not enough for a headline
     rec2 = dict(rec, protocol=dict(rec["protocol"], training_seeds=[0, 1]))
