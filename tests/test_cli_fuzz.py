@@ -123,6 +123,7 @@ CASES = [
     case("generate", "bouncing_ball_small", "--name", "a/b", names="--name"),
     case("generate", "bouncing_ball_small", "--name", "", names="--name"),
     case("generate", "bouncing_ball_small", "--out", "{file}", names="--out"),
+    case("generate", "bouncing_ball_small", "--out", "{data}", names="--overwrite"),
     case("generate", "bouncing_ball_small", "--bogus", names="--bogus"),
     # ---------------------------------------------------------------- train
     case("train", names="data"),

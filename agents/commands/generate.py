@@ -128,6 +128,21 @@ def check_env_options(spec) -> None:
         raise UsageError(f"--env-kwargs: {e}") from e
 
 
+def check_same_dataset(out: Path, spec) -> None:
+    """A folder that already holds a dataset may only be resumed with the same spec (else
+    ``--overwrite``); an unreadable manifest is left to the generator to report."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text()).get("spec")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(old, dict) and old != json.loads(json.dumps(dataclasses.asdict(spec))):
+        raise UsageError(f"--out {out}: holds a different dataset ({old.get('name')!r}); pass --overwrite to "
+                         "replace it, or choose another folder")
+
+
 def check_args(args: argparse.Namespace) -> None:
     """The options that are not part of the dataset spec."""
     if args.workers is not None:
@@ -147,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     spec = spec_from_args(args)
     out = args.out or f"runs/data/{spec.name}"
+    if not args.overwrite:
+        check_same_dataset(Path(out), spec)
     manifest = generate_dataset(spec, out, num_workers=args.workers, resume=not args.overwrite,
                                 progress=not args.no_progress)
     print(f"dataset written: {manifest}")
