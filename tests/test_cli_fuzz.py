@@ -439,3 +439,16 @@ def test_write_errors_keep_the_writers_words(monkeypatch, capsys):
     assert main(["video", "--env", "worldmodels/Pendulum-v0", "--out", "a.mp4"]) == 1
     assert capsys.readouterr().err == ("worldmodels video: error: disk full while writing /x/y.pt; the previous "
                                        "file is kept\n")
+
+
+def test_a_diverged_training_run_is_a_runtime_error(monkeypatch, capsys):
+    from agents.commands import train
+    from worldmodels.training.trainer import TrainingDiverged
+
+    def diverging(args):
+        raise TrainingDiverged("training stopped at step 7: 10 consecutive non-finite losses\n(see metrics.jsonl)")
+
+    monkeypatch.setattr(train, "run", diverging)
+    assert main(["train", "--config", "demo"]) == 1
+    assert capsys.readouterr().err == ("worldmodels train: error: training stopped at step 7: 10 consecutive "
+                                       "non-finite losses (see metrics.jsonl)\n")
