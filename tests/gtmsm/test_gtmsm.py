@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from worldmodels.base import Batch
-from worldmodels.gtmsm import GTMSM, GTMSMConfig, mixture_kl
+from worldmodels.gtmsm import GTMSM, GTMSMConfig, StatePath, mixture_kl
 from worldmodels.nets import gaussian_kl
 
 from .crop_world import crop_world_batch
@@ -361,22 +361,45 @@ def test_frames_posterior_state_kl():
     assert torch.allclose(t["elbo"], t["recon"] - t["kl_z"] - t["kl_s"])
     grads = torch.autograd.grad(out.loss, _gate_params(m))
     assert sum(g.abs().sum() for g in grads) > 0  # the KL trains the gate
-    # posterior == prior (gate fully open, no wall reached, "stay" does not move): KL = 0
-    with torch.no_grad():
+
+
+@pytest.mark.parametrize("extra", [{}, dict(rotation=True, momentum=True, state_dim=3)])
+def test_frames_posterior_kl_is_zero_only_where_posterior_equals_prior(extra):
+    m = small(state_inference="frames_posterior", **extra)
+    with torch.no_grad():  # gate fully open, "stay" does not move, no momentum carry-over
         m.transition.gate_net[-1].weight.zero_()
         m.transition.gate_net[-1].bias.fill_(50.0)
         m.transition.M.weight[:, 4] = 0.0
-    obs, a, _ = crop_world_batch(B, T, seed=11, grid=25, centre_start=True)
+        if m.config.momentum:
+            m.transition.c_f.fill_(-100.0)
+    B, T = 4, 20
+    obs, a, _ = crop_world_batch(B, T, seed=11, grid=25, centre_start=True)  # no wall reached
     moved, known = m.frame_moved(obs)
-    assert torch.equal(moved, (a[:, :-1, 4] == 0).float())  # every move succeeds
+    assert torch.equal(moved, (a[:, :-1, 4] == 0).float())  # every move succeeds: q == p
     path = m.infer_states(a, moved, known)
     assert path.kl.abs().max() < 1e-6
-    # a frame that does not change where the prior moves: the KL is back
+    # a frame that does not change where the prior moves: q != p there, and only there
     obs[:, 6] = obs[:, 5]
     moved, known = m.frame_moved(obs)
     path = m.infer_states(a, moved, known)
     moving = a[:, 5, 4] == 0
     assert moving.any() and (path.kl[moving, 6] > 1.0).all() and (path.kl[~moving, 6] < 1e-6).all()
+    assert path.kl[:, :6].abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("extra", [{}, dict(rotation=True, momentum=True, state_dim=3)])
+def test_transition_kl_of_a_prior_path_is_zero(extra):
+    """``transition_kl`` re-evaluates the prior at the sampled states for all steps at once; on
+    a path drawn from the prior itself (momentum carried over, gate partly closed) it is 0."""
+    m = small(**extra)
+    with torch.no_grad():
+        m.transition.gate_net[-1].bias.fill_(0.0)
+    a = F.one_hot(torch.randint(0, 5, (3, 15), generator=torch.Generator().manual_seed(0)), 5).float()
+    path = m.infer_states(a, generator=torch.Generator().manual_seed(1))
+    assert path.kl.eq(0).all()  # q = p: nothing to compute
+    assert m.transition_kl(path, a).abs().max() < 1e-6
+    shifted = StatePath(path.sample, path.mean.roll(1, 1), path.logvar, path.disp, path.kl)
+    assert m.transition_kl(shifted, a)[:, 2:].min() > 1.0
 
 
 def test_frames_posterior_reads_blocked_moves_where_frames_are_known():
