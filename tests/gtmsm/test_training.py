@@ -63,5 +63,6 @@ def test_tiny_thesis_gtmsm_beats_the_mean_frame(one_thread):
         blind = ((m.predict(torch.cat([other[:, :TAU], obs[:, TAU:]], 1), a, TAU) - truth) ** 2
                  ).mean().item()
     reference = mean_frame_mse(truth)
-    assert floor < mse < 0.95 * reference, (mse, reference, floor)
-    assert mse < 0.9 * blind, (mse, blind)
+    # measured: 0.89-0.94 of the mean frame's MSE over training seeds, 0.6 of the blind one's
+    assert floor < mse < 0.97 * reference, (mse, reference, floor)
+    assert mse < 0.8 * blind, (mse, blind)
