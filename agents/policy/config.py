@@ -6,10 +6,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 ActorGrad = Literal["auto", "dynamics", "reinforce"]
+CriticSpace = Literal["symlog", "linear"]
 
 #: the fields that fix the networks' shapes (the rest only shape training)
 ARCHITECTURE_FIELDS = ("latent_dim", "action_dim", "discrete", "action_low", "action_high", "hidden",
-                       "layer_norm", "min_std", "max_std", "unimix")
+                       "layer_norm", "min_std", "max_std", "unimix", "critic_space")
 
 
 @dataclass
@@ -23,6 +24,7 @@ class ActorCriticConfig:
         hidden: MLP hidden sizes of actor and critic.  layer_norm: LayerNorm after each hidden layer.
         min_std, max_std: range of the actor's Gaussian std before the tanh squashing.
         unimix: the discrete actor mixes this much of the uniform distribution into its policy.
+        critic_space: the critic predicts and regresses ``symlog(V)`` ("symlog", DreamerV3) or ``V``.
 
     Imagination and returns:
         horizon: imagined steps H per start state (DreamerV3: 15).
@@ -57,6 +59,7 @@ class ActorCriticConfig:
     min_std: float = 0.1
     max_std: float = 1.0
     unimix: float = 0.01
+    critic_space: CriticSpace = "symlog"
 
     horizon: int = 15
     discount: float = 0.99
@@ -108,6 +111,8 @@ class ActorCriticConfig:
             raise ValueError(f"min_std, max_std: expected 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
         if not 0.0 <= self.unimix < 1.0:
             raise ValueError(f"unimix: expected in [0, 1), got {self.unimix}")
+        if self.critic_space not in ("symlog", "linear"):
+            raise ValueError(f"critic_space: expected 'symlog' or 'linear', got {self.critic_space!r}")
         if self.actor_grad not in ("auto", "dynamics", "reinforce"):
             raise ValueError(f"actor_grad: expected 'auto', 'dynamics' or 'reinforce', got {self.actor_grad!r}")
         if self.discrete and self.actor_grad == "dynamics":

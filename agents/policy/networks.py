@@ -122,14 +122,38 @@ class Actor(nn.Module):
         return SquashedNormal(mean, std, self.low, self.high)
 
 
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) log(1 + |x|)``: compresses large magnitudes, near identity around 0 (DreamerV3)."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `symlog`: ``sign(x) (exp(|x|) - 1)``."""
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
 class Critic(nn.Module):
     """State value ``V(z)``: latent features ``[..., D]`` -> values ``[...]`` (in the input's dtype),
-    so it can serve as ``rollout_objective``'s ``value_fn``."""
+    so it can serve as ``rollout_objective``'s ``value_fn``.
+
+    With ``config.critic_space == "symlog"`` the network outputs ``symlog(V)`` (``raw``) and is
+    regressed in that space, so values of any magnitude (a discount of 0.99 sums ~100 rewards) are
+    learned at the same pace as small ones.
+    """
 
     def __init__(self, config: ActorCriticConfig):
         super().__init__()
+        self.space = config.critic_space
         self.net = mlp(int(config.latent_dim), config.hidden, 1, config.layer_norm)
 
+    def raw(self, features: torch.Tensor) -> torch.Tensor:
+        """The network's output ``[...]`` (``symlog(V)`` or ``V``), in the network's dtype."""
+        return self.net(features.to(self.net[0].weight.dtype)).squeeze(-1)
+
+    def to_raw(self, values: torch.Tensor) -> torch.Tensor:
+        """Values ``[...]`` in the space of `raw` (regression targets)."""
+        return symlog(values) if self.space == "symlog" else values
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        w = self.net[0].weight
-        return self.net(features.to(w.dtype)).squeeze(-1).to(features.dtype)
+        out = self.raw(features)
+        return (symexp(out) if self.space == "symlog" else out).to(features.dtype)

@@ -3,9 +3,10 @@
 Each update draws start states (filtered beliefs of real sequences), imagines ``horizon`` steps
 with ``model.step`` under the actor's actions, scores them with the reward function on
 ``(z_h, a_h, z_{h+1})``, and computes lambda-returns bootstrapped with the target critic. The
-critic regresses on the returns (stop-gradient); the actor maximises them, by backpropagating
-through the model's dynamics (continuous actions) or by REINFORCE with the critic as baseline
-(discrete actions), plus an entropy bonus. Returns are normalised by DreamerV3's percentile scale.
+critic regresses on the returns (stop-gradient, in symlog space by default); the actor maximises
+them, by backpropagating through the model's dynamics (continuous actions) or by REINFORCE with
+the critic as baseline (discrete actions), plus an entropy bonus. Returns are normalised by
+DreamerV3's percentile scale.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from worldmodels.checks import check_finite, check_shape
 
 from ..costs import RewardFn
 from .actor_critic import ActorCritic
-from .config import ActorCriticConfig
+from .config import ARCHITECTURE_FIELDS, ActorCriticConfig
 from .returns import lambda_returns
 from .starts import StartData, StartStates, start_states
 
@@ -113,13 +114,16 @@ def losses(model: WorldModel, reward_fn: RewardFn, ac: ActorCritic, state: Laten
                              c.discount, c.return_lambda)  # [B, H]
     scale = ac.return_scale.update(returns).to(returns.dtype)
     entropy = traj.entropies.mean()
-    values = ac.critic(traj.features[:, :-1].detach())  # [B, H]
+    raw = ac.critic.raw(traj.features[:, :-1].detach())  # [B, H], symlog(V) or V
     if dynamics:
         actor_loss = -(returns / scale).mean() - c.entropy_coef * entropy
     else:
-        advantage = ((returns - values) / scale).detach()
+        baseline = ac.critic(traj.features[:, :-1]).detach()
+        advantage = ((returns - baseline) / scale).detach()
         actor_loss = -(traj.log_probs * advantage).mean() - c.entropy_coef * entropy
-    critic_loss = 0.5 * ((values - returns.detach()) ** 2).mean()
+    critic_loss = 0.5 * ((raw - ac.critic.to_raw(returns.detach()).to(raw.dtype)) ** 2).mean()
+    with torch.no_grad():
+        values = ac.critic(traj.features[:, :1])  # [B, 1]
     metrics = {"return": returns[:, 0].mean(), "reward": rewards.mean(), "value": values[:, 0].mean(),
                "actor_loss": actor_loss, "critic_loss": critic_loss, "entropy": entropy,
                "return_scale": scale}
@@ -173,6 +177,9 @@ def train_actor_critic(
     model.to(device)
     ac = actor_critic if actor_critic is not None else ActorCritic(config)
     if actor_critic is not None:
+        differ = [f for f in ARCHITECTURE_FIELDS if getattr(config, f) != getattr(ac.config, f)]
+        if differ:
+            raise ValueError(f"actor_critic: built with other {', '.join(differ)} than config")
         ac.config = config
     ac.to(device).train()
     starts = start_states(model, data_or_starts, context=config.context, stride=config.start_stride,

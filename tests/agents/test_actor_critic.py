@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,6 +247,28 @@ def test_config_checks_and_action_spaces():
     assert disc.discrete and disc.action_dim == 4 and disc.gradient == "reinforce"
     with pytest.raises(ValueError, match="action_dim"):
         ActorCriticConfig(action_dim=3).for_model(point_model())
+
+
+def test_pendulum_preset_is_a_valid_config():
+    import gymnasium as gym
+    import yaml
+
+    import envs  # noqa: F401  (registers the environments)
+
+    root = Path(__file__).resolve().parents[2]
+    preset = yaml.safe_load((root / "configs" / "actor_critic_pendulum.yaml").read_text())
+    space = gym.make(preset["env"]).action_space
+    cfg = ActorCriticConfig.from_dict(preset["actor_critic"]).for_action_space(space)
+    assert cfg.bounds() == ((-2.0,), (2.0,)) and cfg.gradient == "dynamics"
+    assert cfg.hidden == tuple(preset["actor_critic"]["hidden"])
+
+
+def test_continued_training_keeps_the_architecture():
+    model = point_model()
+    ac = ActorCritic(toy_config(False).for_model(model))
+    with pytest.raises(ValueError, match="hidden"):
+        train_actor_critic(model, QuadraticCost(GOAL), contexts(model, 64), toy_config(False, hidden=(8,)),
+                           None, "cpu", False, actor_critic=ac)
 
 
 def test_actions_stay_inside_the_box():
