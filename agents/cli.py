@@ -74,7 +74,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     return parser, modules
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
+    """``str(text)`` with its lines joined into one."""
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 

@@ -82,11 +82,11 @@ def evaluate_run(checkpoint: str | Path, eval_cfg: dict[str, Any], data: str | P
     checkpoint = check_checkpoint_path("checkpoint", checkpoint)
     run_dir = _run_folder(checkpoint)
     run_cfg = read_run_config(run_dir)
-    run_data = run_cfg.get("data") if isinstance(run_cfg.get("data"), dict) else {}
+    run_data, run_eval = (v if isinstance(v := run_cfg.get(k), dict) else {} for k in ("data", "eval"))
     root = data or run_data.get("root")
     if root is None:
         raise UsageError("--data: required, the run folder has no run_config.yaml naming its dataset")
-    merged = {**(run_cfg.get("eval") if isinstance(run_cfg.get("eval"), dict) else {}), **eval_cfg}
+    merged = {**run_eval, **eval_cfg}
     check_eval(merged, "eval")
     ecfg = dataclass_from(EvalConfig, merged, "eval")
     manifest = check_dataset("--data" if data else "data.root", root, ecfg.split)
