@@ -56,18 +56,17 @@ def contexts(model, M: int = 512, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def toy_config(discrete: bool, **kw) -> ActorCriticConfig:
-    base = dict(discrete=discrete, hidden=(64, 64), horizon=10, discount=0.9, updates=150, batch_size=128,
-                actor_lr=1e-3, critic_lr=1e-3, log_every=25, context=1)
+    base = dict(discrete=discrete, hidden=(64, 64), horizon=10, discount=0.9, updates=150, batch_size=64,
+                actor_lr=3e-3, critic_lr=1e-2, target_tau=0.05, log_every=25, context=1)
     return ActorCriticConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """The continuous toy after 250 updates: (model, actor_critic, metrics, params before training)."""
+    """The continuous toy after 150 updates: (model, actor_critic, metrics, params before training)."""
     model = point_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ac, metrics = train_actor_critic(model, QuadraticCost(GOAL), contexts(model),
-                                     toy_config(False, updates=250, critic_lr=3e-3),
+    ac, metrics = train_actor_critic(model, QuadraticCost(GOAL), contexts(model), toy_config(False),
                                      None, "cpu", False)
     return model, ac, metrics, before
 
@@ -130,7 +129,7 @@ def test_actor_beats_random_in_imagination(trained):
     actor = imagined_return(model, reward, starts, lambda f: ac.actor(f).mode(), 30)
     rand = imagined_return(model, reward, starts, lambda f: torch.rand(f.shape[0], 2, generator=g) * 2 - 1, 30)
     assert actor.mean() > 0.2 * rand.mean()  # returns are negative: at least 5x less cost
-    assert metrics["updates"] == 250 and metrics["imagined_steps"] == 250 * 128 * 10
+    assert metrics["updates"] == 150 and metrics["imagined_steps"] == 150 * 64 * 10
     assert all(np.isfinite(metrics[k]) for k in ("return", "critic_loss", "entropy", "value"))
 
 
@@ -326,3 +325,27 @@ def test_mpc_plans_with_a_terminal_value_alone():
 
     with_value = returns(lambda z: value(z[..., None, :], z[..., None, :0], z[..., None, :])[..., 0])
     assert with_value > 0.7 * returns(None)
+
+
+def test_kvae_integration_sampled_dynamics_and_pixels():
+    """A few updates on a small KVAE with a reward head (sampled transitions), then the actor acts
+    from uint8 pixels through the KVAE's filter; the KVAE and the head are left as they were."""
+    from test_fast_imagine import _head, _kvae
+
+    model, g = _kvae("lstm"), torch.Generator().manual_seed(5)
+    head = _head(model)
+    model.train()
+    before = {k: v.clone() for k, v in [*model.state_dict().items(), *head.state_dict().items()]}
+    data = {"obs": torch.rand(32, 4, 1, 8, 8, generator=g), "actions": torch.rand(32, 4, 1, generator=g) * 4 - 2}
+    cfg = ActorCriticConfig(hidden=(16,), horizon=5, updates=3, batch_size=8, log_every=1, sample_dynamics=True,
+                            action_low=(-2.0,), action_high=(2.0,))
+    ac, metrics = train_actor_critic(model, head, data, cfg, None, "cpu", False)
+    assert metrics["start_states"] == 32 and np.isfinite(metrics["return"]) and np.isfinite(metrics["critic_loss"])
+    after = {**model.state_dict(), **head.state_dict()}
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert all(p.requires_grad and p.grad is None for p in [*model.parameters(), *head.parameters()])
+    assert model.training and not head.training
+    policy = ActorPolicy(model, ac, context=3, deterministic=False, seed=1)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    actions = np.stack([policy.act(f) for f in frames])
+    assert actions.shape == (4, 1) and np.all(np.abs(actions) <= 2.0) and len(np.unique(actions)) > 1
