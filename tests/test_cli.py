@@ -200,3 +200,23 @@ def test_plan_command_trains_a_reward_head_once_then_reuses_it(tmp_path, data_ro
     plan = json.loads((run / "plan" / "plan.json").read_text())
     assert plan["reward_head"] == str(run / "reward_head.pt") and plan["reward_head_metrics"] is None
     assert len(plan["returns"]) == 1 and plan["steps"] == 2
+
+
+def test_demo_refuses_a_trained_run_folder_without_overwrite(tmp_path, capsys):
+    """A demo run folder that holds a trained run is refused before any work; no file changes."""
+    from worldmodels.training.run_dir import run_state
+
+    run = tmp_path / "demo"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"model")
+    (run / "demo_summary.json").write_text("{}")
+    assert run_state(run) == "trained"
+    assert main(["demo", "--run-dir", str(run), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--run-dir" in err[0] and "--overwrite" in err[0]
+    assert (run / "checkpoints" / "last.pt").read_bytes() == b"model"
+    from agents.commands.demo import clear_demo_outputs
+
+    (run / "notes.txt").write_text("mine")
+    clear_demo_outputs(run)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]

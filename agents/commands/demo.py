@@ -47,6 +47,7 @@ class DemoState:
     cfg: dict[str, Any]
     run_dir: Path
     device: str = "cpu"
+    overwrite: bool = False
     data_root: Path | None = None
     model: Any = None
     train_summary: dict[str, Any] | None = None
@@ -67,7 +68,7 @@ def stage_train(state: DemoState) -> None:
     """Train the model of ``cfg['model']`` with ``cfg['train']`` (run folder: checkpoints, metrics)."""
     from .train import train_from_config
 
-    state.model, state.train_summary = train_from_config(state.cfg, state.run_dir)
+    state.model, state.train_summary = train_from_config(state.cfg, state.run_dir, overwrite=state.overwrite)
     state.outputs["checkpoint"] = state.train_summary["best_checkpoint"] or state.train_summary["checkpoint"]
     state.outputs["metrics"] = str(state.run_dir / "metrics.jsonl")
 
@@ -157,11 +158,41 @@ STAGES: list[tuple[str, Callable[[DemoState], None]]] = [
 ]
 
 
+#: what the demo writes into its run folder besides the trainer's files
+DEMO_OUTPUTS = ("eval", "swingup", "demo_summary.json", "run_config.yaml")
+
+
+def clear_demo_outputs(run_dir: Path) -> None:
+    """Delete a previous demo's outputs from ``run_dir`` (for ``--overwrite``); other files stay."""
+    import shutil
+
+    from worldmodels.training.run_dir import clear_run
+
+    clear_run(run_dir)
+    for name in DEMO_OUTPUTS:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
 def run_demo(cfg: dict[str, Any], run_dir: Path, device: str = "cpu",
-             stages: list[tuple[str, Callable[[DemoState], None]]] | None = None, verbose: bool = True) -> DemoState:
-    """Run ``stages`` (default `STAGES`) in order on a fresh `DemoState`."""
+             stages: list[tuple[str, Callable[[DemoState], None]]] | None = None, verbose: bool = True,
+             overwrite: bool = False) -> DemoState:
+    """Run ``stages`` (default `STAGES`) in order on a fresh `DemoState`.
+
+    A run folder that holds a trained run is refused (`RunExistsError`) unless ``overwrite``.
+    """
+    from worldmodels.training.run_dir import RunExistsError, run_state
+
+    if run_state(run_dir) == "trained" and not overwrite:
+        raise RunExistsError(f"run folder {run_dir} already holds a trained run; choose another --run-dir "
+                             "or pass --overwrite")
     stages = STAGES if stages is None else stages
-    state = DemoState(cfg=cfg, run_dir=Path(run_dir), device=device)
+    if overwrite:
+        clear_demo_outputs(Path(run_dir))
+    state = DemoState(cfg=cfg, run_dir=Path(run_dir), device=device, overwrite=overwrite)
     state.run_dir.mkdir(parents=True, exist_ok=True)
     for i, (name, fn) in enumerate(stages, 1):
         if verbose:
@@ -177,6 +208,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/demo-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds a demo run")
     p.add_argument("--device", default=None, help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -206,8 +238,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     device = resolve_device("train.device", cfg["train"].get("device", "auto"))
     run_dir = default_run_dir(cfg, "demo")
+    from worldmodels.training.run_dir import run_state
+
+    if run_state(run_dir) == "trained" and not args.overwrite:
+        raise UsageError(f"--run-dir {run_dir}: holds a trained run; choose another folder or pass --overwrite")
     t0 = time.time()
-    state = run_demo(cfg, run_dir, device=device)
+    state = run_demo(cfg, run_dir, device=device, overwrite=args.overwrite)
     pred = state.evaluation["prediction"] if state.evaluation else None
     print()
     print(f"demo finished in {time.time() - t0:.0f} s; run folder: {run_dir}")
