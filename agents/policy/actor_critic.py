@@ -66,7 +66,7 @@ class ActorCritic(nn.Module):
         return atomic_write(path, lambda f: torch.save(payload, f))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "ActorCritic":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ActorCritic:
         """An actor-critic saved by `save`, read as data only (``weights_only=True``); anything else
         (pickled code, a wrong schema, mis-shaped weights) raises `ActorCriticFileError`."""
         path = Path(path)

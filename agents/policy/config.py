@@ -136,7 +136,7 @@ class ActorCriticConfig:
             raise ValueError(f"action_low, action_high: expected 1 or {A} values, got {len(lo)} and {len(hi)}")
         return lo, hi
 
-    def for_model(self, model: Any) -> "ActorCriticConfig":
+    def for_model(self, model: Any) -> ActorCriticConfig:
         """A copy with ``latent_dim``/``action_dim`` from ``model`` (a ``WorldModel``); values already
         set must agree with the model's."""
         out = {}
@@ -147,7 +147,7 @@ class ActorCriticConfig:
             out[name] = want
         return replace(self, **out)
 
-    def for_action_space(self, space: Any) -> "ActorCriticConfig":
+    def for_action_space(self, space: Any) -> ActorCriticConfig:
         """A copy whose action space is a Gymnasium ``Box`` (bounds) or ``Discrete`` (one-hot) space."""
         import numpy as np
         from gymnasium import spaces
@@ -163,7 +163,7 @@ class ActorCriticConfig:
         raise ValueError(f"space: expected a Discrete or a 1-D Box action space, got {space}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ActorCriticConfig":
+    def from_dict(cls, values: dict[str, Any]) -> ActorCriticConfig:
         """A config from plain values (a YAML mapping or a saved file); unknown keys raise ``ValueError``."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Iterable, Mapping, Union
 
 import torch
 
@@ -32,7 +32,7 @@ class StartStates:
 
 #: what ``train_actor_critic`` takes as start data: a ready pool, contexts ``{"obs": [M, T, C, H, W],
 #: "actions": [M, T, A]}``, a dataset folder (its train split) or an iterable of ``Batch``.
-StartData = Union[StartStates, Mapping[str, torch.Tensor], str, os.PathLike, Iterable[Batch]]
+StartData = StartStates | Mapping[str, torch.Tensor] | str | os.PathLike | Iterable[Batch]
 
 
 def cat_states(states: list[LatentState]) -> LatentState:
@@ -79,9 +79,8 @@ def start_states(model: WorldModel, data: StartData, *, context: int = 8, stride
         from worldmodels.data import make_dataloader
 
         data = make_dataloader(str(data), "train", 64, shuffle=False)
-    if not isinstance(data, Mapping):
-        data = context_windows(data, context, stride, limit)
-    obs, actions = data["obs"], data["actions"]
+    windows = data if isinstance(data, Mapping) else context_windows(data, context, stride, limit)
+    obs, actions = windows["obs"], windows["actions"]
     if obs.dim() != 5:
         raise ValueError(f"obs: expected shape [M, T, C, H, W], got {list(obs.shape)}")
     check_shape("actions", actions, (obs.shape[0], obs.shape[1], model.action_dim))

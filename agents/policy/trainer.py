@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ from ..costs import RewardFn
 from .actor_critic import ActorCritic
 from .config import ARCHITECTURE_FIELDS, ActorCriticConfig
 from .returns import lambda_returns
-from .starts import StartData, StartStates, start_states
+from .starts import StartData, start_states
 
 POLICY_FILE = "actor_critic.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -99,8 +100,8 @@ def imagined_rewards(reward_fn: RewardFn, traj: Imagined) -> torch.Tensor:
     return r
 
 
-def losses(model: WorldModel, reward_fn: RewardFn, ac: ActorCritic, state: LatentState,
-           features: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def losses(model: WorldModel, reward_fn: RewardFn, ac: ActorCritic, state: LatentState, features: torch.Tensor,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The actor's plus the critic's loss on one imagined batch, and detached metrics.
 
     Updates ``ac.return_scale`` with the batch's returns.

@@ -12,15 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from agents_toy_models import LinearConfig, LinearEnv, LinearWorldModel
 
 from agents.costs import QuadraticCost, rollout_objective
 from agents.fast_imagine import mean_imagine_fn
 from agents.mpc import MPCAgent, MPCConfig
 from agents.planners import CEM, CEMConfig
-from agents.policy import (ActorCritic, ActorCriticConfig, ActorCriticFileError, ActorPolicy, ReturnScale,
-                           frozen, lambda_returns, start_states, train_actor_critic)
+from agents.policy import (
+    ActorCritic,
+    ActorCriticConfig,
+    ActorCriticFileError,
+    ActorPolicy,
+    ReturnScale,
+    frozen,
+    lambda_returns,
+    start_states,
+    train_actor_critic,
+)
 from agents.policy.trainer import METRICS_FILE, POLICY_FILE, SUMMARY_FILE
-from agents_toy_models import LinearConfig, LinearEnv, LinearWorldModel
 from worldmodels.base import LatentState
 
 GOAL = torch.tensor([0.8, -0.6])
@@ -192,8 +202,7 @@ def test_discrete_actor_learns_by_reinforce():
     reward = QuadraticCost(GOAL)
     actor = imagined_return(model, reward, starts, lambda f: ac.actor(f).mode(), 30)
     rand = imagined_return(model, reward, starts,
-                           lambda f: torch.nn.functional.one_hot(torch.randint(5, (f.shape[0],), generator=g), 5).float(),
-                           30)
+                           lambda f: F.one_hot(torch.randint(5, (f.shape[0],), generator=g), 5).float(), 30)
     assert actor.mean() > 0.2 * rand.mean()
     policy = ActorPolicy(model, ac, context=1, num_envs=3)
     moves = policy.act(np.zeros((3, 1, 1, 2), np.float32))
@@ -349,3 +358,19 @@ def test_kvae_integration_sampled_dynamics_and_pixels():
     frames = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
     actions = np.stack([policy.act(f) for f in frames])
     assert actions.shape == (4, 1) and np.all(np.abs(actions) <= 2.0) and len(np.unique(actions)) > 1
+
+
+def test_context_windows_from_batches():
+    from agents.policy.starts import context_windows
+    from worldmodels.base import Batch
+
+    obs = torch.arange(2 * 7, dtype=torch.float32).reshape(2, 7, 1, 1, 1).expand(2, 7, 1, 1, 2)
+    batch = Batch(obs=obs, actions=obs[:, :, 0, 0, :1], mask=torch.ones(2, 7))
+    w = context_windows([batch, batch], context=3, stride=2, limit=100)
+    # windows end at frames 2, 4, 6 of each sequence of both batches: 2 batches x 3 ends x 2 rows
+    assert w["obs"].shape == (12, 3, 1, 1, 2) and w["actions"].shape == (12, 3, 1)
+    torch.testing.assert_close(w["obs"][:2, :, 0, 0, 0], torch.tensor([[0.0, 1, 2], [7, 8, 9]]))
+    torch.testing.assert_close(w["actions"][4:6, :, 0], torch.tensor([[4.0, 5, 6], [11, 12, 13]]))
+    assert context_windows([batch, batch], context=3, stride=2, limit=5)["obs"].shape[0] == 5
+    with pytest.raises(ValueError, match="context"):
+        context_windows([batch], context=8, stride=1, limit=10)
