@@ -412,6 +412,8 @@ def test_check_frames_passes_clean_frames_through_and_converts_uint8():
         check_frames(obs[:0], None)
     with pytest.raises(ValueError, match="min_observed"):
         check_frames(obs, mask, min_observed="some")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"mask: expected on obs's device cpu, got meta"):
+        check_frames(obs, mask.to("meta"))
 
 
 def test_check_frames_reads_one_value_back_from_the_device(monkeypatch):

@@ -118,6 +118,8 @@ def check_frames(obs: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtyp
     B, T = obs.shape[:2]
     if mask is not None:
         check_shape("mask", mask, (B, T))
+        if mask.device != obs.device:
+            raise ValueError(f"mask: expected on {name}'s device {obs.device}, got {mask.device}")
     observed = torch.ones(B, T, dtype=torch.bool, device=obs.device) if mask is None else mask != 0
     lo, hi = torch.aminmax(obs.reshape(B, T, -1), dim=-1)  # [B, T]; NaN propagates
     finite = torch.isfinite(lo) & torch.isfinite(hi)
