@@ -35,18 +35,15 @@ def finite_vector(name: str, value, size: int, low: float | None = None,
                   high: float | None = None, *, why: str = "") -> np.ndarray:
     """``value`` as a float64 array of ``size`` finite entries each in ``[low, high]``; ``why``
     (e.g. where a bound comes from) is added to the message."""
+    message = f"{name}: expected {size} finite numbers, each in {_range(low, high)}{why}, got {value!r}"
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        arr = None
-    ok = arr is not None and arr.shape == (size,) and bool(np.isfinite(arr).all())
-    if ok and low is not None:
-        ok = bool((arr >= low).all())
-    if ok and high is not None:
-        ok = bool((arr <= high).all())
+        raise ValueError(message) from None
+    ok = arr.shape == (size,) and bool(np.isfinite(arr).all())
+    ok = ok and (low is None or bool((arr >= low).all())) and (high is None or bool((arr <= high).all()))
     if not ok:
-        raise ValueError(f"{name}: expected {size} finite numbers, each in {_range(low, high)}{why}, "
-                         f"got {value!r}")
+        raise ValueError(message)
     return arr
 
 

@@ -217,10 +217,10 @@ def collate_batch(items: Sequence[dict[str, torch.Tensor]]) -> Batch:
     """Stack items of ``SequenceDataset`` into a ``worldmodels.base.Batch`` (``[B, T, ...]``)."""
     if len(items) == 0:
         raise ValueError("items: expected at least one item, got an empty list")
-    out = {k: torch.stack([it[k] for it in items]) for k in ("obs", "actions", "mask")}
-    for k in ("rewards", "states"):
-        out[k] = torch.stack([it[k] for it in items]) if all(k in it and it[k] is not None for it in items) else None
-    return Batch(**out)
+    obs, actions, mask = (torch.stack([it[k] for it in items]) for k in ("obs", "actions", "mask"))
+    extra = {k: torch.stack([it[k] for it in items]) if all(k in it and it[k] is not None for it in items) else None
+             for k in ("rewards", "states")}
+    return Batch(obs, actions, mask, **extra)
 
 
 def make_dataloader(
