@@ -190,7 +190,7 @@ def save_npz(f, arrays: dict[str, np.ndarray], compress: bool = True, level: int
             # a fixed timestamp makes the bytes (and the manifest's sha256) reproducible
             info = zipfile.ZipInfo(k + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = mode
-            info._compresslevel = level if compress else None  # (compress_level in 3.13+, same slot)
+            info._compresslevel = level if compress else None  # pyright: ignore[reportAttributeAccessIssue]  (compress_level in 3.13+)
             with z.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(v), allow_pickle=False)
 
@@ -222,13 +222,19 @@ def make_env(spec: DatasetSpec) -> gym.Env:
 
 def env_layout(env: gym.Env) -> dict[str, Any]:
     """Shapes the manifest records: obs ``[H, W, C]``, action dim/type, state dim."""
-    a = env.action_space
+    a, o = env.action_space, env.observation_space
+    state_dim = getattr(env, "state_dim", None)
+    if o.shape is None or len(o.shape) != 3 or not (isinstance(a, spaces.Discrete) or a.shape is not None):
+        raise ValueError(f"env: expected image observations [H, W, C] and a Discrete or Box action space, "
+                         f"got {o} and {a}")
+    if not isinstance(state_dim, int) or state_dim < 0:
+        raise ValueError(f"env: expected a state_dim attribute (integer >= 0), got {state_dim!r}")
     discrete = isinstance(a, spaces.Discrete)
     return {
-        "obs_shape": list(env.observation_space.shape),
-        "action_dim": int(a.n) if discrete else int(np.prod(a.shape)),
+        "obs_shape": list(o.shape),
+        "action_dim": int(a.n) if isinstance(a, spaces.Discrete) else int(np.prod(a.shape or ())),
         "action_type": "discrete" if discrete else "continuous",
-        "state_dim": int(env.state_dim),
+        "state_dim": state_dim,
     }
 
 

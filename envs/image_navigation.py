@@ -175,7 +175,7 @@ class ImageNavigationEnv(gym.Env):
         if self.goal_mode == "position":
             reached = bool((self.pos == self.goal).all())
         elif self.goal_mode == "view":
-            reached = bool(np.array_equal(obs, self._goal_view))
+            reached = self._goal_view is not None and bool(np.array_equal(obs, self._goal_view))
         else:
             reached = False
         return obs, float(reached), reached and self.terminate_on_goal, False, self._info()
@@ -185,7 +185,7 @@ class ImageNavigationEnv(gym.Env):
             gym.logger.warn("render() called without render_mode='rgb_array'")
             return None
         s = self.render_scale
-        img = self.world.repeat(s, axis=0).repeat(s, axis=1)
+        img = self._world().repeat(s, axis=0).repeat(s, axis=1)
         y0, x0 = self.pos * self.step_px * s
         y1, x1 = y0 + self.view * s - 1, x0 + self.view * s - 1
         yellow = np.array([255, 220, 0], np.uint8)
@@ -248,7 +248,12 @@ class ImageNavigationEnv(gym.Env):
 
     def _crop(self, pos: np.ndarray) -> np.ndarray:
         y, x = int(pos[0]) * self.step_px, int(pos[1]) * self.step_px
-        return self.world[y : y + self.view, x : x + self.view].copy()
+        return self._world()[y : y + self.view, x : x + self.view].copy()
+
+    def _world(self) -> np.ndarray:
+        if self.world is None:
+            raise RuntimeError("the environment has no world yet: call reset() first")
+        return self.world
 
     def _info(self) -> dict[str, Any]:
         n = self.n_pos

@@ -121,12 +121,17 @@ class PixelPendulumEnv(gym.Env):
             return None
         return np.repeat(self._observation(), 3, axis=2)
 
+    def _state(self) -> np.ndarray:
+        if self.state is None:
+            raise RuntimeError("the pendulum has no state yet: call reset() first")
+        return self.state
+
     def _observation(self) -> np.ndarray:
         if self._frame is None:
-            th = float(self.state[0])
+            th = float(self._state()[0])
             self._frame = self._render_rod(-math.sin(th), math.cos(th))  # theta = 0 points up
         return self._frame
 
     def _info(self) -> dict[str, Any]:
-        th, thdot = self.state
+        th, thdot = self._state()
         return {"state": np.array([math.cos(th), math.sin(th), thdot], dtype=np.float32)}

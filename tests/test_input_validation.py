@@ -146,6 +146,15 @@ def test_random_starts_keep_the_ball_inside_the_walls(radius):
     env.reset(seed=0, options={"position": (2.5 + radius, env.size - 2.5 - radius)})  # on the limit: accepted
 
 
+@pytest.mark.parametrize("env", [PEND, NAV])
+def test_render_or_step_before_reset_says_so(env):
+    made = _ENVS[env](render_mode="rgb_array")
+    with pytest.raises(RuntimeError, match=r"reset\(\) first"):
+        made.render()
+    with pytest.raises(RuntimeError, match=r"reset\(\)"):
+        made.step(made.action_space.sample())
+
+
 def test_a_ball_too_big_for_the_polygon_is_refused_not_looped_forever():
     with pytest.raises(ValueError, match="^radius: .*polygon"):
         BouncingBallEnv("polygon", size=16, radius=4.0).reset(seed=0)
