@@ -19,7 +19,7 @@ import sys
 import traceback
 from types import ModuleType
 
-COMMANDS = ("generate", "train", "evaluate", "plan", "video", "demo")
+COMMANDS = ("generate", "train", "evaluate", "plan", "video", "demo", "train-policy")
 
 #: exit status of an invalid option or config value
 EXIT_USAGE = 2
@@ -46,7 +46,7 @@ def available_commands() -> dict[str, ModuleType]:
     """The command modules that exist, by name."""
     found = {}
     for name in COMMANDS:
-        modname = f"agents.commands.{name}"
+        modname = f"agents.commands.{name.replace('-', '_')}"
         try:
             found[name] = importlib.import_module(modname)
         except ModuleNotFoundError as e:

@@ -220,3 +220,31 @@ def test_demo_refuses_a_trained_run_folder_without_overwrite(tmp_path, capsys):
     (run / "notes.txt").write_text("mine")
     clear_demo_outputs(run)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_train_policy_then_plan_with_its_value(tmp_path, data_root, capsys):
+    """train-policy trains an actor-critic in the model; plan --value uses its critic and discount."""
+    run = tmp_path / "run"
+    assert main(["train", "--config", "demo", "--run-dir", str(run), "--set", f"data.root={data_root}", *TINY,
+                 "--steps", "1"]) == 0
+    plan = ["plan", "--checkpoint", str(run), "--env", "worldmodels/BouncingBall-v0", "--episodes", "1",
+            "--steps", "2", "--horizon", "2", "--planner", "random", "--no-video", "--no-progress"]
+    assert main([*plan, "--data", str(data_root), "--reward-steps", "2"]) == 0
+    policy = run / "policy"
+    argv = ["train-policy", "--checkpoint", str(run), "--data", str(data_root), "--env", "worldmodels/BouncingBall-v0",
+            "--run-dir", str(policy), "--updates", "3", "--set", "actor_critic.batch_size=8",
+            "--set", "actor_critic.horizon=3", "--set", "actor_critic.max_starts=32", "--set", "actor_critic.context=2",
+            "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    assert (policy / "actor_critic.pt").is_file()
+    before = (policy / "actor_critic.pt").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2  # a second run does not replace it without --overwrite
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--run-dir" in err[0] and (policy / "actor_critic.pt").read_bytes() == before
+    assert main([*plan, "--value", str(policy)]) == 0
+    result = json.loads((run / "plan" / "plan.json").read_text())
+    assert result["value"] is True and result["discount"] == 0.99 and result["value_run"] == str(policy)
+    capsys.readouterr()
+    assert main([*plan, "--value", str(tmp_path / "nothing")]) == 1
+    assert "--value" in capsys.readouterr().err

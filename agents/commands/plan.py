@@ -67,6 +67,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--terminal-weight", type=float, default=0.0,
                    help="the last imagined step's reward counts 1 + this many times (a short horizon's stand-in "
                         "for what comes after it; default: %(default)s)")
+    p.add_argument("--value", default=None, metavar="RUN",
+                   help="an actor-critic (worldmodels train-policy run folder or .pt) whose critic is the terminal "
+                        "value: the objective becomes sum_h discount^h r_h + discount^H V(z_H), with its discount")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default: %(default)s)")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint or runs>/plan)")
@@ -78,10 +81,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", planner_overrides=None,
                   episodes: int = 4, steps: int = 200, context: int = 8, replan_every: int = 1,
                   terminal_weight: float = 0.0, seed: int = 0, device: str = "cpu", use_state: bool = False,
+                  value_fn=None, discount: float = 1.0,
                   out_dir: str | Path | None = None, video: bool = True, progress: bool = True) -> dict[str, Any]:
     """Run ``episodes`` batched episodes of the MPC agent; returns returns and file paths.
 
-    ``use_state=True`` feeds ``info["state"]`` instead of the frames (oracle models).
+    ``use_state=True`` feeds ``info["state"]`` instead of the frames (oracle models);
+    ``value_fn`` (latents ``[..., D]`` -> ``[...]``) adds ``discount^H V(z_H)`` to the objective.
     """
     import torch
 
@@ -93,8 +98,9 @@ def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", p
     pl = make_planner(planner, action_space=venv.single_action_space, **(planner_overrides or {}))
     agent = MPCAgent(model, pl, reward_fn,
                      MPCConfig(context=1 if use_state else context, replan_every=replan_every, seed=seed,
-                               terminal_weight=terminal_weight, record=video and not use_state),
-                     num_envs=episodes, device=device)
+                               terminal_weight=terminal_weight, discount=discount,
+                               record=video and not use_state),
+                     num_envs=episodes, device=device, value_fn=value_fn)
     if use_state:
         policy = lambda o, i: agent.act(i["state"])  # noqa: E731
     else:
@@ -106,6 +112,7 @@ def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", p
     seconds = time.time() - t0
     result: dict[str, Any] = {
         "env": env_id, "planner": planner, "planner_config": vars(pl.config), "terminal_weight": terminal_weight,
+        "discount": discount, "value": value_fn is not None,
         "episodes": episodes,
         "steps": steps, "mean_return": float(out["returns"].mean()), "std_return": float(out["returns"].std()),
         "returns": out["returns"].tolist(), "seconds": seconds,
@@ -186,8 +193,13 @@ def check_args(args: argparse.Namespace) -> None:
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: expected a folder, got an existing file")
     if args.oracle:
+        if args.value is not None:
+            raise UsageError("--value: expected a world model (--checkpoint); the oracle plans without a value")
         return
     check_checkpoint_path("--checkpoint", args.checkpoint)
+    if args.value is not None and not value_path(args.value).is_file():
+        raise FileNotFoundError(f"--value {args.value}: no actor-critic file (expected a train-policy run folder "
+                                "or its .pt)")
     if args.reward_head is not None:
         if not Path(args.reward_head).is_file():
             raise FileNotFoundError(f"--reward-head {args.reward_head}: no such file")
@@ -212,6 +224,14 @@ def env_layout_of(env_id: str) -> tuple[list[int], int]:
     return layout["obs_shape"], layout["action_dim"]
 
 
+def value_path(run: str | Path) -> Path:
+    """The actor-critic file of a ``train-policy`` run folder (or the file itself)."""
+    from agents.policy import POLICY_FILE
+
+    p = Path(run)
+    return p / POLICY_FILE if p.is_dir() else p
+
+
 def default_reward_head(checkpoint: str | Path) -> Path:
     """Where the reward head of a checkpoint (file or run folder) is saved: next to it."""
     ckpt = Path(checkpoint)
@@ -222,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     overrides = {} if args.horizon is None else {"horizon": args.horizon}
     info: dict[str, Any] = {}
+    value = None
     if args.oracle:
         device = resolve_device("--device", args.device)
         model, reward_fn = _oracle(args.env)
@@ -233,11 +254,21 @@ def run(args: argparse.Namespace) -> int:
         reward_fn, head_path = saved_reward_head(args)
         device = resolve_device("--device", args.device)
         model = model.to(device)
+        if args.value is not None:
+            from agents.policy import ActorCritic
+
+            value = ActorCritic.load(value_path(args.value))
+            if value.config.latent_dim != model.latent_dim:
+                raise UsageError(f"--value {args.value}: its critic reads {value.config.latent_dim}-d latents, "
+                                 f"the model's are {model.latent_dim}-d")
         metrics = None
         if reward_fn is None:
             reward_fn, metrics = fit_reward_head(args, model, head_path, device)
         reward_fn = reward_fn.to(device)
-        info = {"checkpoint": args.checkpoint, "reward_head": str(head_path), "reward_head_metrics": metrics}
+        info = {"checkpoint": args.checkpoint, "reward_head": str(head_path), "reward_head_metrics": metrics,
+                "value_run": args.value}
+        if value is not None:
+            value = value.to(device).eval()
         ck = Path(args.checkpoint)
         out = Path(args.out or ((ck if ck.is_dir() else ck.parent) / "plan"))
     out.mkdir(parents=True, exist_ok=True)
@@ -245,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
                            episodes=args.episodes, steps=args.steps, context=args.context,
                            replan_every=args.replan_every, terminal_weight=args.terminal_weight,
                            seed=args.seed, device=device,
+                           value_fn=None if value is None else value.value,
+                           discount=1.0 if value is None else value.config.discount,
                            use_state=args.oracle, out_dir=out, video=not args.no_video,
                            progress=not args.no_progress)
     result.update(info)
