@@ -9,6 +9,7 @@ import torch
 
 from worldmodels.base import LatentState, TensorBelief, WorldModel, supports_step
 from worldmodels.baselines import DKF, DKFConfig, DVBF, DVBFConfig
+from worldmodels.gtmsm import GTMSM, GTMSMConfig
 from worldmodels.kvae import KVAE, KVAEConfig, KVAEState
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig
 
@@ -36,6 +37,13 @@ MODELS = {
     "dvbf": lambda: DVBF(DVBFConfig(obs_shape=OBS, action_dim=2, z_dim=3, num_modes=4, mlp_hidden=(32,))),
     "vae_rnn": lambda: VAERNN(VAERNNConfig(obs_shape=OBS, action_dim=2, latent_dim=3, hidden_dim=16,
                                            encoder="mlp", mlp_hidden=(32,))),
+    # GTM-SM: gated state transition plus the DND memory read at each predicted state
+    "gtmsm": lambda: GTMSM(GTMSMConfig(obs_shape=OBS, action_dim=2, z_dim=3, hidden=(32,), tau=4)),
+    "gtmsm_rotation_momentum": lambda: GTMSM(GTMSMConfig(obs_shape=OBS, action_dim=2, state_dim=3, z_dim=3,
+                                                         hidden=(32,), tau=4, rotation=True,
+                                                         momentum=True)),
+    "gtmsm_no_memory": lambda: GTMSM(GTMSMConfig(obs_shape=OBS, action_dim=2, z_dim=3, hidden=(32,), tau=4,
+                                                 memory=False)),
 }
 
 

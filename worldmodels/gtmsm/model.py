@@ -12,12 +12,17 @@ states come from the actions only, and the wall gate of eq. 7.3 is learned throu
 Landmark inference (7.10) and ``state_inference="frames_posterior"`` replace it by a posterior
 that sees frames; the ELBO then gains their state KL against the action-driven prior.
 
+Stepwise protocol: ``initial_state(belief)`` is a :class:`GTMSMState` (the agent state, its last
+displacement and the belief's memory, held by reference); ``step`` applies one action with the
+same transition and memory read as ``imagine``, and a loop of it reproduces ``imagine``.
+
 Index convention (package-wide): ``actions[:, t]`` is taken after ``obs[:, t]`` and leads to
 ``obs[:, t + 1]``; so ``s_{t+1} = f(s_t, actions[:, t])`` and ``s_0 = 0``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,6 +34,7 @@ from worldmodels.checks import check_frames, check_sequences, check_shape, model
 from worldmodels.dnd import DNDMemory, DNDRead, dnd_empty, dnd_read, dnd_write, knn_select
 from worldmodels.gtmsm.config import GTMSMConfig
 from worldmodels.gtmsm.landmark import LandmarkInference
+from worldmodels.gtmsm.state import GTMSMState
 from worldmodels.gtmsm.transition import StateTransition
 from worldmodels.nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder,
                               bernoulli_log_prob, gaussian_kl, gaussian_log_prob)
@@ -544,33 +550,91 @@ class GTMSM(WorldModel):
         """Prior rollout (gate, no frames): ``state [M, S]``, ``actions [M, H, A]`` -> ``[M, H, S]``."""
         out = []
         s, d = state, disp
-        tr = self.transition
-        basis = tr.gate_basis()  # once per rollout, not per step
+        basis = self.transition.gate_basis()  # once per rollout, not per step
         for h in range(actions.shape[1]):
-            d = tr.displacement(actions[:, h], d)
-            s = tr.step_displaced(s, d, basis=basis)
-            if sample:
-                s = s + self.config.transition_std * torch.randn(
-                    s.shape, generator=generator, device=s.device, dtype=s.dtype)
+            s, d = self.advance_state(s, d, actions[:, h], basis, sample, generator)
             out.append(s)
         return torch.stack(out, 1)
+
+    def advance_state(self, state: torch.Tensor, disp: torch.Tensor, actions: torch.Tensor,
+                      basis: torch.Tensor | None, sample: bool = False,
+                      generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the state prior ``p(s_t | s_{t-1}, a)`` (eqs. 7.2-7.3), as ``imagine`` and
+        ``step`` take it: ``state/disp [M, S]`` (``s_{t-1}``, ``d_{t-1}``), ``actions [M, A]``,
+        ``basis`` from ``transition.gate_basis()``. Returns ``(s_t, d_t)``, ``s_t`` the mean or,
+        with ``sample``, the mean plus ``r eps`` (one ``[M, S]`` draw from ``generator``)."""
+        d = self.transition.displacement(actions, disp)
+        s = self.transition.step_displaced(state, d, basis=basis)
+        if sample:
+            s = s + self.config.transition_std * torch.randn(
+                s.shape, generator=generator, device=s.device, dtype=s.dtype)
+        return s, d
+
+    def prior_codes(self, memory: DNDMemory, states: torch.Tensor, sample: bool = False,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Codes ``[M, Q, z_dim]`` of the prior at ``states [M, Q, S]``: the memory's mixture
+        (its mean, or a sample; ``memory`` holds ``M`` memories), or N(0, I) without memory."""
+        if self.config.memory:
+            return self.prior_code(self.read_prior(memory, states), sample, generator)
+        shape = (*states.shape[:-1], self.config.z_dim)
+        if sample:
+            return torch.randn(shape, generator=generator, device=states.device, dtype=states.dtype)
+        return states.new_zeros(shape)
 
     def imagine(self, belief: GTMSMBelief, actions: torch.Tensor, *, sample: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Roll ``actions [B, N, H, A]`` from the belief; latents ``[B, N, H, state_dim + z_dim]``
-        = (state, code of the memory's mixture prior: its mean, or a sample)."""
+        = (state, code of the memory's mixture prior: its mean, or a sample).
+
+        The memory is read, never written. Means roll the states out first and read the memory
+        once for all steps; samples go one ``step`` at a time (state noise, then the code's
+        component and noise, at each step), so a loop of ``step`` draws the same numbers.
+        """
         B = belief.batch_size
         check_shape("actions", actions, (B, "N", "H", self.action_dim))
         N, H = actions.shape[1:3]
-        rep = torch.arange(B, device=actions.device).repeat_interleave(N)
-        states = self.rollout_states(belief.state[rep], belief.disp[rep],
-                                     actions.reshape(B * N, H, -1), sample, generator)
-        if self.config.memory:
-            read = self.read_prior(belief.memory.index_batch(rep), states)
-            codes = self.prior_code(read, sample, generator)
-        elif sample:
-            codes = torch.randn(*states.shape[:-1], self.config.z_dim, generator=generator,
-                                device=states.device, dtype=states.dtype)
+        flat = actions.reshape(B * N, H, -1)
+        start = self.initial_state(belief)
+        if N > 1:  # one copy of each memory per candidate
+            start = start.index(torch.arange(B, device=actions.device).repeat_interleave(N))
+        if sample:
+            basis = self.transition.gate_basis()
+            state, out = start, []
+            for h in range(H):
+                state, features = self._step(state, flat[:, h], basis, True, generator)
+                out.append(features)
+            latents = torch.stack(out, 1)
         else:
-            codes = states.new_zeros(*states.shape[:-1], self.config.z_dim)
-        return torch.cat([states, codes], -1).reshape(B, N, H, self.latent_dim)
+            states = self.rollout_states(start.state, start.disp, flat)
+            latents = torch.cat([states, self.prior_codes(start.memory, states)], -1)
+        return latents.reshape(B, N, H, self.latent_dim)
+
+    # ----------------------------------------------------------------- stepwise protocol
+    def initial_state(self, belief: GTMSMBelief, *, sample: bool = False,
+                      generator: torch.Generator | None = None) -> GTMSMState:
+        """The belief's state mean, last displacement and memory (see ``GTMSMState``).
+
+        ``imagine`` starts from the state mean, so ``sample`` draws nothing here.
+        """
+        if not isinstance(belief, GTMSMBelief):
+            raise TypeError(f"belief must be a GTMSMBelief, got {type(belief).__name__}")
+        return GTMSMState.from_memory(belief.state, belief.disp, belief.memory)
+
+    def step(self, state: GTMSMState, actions: torch.Tensor, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> tuple[GTMSMState, torch.Tensor]:
+        """One action ``actions [B, A]``: ``(next state, features [B, state_dim + z_dim])``.
+
+        Features are (``s_t``, prior code at ``s_t``) as in ``imagine``; the memory is read at
+        ``s_t`` and carried over unchanged (the same tensors).
+        """
+        if not isinstance(state, GTMSMState):
+            raise TypeError(f"state must be a GTMSMState, got {type(state).__name__}")
+        check_shape("actions", actions, (state.batch_size, self.action_dim))
+        return self._step(state, actions, self.transition.gate_basis(), sample, generator)
+
+    def _step(self, state: GTMSMState, actions: torch.Tensor, basis: torch.Tensor | None,
+              sample: bool, generator: torch.Generator | None) -> tuple[GTMSMState, torch.Tensor]:
+        s, d = self.advance_state(state.state, state.disp, actions, basis, sample, generator)
+        code = self.prior_codes(state.memory, s.unsqueeze(1), sample, generator).squeeze(1)
+        return dataclasses.replace(state, state=s, disp=d), torch.cat([s, code], -1)

@@ -92,11 +92,16 @@ class StateTransition(nn.Module):
 
     def gate_basis(self) -> torch.Tensor | None:
         """``[S, S]`` map of ``gate_input="action_basis"`` (None for the other inputs): the
-        coordinates of a state in the singular basis of ``M`` (detached), scaled by ``1/sv``."""
+        coordinates of a state in the singular basis of ``M`` (detached), scaled by ``1/sv``.
+        With fewer action than state dimensions (``A < S``, e.g. rotation driven by 2-d
+        actions) the directions no action spans are scaled by the smallest singular value."""
         if not self.config.gate or self.config.gate_input != "action_basis":
             return None
         M = self.M.weight.detach()  # [S, A]
-        U, sv, _ = torch.linalg.svd(M, full_matrices=False)  # M = U diag(sv) V^T
+        S, A = M.shape
+        U, sv, _ = torch.linalg.svd(M, full_matrices=A < S)  # M = U diag(sv) V^T, U [S, S]
+        if A < S:
+            sv = torch.cat([sv, sv[-1:].expand(S - sv.shape[0])])
         return U / sv.clamp(min=1e-6 * sv.max().clamp(min=1e-12))  # diag(1/sv) U^T, as columns
 
     def gate_features(self, projected: torch.Tensor, basis: torch.Tensor | None = None
