@@ -24,7 +24,7 @@ T_CTX, H = 12, 8
 
 def small(dtype: torch.dtype = torch.float32, **kw) -> GTMSM:
     torch.manual_seed(0)
-    return GTMSM(GTMSMConfig(tau=T_CTX, z_dim=6, hidden=(32,), **kw)).to(dtype).eval()
+    return GTMSM(GTMSMConfig(**{"tau": T_CTX, "z_dim": 6, "hidden": (32,), **kw})).to(dtype).eval()
 
 
 def context(m: GTMSM, B: int = 3, seed: int = 3, dtype: torch.dtype = torch.float32
@@ -214,3 +214,28 @@ def test_model_env_partial_reset_swaps_memories_of_those_rows_only():
         r_obs, *_ = ref.step(a)
         assert obs.dtype == np.uint8 and obs.shape == (4, 8, 8, 3)
         np.testing.assert_array_equal(obs[~mask], r_obs[~mask])
+
+
+def test_prior_sample_picks_components_by_weight():
+    """The mixture sample's component follows the kernel weights (never a zero-weight one;
+    uniform for a memory without valid entries) and adds the component's own noise."""
+    from worldmodels.dnd import DNDRead
+    from worldmodels.gtmsm.model import PriorNoise
+
+    m = small(z_dim=1)
+    n, K = 40000, 5
+    weights = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0], [0.0] * K]).repeat_interleave(n // 2, 0)
+    mu = torch.arange(K, dtype=torch.float32).view(1, K, 1).expand(n, K, 1)
+    lv = torch.full((n, K, 1), -12.0)
+    read = DNDRead(torch.zeros(n, K, dtype=torch.long), torch.zeros(n, K), weights,
+                   torch.zeros(n, K, 2), torch.cat([mu, lv], -1), weights > 0)
+    g = torch.Generator().manual_seed(0)
+    noise = PriorNoise(torch.zeros(n, 2), torch.rand(n, generator=g), torch.randn(n, 1, generator=g))
+    z = m.prior_code(read, noise)[:, 0]
+    comp = z.round().long()
+    torch.testing.assert_close(z, comp.float() + torch.exp(torch.tensor(-6.0)) * noise.code[:, 0])
+    freq = torch.bincount(comp[: n // 2], minlength=K).float() / (n // 2)
+    torch.testing.assert_close(freq, weights[0], atol=0.015, rtol=0)
+    freq_empty = torch.bincount(comp[n // 2:], minlength=K).float() / (n // 2)
+    torch.testing.assert_close(freq_empty, torch.full((K,), 0.2), atol=0.015, rtol=0)
+    assert torch.equal(m.prior_code(read), (weights.unsqueeze(-1) * mu).sum(-2))

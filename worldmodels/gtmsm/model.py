@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -96,6 +97,29 @@ class GTMSMBelief(Belief):
     @property
     def batch_size(self) -> int:
         return self.state.shape[0]
+
+
+class PriorNoise(NamedTuple):
+    """Standard noise of the prior (see ``GTMSM.draw_noise``): ``state [M, ..., S]`` normal,
+    ``component [M, ...]`` uniform in [0, 1) (None without memory), ``code [M, ..., z_dim]``
+    normal."""
+
+    state: torch.Tensor
+    component: torch.Tensor | None
+    code: torch.Tensor
+
+    @staticmethod
+    def stack(steps: list[PriorNoise]) -> PriorNoise:
+        """Per-step noise ``[M, ...]`` stacked along a new step axis 1."""
+        comps = [n.component for n in steps if n.component is not None]
+        comp = torch.stack(comps, 1) if len(comps) == len(steps) else None
+        return PriorNoise(torch.stack([n.state for n in steps], 1), comp,
+                          torch.stack([n.code for n in steps], 1))
+
+    def unsqueeze(self, dim: int) -> PriorNoise:
+        """Every field with a new axis ``dim`` (e.g. one query per row)."""
+        comp = None if self.component is None else self.component.unsqueeze(dim)
+        return PriorNoise(self.state.unsqueeze(dim), comp, self.code.unsqueeze(dim))
 
 
 @dataclass
@@ -447,19 +471,24 @@ class GTMSM(WorldModel):
         Dz = self.config.z_dim
         return values[..., :Dz], values[..., Dz:2 * Dz]
 
-    def prior_code(self, read: DNDRead, sample: bool = False,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-        """Code from the mixture prior: its mean, or a sample (component by weight, then z)."""
+    def prior_code(self, read: DNDRead, noise: PriorNoise | None = None) -> torch.Tensor:
+        """Code ``[..., z_dim]`` from the mixture prior of ``read`` (weights ``[..., K]``): its
+        mean, or with ``noise`` a sample: the component whose cumulative weight first exceeds
+        ``noise.component [...]`` (inverse CDF; a memory with no valid entry picks uniformly),
+        then its mean plus its standard deviation times ``noise.code [..., z_dim]``."""
         mu_k, lv_k = self._split_values(read.values)
-        if not sample:
+        if noise is None:
             return (read.weights.unsqueeze(-1) * mu_k).sum(-2)
+        if noise.component is None:
+            raise ValueError("noise.component: a mixture sample needs the component draw")
         w = read.weights.clamp(min=0) + (read.weights.sum(-1, keepdim=True) == 0).to(read.weights.dtype)
-        flat = w.reshape(-1, w.shape[-1])
-        comp = torch.multinomial(flat, 1, generator=generator).reshape(*w.shape[:-1], 1, 1)
+        cdf = torch.cumsum(w, -1)
+        cdf = cdf / cdf[..., -1:]  # exactly 1 at the end
+        comp = (cdf <= noise.component.unsqueeze(-1)).sum(-1).clamp(max=w.shape[-1] - 1)
+        comp = comp[..., None, None]
         mu = mu_k.gather(-2, comp.expand(*comp.shape[:-1], mu_k.shape[-1])).squeeze(-2)
         lv = lv_k.gather(-2, comp.expand(*comp.shape[:-1], lv_k.shape[-1])).squeeze(-2)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + torch.exp(0.5 * lv) * eps
+        return mu + torch.exp(0.5 * lv) * noise.code
 
     # ----------------------------------------------------------------- training
     def loss(self, batch: Batch) -> LossOutput:
@@ -545,51 +574,63 @@ class GTMSM(WorldModel):
         return GTMSMBelief(path.mean[:, -1], path.disp[:, -1], mu_z[:, -1], memory)
 
     def rollout_states(self, state: torch.Tensor, disp: torch.Tensor, actions: torch.Tensor,
-                       sample: bool = False, generator: torch.Generator | None = None
-                       ) -> torch.Tensor:
-        """Prior rollout (gate, no frames): ``state [M, S]``, ``actions [M, H, A]`` -> ``[M, H, S]``."""
+                       noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Prior rollout (gate, no frames): ``state/disp [M, S]``, ``actions [M, H, A]`` ->
+        states ``[M, H, S]``: means, or samples with standard-normal ``noise [M, H, S]``."""
         out = []
         s, d = state, disp
         basis = self.transition.gate_basis()  # once per rollout, not per step
         for h in range(actions.shape[1]):
-            s, d = self.advance_state(s, d, actions[:, h], basis, sample, generator)
+            s, d = self.advance_state(s, d, actions[:, h], basis,
+                                      None if noise is None else noise[:, h])
             out.append(s)
         return torch.stack(out, 1)
 
     def advance_state(self, state: torch.Tensor, disp: torch.Tensor, actions: torch.Tensor,
-                      basis: torch.Tensor | None, sample: bool = False,
-                      generator: torch.Generator | None = None
+                      basis: torch.Tensor | None, noise: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of the state prior ``p(s_t | s_{t-1}, a)`` (eqs. 7.2-7.3), as ``imagine`` and
         ``step`` take it: ``state/disp [M, S]`` (``s_{t-1}``, ``d_{t-1}``), ``actions [M, A]``,
-        ``basis`` from ``transition.gate_basis()``. Returns ``(s_t, d_t)``, ``s_t`` the mean or,
-        with ``sample``, the mean plus ``r eps`` (one ``[M, S]`` draw from ``generator``)."""
+        ``basis`` from ``transition.gate_basis()``. Returns ``(s_t, d_t)``: ``s_t`` is the mean,
+        or the mean plus ``r * noise`` for standard-normal ``noise [M, S]``."""
         d = self.transition.displacement(actions, disp)
         s = self.transition.step_displaced(state, d, basis=basis)
-        if sample:
-            s = s + self.config.transition_std * torch.randn(
-                s.shape, generator=generator, device=s.device, dtype=s.dtype)
+        if noise is not None:
+            s = s + self.config.transition_std * noise
         return s, d
 
-    def prior_codes(self, memory: DNDMemory, states: torch.Tensor, sample: bool = False,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Codes ``[M, Q, z_dim]`` of the prior at ``states [M, Q, S]``: the memory's mixture
-        (its mean, or a sample; ``memory`` holds ``M`` memories), or N(0, I) without memory."""
+    def draw_noise(self, rows: int, like: torch.Tensor,
+                   generator: torch.Generator | None = None) -> PriorNoise:
+        """One step's noise for ``rows`` rows (dtype and device of ``like``), drawn in a fixed
+        order that does not depend on the data: state ``[rows, S]`` (normal), component
+        ``[rows]`` (uniform in [0, 1); only with memory), code ``[rows, z_dim]`` (normal).
+        ``imagine`` and ``step`` draw it step by step, so both consume ``generator`` alike."""
+        dev, dt = like.device, like.dtype
+        state = torch.randn(rows, self.config.state_dim, generator=generator, device=dev, dtype=dt)
+        comp = (torch.rand(rows, generator=generator, device=dev, dtype=dt)
+                if self.config.memory else None)
+        code = torch.randn(rows, self.config.z_dim, generator=generator, device=dev, dtype=dt)
+        return PriorNoise(state, comp, code)
+
+    def prior_codes(self, memory: DNDMemory, states: torch.Tensor,
+                    noise: PriorNoise | None = None) -> torch.Tensor:
+        """Codes ``[M, Q, z_dim]`` of the prior at ``states [M, Q, S]`` (``memory`` holds ``M``
+        memories): the memory's mixture, or N(0, I) without memory; its mean, or a sample with
+        ``noise`` (fields ``[M, Q, ...]``, see ``draw_noise``)."""
         if self.config.memory:
-            return self.prior_code(self.read_prior(memory, states), sample, generator)
-        shape = (*states.shape[:-1], self.config.z_dim)
-        if sample:
-            return torch.randn(shape, generator=generator, device=states.device, dtype=states.dtype)
-        return states.new_zeros(shape)
+            return self.prior_code(self.read_prior(memory, states), noise)
+        if noise is not None:
+            return noise.code
+        return states.new_zeros(*states.shape[:-1], self.config.z_dim)
 
     def imagine(self, belief: GTMSMBelief, actions: torch.Tensor, *, sample: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Roll ``actions [B, N, H, A]`` from the belief; latents ``[B, N, H, state_dim + z_dim]``
         = (state, code of the memory's mixture prior: its mean, or a sample).
 
-        The memory is read, never written. Means roll the states out first and read the memory
-        once for all steps; samples go one ``step`` at a time (state noise, then the code's
-        component and noise, at each step), so a loop of ``step`` draws the same numbers.
+        The memory is read, never written: the states are rolled out, then the memory is read
+        once for all steps. Samples use the noise of ``draw_noise`` drawn step by step, so a loop
+        of ``step`` with the same generator draws the same numbers.
         """
         B = belief.batch_size
         check_shape("actions", actions, (B, "N", "H", self.action_dim))
@@ -598,16 +639,12 @@ class GTMSM(WorldModel):
         start = self.initial_state(belief)
         if N > 1:  # one copy of each memory per candidate
             start = start.index(torch.arange(B, device=actions.device).repeat_interleave(N))
+        noise = None
         if sample:
-            basis = self.transition.gate_basis()
-            state, out = start, []
-            for h in range(H):
-                state, features = self._step(state, flat[:, h], basis, True, generator)
-                out.append(features)
-            latents = torch.stack(out, 1)
-        else:
-            states = self.rollout_states(start.state, start.disp, flat)
-            latents = torch.cat([states, self.prior_codes(start.memory, states)], -1)
+            noise = PriorNoise.stack([self.draw_noise(B * N, start.state, generator) for _ in range(H)])
+        states = self.rollout_states(start.state, start.disp, flat,
+                                     None if noise is None else noise.state)
+        latents = torch.cat([states, self.prior_codes(start.memory, states, noise)], -1)
         return latents.reshape(B, N, H, self.latent_dim)
 
     # ----------------------------------------------------------------- stepwise protocol
@@ -631,10 +668,9 @@ class GTMSM(WorldModel):
         if not isinstance(state, GTMSMState):
             raise TypeError(f"state must be a GTMSMState, got {type(state).__name__}")
         check_shape("actions", actions, (state.batch_size, self.action_dim))
-        return self._step(state, actions, self.transition.gate_basis(), sample, generator)
-
-    def _step(self, state: GTMSMState, actions: torch.Tensor, basis: torch.Tensor | None,
-              sample: bool, generator: torch.Generator | None) -> tuple[GTMSMState, torch.Tensor]:
-        s, d = self.advance_state(state.state, state.disp, actions, basis, sample, generator)
-        code = self.prior_codes(state.memory, s.unsqueeze(1), sample, generator).squeeze(1)
+        noise = self.draw_noise(state.batch_size, state.state, generator) if sample else None
+        s, d = self.advance_state(state.state, state.disp, actions, self.transition.gate_basis(),
+                                  None if noise is None else noise.state)
+        code = self.prior_codes(state.memory, s.unsqueeze(1),
+                                None if noise is None else noise.unsqueeze(1)).squeeze(1)
         return dataclasses.replace(state, state=s, disp=d), torch.cat([s, code], -1)
