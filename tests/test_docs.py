@@ -43,6 +43,7 @@ HISTORY_PATTERNS = {
     "machine path /work/": re.compile(r"/work/"),
     "machine path /tmp/": re.compile(r"/tmp/"),
     "notes folder": re.compile(r"\bnotes/"),
+    "placeholder": re.compile(r"\b(TODO|TBD|FIXME|XXX)\b"),
 }
 #: a commit-like token: 7-40 hex digits with at least one digit and one letter
 COMMIT_HASH = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")
@@ -100,9 +101,9 @@ def test_no_development_history(path: Path):
 
 
 def test_history_patterns_catch_what_they_should():
-    bad = "measured in session 4 (commit 52f34a4) against the issue's baseline, see /work/notes/x.md"
+    bad = "measured in session 4 (commit 52f34a4) against the issue's baseline, see /work/notes/x.md (TBD)"
     hits = {name for name, rx in HISTORY_PATTERNS.items() if rx.search(bad)}
-    assert {"session", "the issue", "machine path /work/", "notes folder"} <= hits
+    assert {"session", "the issue", "machine path /work/", "notes folder", "placeholder"} <= hits
     assert COMMIT_HASH.search(bad)
     assert not COMMIT_HASH.search("the deadline, 12345678 frames, a facade, 0.0031 wrong pixels")
 
