@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-dir", default=None)
+    p.add_argument("--retrain", action="store_true",
+                   help="delete a GTM-SM run folder trained under another configuration and train again")
     args = p.parse_args(argv)
     if args.quick:  # a smoke run: a few updates, 2 short episodes
         args.train_steps = args.train_steps or 3
@@ -195,6 +197,7 @@ def main(argv=None) -> int:
 def prepare_gtmsm(args, run: Path, device, progress: bool):
     from envs.generate import generate_dataset
     from experiments.pendulum_swingup import dataset_split
+    from experiments.protocol import prepare_run_dir
     from worldmodels.gtmsm import GTMSM, GTMSMConfig
     from worldmodels.training import TrainConfig, Trainer
 
@@ -206,10 +209,13 @@ def prepare_gtmsm(args, run: Path, device, progress: bool):
     data = Path(f"runs/data/{preset}")
     generate_dataset(preset, data, progress=progress)
     kdir = run / "gtmsm"
+    steps = args.train_steps or (800 if args.quick else 20000)
+    model_cfg = GTMSMConfig(tau=64 if args.quick else 256)
+    prepare_run_dir(kdir, {"preset": preset, "steps": steps, "model": vars(model_cfg), "batch_size": 16,
+                           "lr": 1e-3, "seed": 0}, retrain=args.retrain)
     if not (kdir / "summary.json").exists():
-        steps = args.train_steps or (800 if args.quick else 20000)
         torch.manual_seed(0)
-        model = GTMSM(GTMSMConfig(tau=64 if args.quick else 256))
+        model = GTMSM(model_cfg)
         cfg = TrainConfig(steps=steps, batch_size=16, lr=1e-3, device=str(device), progress=progress,
                           tensorboard=False, val_every=max(steps // 4, 1), checkpoint_every=max(steps // 4, 1))
         Trainer(model, cfg, kdir, dataset_split(data, "train"), dataset_split(data, "valid"),

@@ -38,7 +38,8 @@ def test_quick_run_writes_a_traceable_result(exp, tmp_path, one_thread):
     argv = ["--quick", *exp.quick_args, "--out-dir", str(out)]
     if exp.run_dir:
         argv += ["--run-dir", str(tmp_path / "run")]
-    before = {p: p.stat().st_mtime_ns for p in Path("experiments/results").glob("*")}
+    committed = Path("experiments/results")
+    before = {p: p.stat().st_mtime_ns for p in committed.glob(f"{exp.name}*")}
     rc = module.main(argv)
     assert rc in (0, None)
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
@@ -57,4 +58,4 @@ def test_quick_run_writes_a_traceable_result(exp, tmp_path, one_thread):
                 head = rec["results"]["headline"]["per_method"]
                 assert head and all(len(s["values"]) == len(proto.training_seeds) for s in head.values())
     # a smoke run never touches the committed results
-    assert {p: p.stat().st_mtime_ns for p in Path("experiments/results").glob("*")} == before
+    assert {p: p.stat().st_mtime_ns for p in committed.glob(f"{exp.name}*")} == before
