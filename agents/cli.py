@@ -1,6 +1,6 @@
 """The ``worldmodels`` console script: ``worldmodels <command> --help`` for each command.
 
-Commands are the modules of `agents.commands` (``generate``, ``train``, ``evaluate``, ``plan``,
+Commands are the modules of `worldmodels.agents.commands` (``generate``, ``train``, ``evaluate``, ``plan``,
 ``video``, ``demo``); each provides ``add_parser(subparsers)`` and ``run(args) -> int``. A
 command whose module is not installed is simply absent.
 
@@ -46,7 +46,7 @@ def available_commands() -> dict[str, ModuleType]:
     """The command modules that exist, by name."""
     found = {}
     for name in COMMANDS:
-        modname = f"agents.commands.{name.replace('-', '_')}"
+        modname = f"worldmodels.agents.commands.{name.replace('-', '_')}"
         try:
             found[name] = importlib.import_module(modname)
         except ModuleNotFoundError as e:
@@ -82,8 +82,8 @@ def _one_line(text: object) -> str:
 def error_message(exc: BaseException) -> tuple[str, int]:
     """``(message, exit status)`` for an exception a command raised, or ``("", 0)`` for one that is
     not an expected error (a bug: its traceback is shown)."""
-    from agents.commands.validation import UsageError
-    from agents.reward import RewardHeadFileError
+    from worldmodels.agents.commands.validation import UsageError
+    from worldmodels.agents.reward import RewardHeadFileError
 
     if isinstance(exc, UsageError):
         return _one_line(exc), EXIT_USAGE

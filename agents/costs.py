@@ -3,7 +3,7 @@ a world model.
 
 A *reward function* scores latent transitions: ``reward_fn(before [..., H, D], actions [..., H, A],
 after [..., H, D]) -> [..., H]`` where ``before[..., h]`` is the latent at which ``actions[..., h]``
-is taken and ``after[..., h]`` the latent it leads to. Reward heads (``agents.reward``), goal
+is taken and ``after[..., h]`` the latent it leads to. Reward heads (``worldmodels.agents.reward``), goal
 costs and the oracle's true pendulum reward all follow it, so planners can use any of them.
 """
 
@@ -64,14 +64,14 @@ def rollout_objective(
     state were kept for w more steps: a cheap stand-in for a value beyond the horizon.
 
     ``value_fn`` (latents ``[..., D]`` -> values ``[...]``, e.g. a critic trained in imagination,
-    ``agents.policy``) adds a learned value of the last imagined latent, TD-MPC style:
+    ``worldmodels.agents.policy``) adds a learned value of the last imagined latent, TD-MPC style:
     ``sum_h discount^h r_h + discount^H V(z_H)`` (with ``terminal_weight`` too if both are given).
 
     Returns ``objective(actions [B, N, H, A]) -> [B, N]`` that calls ``model.imagine`` once on
     the whole population. Differentiable if the model and the reward are (for GradCEM).
 
     ``fast``: for mean rollouts (``sample=False``) of a KVAE scored by a ``RewardHead``, calls
-    without gradients take the fused features-first path (``agents.fast_imagine``,
+    without gradients take the fused features-first path (``worldmodels.agents.fast_imagine``,
     ``RewardHead.rollout_rewards``): the same returns up to float rounding, ~4x faster on CPU.
     """
     start = belief.features()  # [B, D]

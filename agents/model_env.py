@@ -90,7 +90,7 @@ class ModelVectorEnv(gym.vector.VectorEnv):
 
     Args:
         model: a trained ``WorldModel`` (used in eval mode, no gradients).
-        reward_fn: ``(before, actions, after) -> rewards`` on latents (see ``agents.costs``).
+        reward_fn: ``(before, actions, after) -> rewards`` on latents (see ``worldmodels.agents.costs``).
         contexts: real starting contexts ``{"obs": [M, T, ...], "actions": [M, T, A]}``; each
             (re)started episode draws one of them at random.
         action_space: the single-env Gymnasium ``Box`` action space (or ``Discrete``: actions

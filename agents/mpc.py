@@ -50,7 +50,7 @@ class MPCConfig:
         record: keep the real frames and the decoded imagined futures (for videos).
         seed: seeds the planner's and the exploration noise's generators.
         fused: plan through the fused means-only path where one exists (KVAE + ``RewardHead``,
-            see ``agents.fast_imagine``); False forces ``model.imagine`` + ``reward_fn``.
+            see ``worldmodels.agents.fast_imagine``); False forces ``model.imagine`` + ``reward_fn``.
     """
 
     context: int = 16
@@ -69,7 +69,7 @@ class FilteringAgent:
     """An agent that keeps the last ``context`` real observations and actions of ``n``
     environments and filters them into the model's belief (``belief()``).
 
-    Subclasses decide the actions (``MPCAgent`` plans, ``agents.policy.ActorPolicy`` runs a
+    Subclasses decide the actions (``MPCAgent`` plans, ``worldmodels.agents.policy.ActorPolicy`` runs a
     learned actor) and write the action taken into ``self._act[:, -1]``.
     """
 
@@ -147,7 +147,7 @@ class FilteringAgent:
 class MPCAgent(FilteringAgent):
     """Latent-space MPC over a ``WorldModel`` with any planner and reward function.
 
-    ``value_fn`` (latents ``[..., D]`` -> ``[...]``, e.g. the critic of ``agents.policy``) adds
+    ``value_fn`` (latents ``[..., D]`` -> ``[...]``, e.g. the critic of ``worldmodels.agents.policy``) adds
     ``discount^H V(z_H)`` to the planning objective (``rollout_objective``).
     """
 

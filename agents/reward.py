@@ -1,6 +1,6 @@
 """A reward head on the world model's latents, trained on the dataset's rewards.
 
-``RewardHead`` follows the ``agents.costs.RewardFn`` signature: it predicts ``r_t`` from the
+``RewardHead`` follows the ``worldmodels.agents.costs.RewardFn`` signature: it predicts ``r_t`` from the
 latent ``z_t`` at which ``a_t`` is taken, the action, and optionally the next latent ``z_{t+1}``.
 Training targets come from filtering the real sequences with the model (``observe`` on every
 prefix, so the latents are the ones the agent sees at decision time).

@@ -32,7 +32,7 @@ Policy = Callable[[np.ndarray, dict], np.ndarray]
 def make_vector_env(env_id: str, num_envs: int, max_episode_steps: int | None = None,
                     **env_kwargs) -> gym.vector.VectorEnv:
     """A ``SyncVectorEnv`` of ``num_envs`` copies with same-step autoreset (see ``MPCAgent``)."""
-    import envs  # noqa: F401  (registers the worldmodels/* ids)
+    from worldmodels import envs  # noqa: F401  (registers the worldmodels/* ids)
 
     kw = dict(env_kwargs)
     if max_episode_steps is not None:

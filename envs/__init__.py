@@ -10,20 +10,23 @@ Ids (all ``render_mode="rgb_array"``, true low-dimensional state in ``info["stat
 
 from __future__ import annotations
 
+if __name__ == "envs":  # imported as a top-level package from a checkout: one name, one module
+    raise ImportError("import worldmodels.envs, not envs: the package installs as worldmodels.envs")
+
 from gymnasium.envs.registration import register, registry
 
-from envs.bouncing_ball import BouncingBallEnv
-from envs.image_navigation import ImageNavigationEnv
-from envs.pendulum import PixelPendulumEnv
+from worldmodels.envs.bouncing_ball import BouncingBallEnv
+from worldmodels.envs.image_navigation import ImageNavigationEnv
+from worldmodels.envs.pendulum import PixelPendulumEnv
 
 #: Registered ids -> (entry point, default kwargs, max_episode_steps).
 ENV_IDS: dict[str, tuple[str, dict, int]] = {
-    "worldmodels/BouncingBall-v0": ("envs.bouncing_ball:BouncingBallEnv", {"variant": "box"}, 100),
-    "worldmodels/BouncingBallGravity-v0": ("envs.bouncing_ball:BouncingBallEnv", {"variant": "gravity"}, 100),
-    "worldmodels/BouncingBallPolygon-v0": ("envs.bouncing_ball:BouncingBallEnv", {"variant": "polygon"}, 100),
-    "worldmodels/BouncingBallPong-v0": ("envs.bouncing_ball:BouncingBallEnv", {"variant": "pong"}, 100),
-    "worldmodels/Pendulum-v0": ("envs.pendulum:PixelPendulumEnv", {}, 200),
-    "worldmodels/ImageNavigation-v0": ("envs.image_navigation:ImageNavigationEnv", {}, 512),
+    "worldmodels/BouncingBall-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "box"}, 100),
+    "worldmodels/BouncingBallGravity-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "gravity"}, 100),
+    "worldmodels/BouncingBallPolygon-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "polygon"}, 100),
+    "worldmodels/BouncingBallPong-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "pong"}, 100),
+    "worldmodels/Pendulum-v0": ("worldmodels.envs.pendulum:PixelPendulumEnv", {}, 200),
+    "worldmodels/ImageNavigation-v0": ("worldmodels.envs.image_navigation:ImageNavigationEnv", {}, 512),
 }
 
 for _id, (_entry, _kwargs, _steps) in ENV_IDS.items():

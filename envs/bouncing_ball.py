@@ -10,8 +10,8 @@ import numpy as np
 import pymunk
 from gymnasium import spaces
 
-from envs.rendering import PixelGrid, rasterize_segments
-from envs.validation import finite_float, finite_vector, int_in
+from worldmodels.envs.rendering import PixelGrid, rasterize_segments
+from worldmodels.envs.validation import finite_float, finite_vector, int_in
 
 #: Per-variant defaults, following the KVAE reference data (thesis 6.5.1 and 6.8).
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -33,8 +33,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-import envs  # noqa: F401  (registers the ids)
-from envs.policies import POLICIES, make_policy
+from worldmodels import envs  # noqa: F401  (registers the ids)
+from worldmodels.envs.policies import POLICIES, make_policy
 
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"

@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.validation import int_in
-from envs.world_images import list_image_files, load_image, procedural_world
+from worldmodels.envs.validation import int_in
+from worldmodels.envs.world_images import list_image_files, load_image, procedural_world
 
 #: Action meanings, in the order of the discrete action indices.
 ACTIONS = ("up", "down", "left", "right", "stay")

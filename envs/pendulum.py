@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.rendering import RodRenderer
-from envs.validation import finite_float
+from worldmodels.envs.rendering import RodRenderer
+from worldmodels.envs.validation import finite_float
 
 _TWO_PI = 2.0 * math.pi
 _f32 = np.float32

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.validation import finite_float, int_in
+from worldmodels.envs.validation import finite_float, int_in
 
 MAX_RATE = 1000.0
 

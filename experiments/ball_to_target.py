@@ -5,7 +5,7 @@ be brought to the scene centre. Policies, all run batched from the same seeds:
 
 * random: uniform random forces;
 * oracle: the planner on the true state with a torch re-implementation of the ball physics
-  (``agents.oracle.BallOracle``) and the env's reward;
+  (``worldmodels.agents.oracle.BallOracle``) and the env's reward;
 * latent: MPC in the KVAE's latent space with a reward head trained on the dataset rewards
   (``bouncing_ball_forces`` data, ``bouncing_ball_forces_small`` with ``--quick``).
 
@@ -45,7 +45,7 @@ def kvae_config(**overrides):
 
 
 def run_policy(name, make_policy, episodes, steps, seed, progress):
-    from agents.rl_loop import make_vector_env, rollout
+    from worldmodels.agents.rl_loop import make_vector_env, rollout
 
     venv = make_vector_env(ENV_ID, episodes, max_episode_steps=steps + 1)
     policy, reset_fn = make_policy(episodes)
@@ -93,9 +93,9 @@ def main(argv=None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
 
-    from agents.mpc import MPCAgent, MPCConfig
-    from agents.oracle import BallOracle, TargetDistanceReward
-    from agents.planners import make_planner
+    from worldmodels.agents.mpc import MPCAgent, MPCConfig
+    from worldmodels.agents.oracle import BallOracle, TargetDistanceReward
+    from worldmodels.agents.planners import make_planner
 
     def planner():
         return make_planner(args.planner, -1.0, 1.0, action_dim=2, horizon=args.horizon)

@@ -36,7 +36,7 @@ def _median_time(fn, repeats: int) -> tuple[float, list[float]]:
 
 
 def bench_generation(n_train: int, workers: int, repeats: int) -> dict:
-    from envs.generate import PRESETS, generate_dataset
+    from worldmodels.envs.generate import PRESETS, generate_dataset
 
     spec = dataclasses.replace(PRESETS["bouncing_ball"], splits={"train": n_train})
     tmp = Path(tempfile.mkdtemp(prefix="bench_envs_", dir=Path("runs").resolve() if Path("runs").is_dir() else None))
@@ -73,7 +73,7 @@ def _step_rate(env, action, steps: int, repeats: int) -> tuple[float, list[float
 def bench_steps(steps: int, repeats: int) -> dict:
     import gymnasium as gym
 
-    import envs
+    from worldmodels import envs
 
     out = {}
     pend = envs.PixelPendulumEnv()

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.model_env import ModelVectorEnv
-from agents.reward import RewardHead, RewardHeadConfig
+from worldmodels.agents.model_env import ModelVectorEnv
+from worldmodels.agents.reward import RewardHead, RewardHeadConfig
 from experiments._results import save_results
 from worldmodels.base import Belief, WorldModel
 
@@ -62,7 +62,7 @@ class ImagineOnly(WorldModel):
 
 def pendulum_model(device: torch.device) -> WorldModel:
     """The preset's KVAE, untrained, in eval mode on ``device``."""
-    from agents.commands import build_model, load_config
+    from worldmodels.agents.commands import build_model, load_config
 
     cfg = load_config(PRESET)
     return build_model(cfg["model"], OBS_SHAPE, ACTION_DIM).to(device).eval()

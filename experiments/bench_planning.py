@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.mpc import MPCAgent, MPCConfig
-from agents.oracle import PendulumOracle, pendulum_reward
-from agents.planners import PRESETS, make_planner
-from agents.reward import RewardHead, RewardHeadConfig
+from worldmodels.agents.mpc import MPCAgent, MPCConfig
+from worldmodels.agents.oracle import PendulumOracle, pendulum_reward
+from worldmodels.agents.planners import PRESETS, make_planner
+from worldmodels.agents.reward import RewardHead, RewardHeadConfig
 from experiments._results import output_dir, save_results
 
 
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
 
     if args.checkpoint:
-        from agents.commands.plan import load_world_model
+        from worldmodels.agents.commands.plan import load_world_model
         model = load_world_model(args.checkpoint, device=str(device))
     else:
         model = pendulum_kvae(device, args.dynamics)

@@ -2,12 +2,12 @@
 
 For each training seed: the demo's KVAE (``worldmodels demo``'s ``train`` config with that seed)
 -> the demo's reward head -> after 0, 1, ..., ``--rounds`` PlaNet-style rounds (the demo's round
-settings: ``agents.rl_loop`` with 8 episodes of 150 steps at H = 12, 200 fine-tuning updates, a
+settings: ``worldmodels.agents.rl_loop`` with 8 episodes of 150 steps at H = 12, 200 fine-tuning updates, a
 new reward head), ``--episodes`` noise-free episodes of 200 steps from starts 0, 1, ... at each
 planning setting in ``--settings``: ``H`` (horizon) or ``H/twW`` (horizon and
 ``MPCConfig.terminal_weight`` W; the rounds themselves plan without one). An episode counts as
 upright when the rod stays within 0.5 rad of the top for at least 90 % of its last 50 steps
-(``agents.oracle.upright_fraction``). These tuning starts (reset seeds 0, 1, ...) choose the
+(``worldmodels.agents.oracle.upright_fraction``). These tuning starts (reset seeds 0, 1, ...) choose the
 setting; after the last round the chosen one is measured on ``--eval-episodes`` held-out starts
 (reset seeds 1000, ...), the numbers to report.
 
@@ -39,7 +39,7 @@ UPRIGHT = 0.9  # fraction of the last 50 steps within 0.5 rad of the top
 
 def base_model(cfg: dict[str, Any], seed_dir: Path) -> str:
     """Train (or reuse) the demo's KVAE in ``seed_dir``; returns its checkpoint path."""
-    from agents.commands.train import train_from_config
+    from worldmodels.agents.commands.train import train_from_config
 
     summary_path = seed_dir / "summary.json"
     if not summary_path.is_file():
@@ -79,7 +79,7 @@ TUNING_START, EVALUATION_START = 0, 1000  # reset seeds of the tuning and the he
 def evaluate_cell(model, head, horizon: int, terminal_weight: float, episodes: int, steps: int,
                   planner: str, start: int = TUNING_START) -> dict[str, Any]:
     """Noise-free episodes from starts ``start .. start + episodes - 1``: returns and upright fractions."""
-    from agents.commands.plan import plan_episodes
+    from worldmodels.agents.commands.plan import plan_episodes
 
     r = plan_episodes(model, head, ENV_ID, planner=planner, planner_overrides={"horizon": horizon},
                       terminal_weight=terminal_weight, episodes=episodes, steps=steps, video=False,
@@ -95,9 +95,9 @@ def run_seed(seed: int, args: argparse.Namespace, ctl: dict[str, Any], cfg: dict
     """All cells (``cell_key``) of one training seed on the tuning starts, computing the missing ones;
     with ``chosen`` (a horizon and terminal weight) also that setting after the last round on the
     held-out evaluation starts (key ``"eval/" + cell_key``)."""
-    from agents.commands.plan import demo_rl_config, fit_demo_reward_head, load_world_model
-    from agents.reward import RewardHead
-    from agents.rl_loop import run_rl_loop
+    from worldmodels.agents.commands.plan import demo_rl_config, fit_demo_reward_head, load_world_model
+    from worldmodels.agents.reward import RewardHead
+    from worldmodels.agents.rl_loop import run_rl_loop
 
     seed_dir = prepare_run_dir(Path(args.run_dir) / f"seed_{seed}",
                                {"seed": seed, "config": cfg, "episodes": args.episodes, "steps": args.steps,
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from agents.commands import apply_overrides, ensure_dataset
-    from agents.commands.demo import DEFAULT_CONFIG
+    from worldmodels.agents.commands import apply_overrides, ensure_dataset
+    from worldmodels.agents.commands.demo import DEFAULT_CONFIG
 
     from ._results import output_dir, save_results
 

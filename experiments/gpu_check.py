@@ -90,7 +90,7 @@ def stage_evaluate(device: torch.device, data: Path, out: Path, checkpoint: str)
 
 
 def stage_plan(device: torch.device, checkpoint: str, envs: list[int], repeats: int) -> dict[str, Any]:
-    from agents.reward import RewardHead, RewardHeadConfig
+    from worldmodels.agents.reward import RewardHead, RewardHeadConfig
     from experiments.bench_planning import time_agent
     from worldmodels.training import load
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     envs = [1, 64] if gpu else [1, 4]
     T = 10_000 if gpu else (1_000 if args.quick else 5_000)
     work = Path(args.work_dir)
-    from envs.generate import generate_dataset
+    from worldmodels.envs.generate import generate_dataset
 
     data = work / "data"
     generate_dataset("pendulum_small", data, progress=False)

@@ -86,7 +86,7 @@ def dataset_spec(preset: str, obstacles: bool):
     """The preset's spec, or its obstacle variant (thesis 7.10.1) under ``<preset>_obstacles``."""
     import dataclasses
 
-    from envs.generate import get_spec
+    from worldmodels.envs.generate import get_spec
 
     spec = get_spec(preset)
     if obstacles:
@@ -98,7 +98,7 @@ def dataset_spec(preset: str, obstacles: bool):
 
 def ensure_dataset(spec, data_dir: Path) -> Path:
     if not (data_dir / "manifest.json").exists():
-        from envs.generate import generate_dataset
+        from worldmodels.envs.generate import generate_dataset
 
         print(f"generating {spec.name} into {data_dir}")
         generate_dataset(spec, data_dir)

@@ -18,11 +18,11 @@ DATA_ROOT = Path("runs/data")
 
 
 def ensure_dataset(preset: str, root: str | Path = DATA_ROOT) -> Path:
-    """Dataset folder of an `envs.generate` preset, generated (resumably) if missing."""
+    """Dataset folder of an `worldmodels.envs.generate` preset, generated (resumably) if missing."""
     out = Path(root) / preset
     manifest = out / "manifest.json"
     if not manifest.is_file() or not json.loads(manifest.read_text()).get("complete", False):
-        from envs.generate import generate_dataset
+        from worldmodels.envs.generate import generate_dataset
 
         generate_dataset(preset, out, num_workers=1)
     return out

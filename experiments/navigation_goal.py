@@ -36,7 +36,7 @@ MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)])
 def make_env(steps: int):
     import gymnasium as gym
 
-    import envs  # noqa: F401
+    from worldmodels import envs  # noqa: F401
 
     return gym.make(ENV_ID, goal="view", max_episode_steps=steps + 1)
 
@@ -127,10 +127,10 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     seeds = [args.seed + i for i in range(args.episodes)]
 
-    from agents.costs import QuadraticCost
-    from agents.mpc import MPCAgent, MPCConfig
-    from agents.oracle import GridOracle
-    from agents.planners import make_planner
+    from worldmodels.agents.costs import QuadraticCost
+    from worldmodels.agents.mpc import MPCAgent, MPCConfig
+    from worldmodels.agents.oracle import GridOracle
+    from worldmodels.agents.planners import make_planner
 
     def planner():
         return make_planner("categorical", num_actions=5, horizon=args.horizon, population=args.population,
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         model, info = prepare_gtmsm(args, run, device, progress)
 
         def latent(n, goals, goal_views, hist_obs, hist_act):
-            from agents.mpc import image_obs_to_tensor
+            from worldmodels.agents.mpc import image_obs_to_tensor
 
             gv = image_obs_to_tensor(goal_views).to(device)
             with torch.no_grad():
@@ -195,13 +195,13 @@ def main(argv=None) -> int:
 
 
 def prepare_gtmsm(args, run: Path, device, progress: bool):
-    from envs.generate import generate_dataset
+    from worldmodels.envs.generate import generate_dataset
     from experiments.pendulum_swingup import dataset_split
     from experiments.protocol import prepare_run_dir
     from worldmodels.gtmsm import GTMSM, GTMSMConfig
     from worldmodels.training import TrainConfig, Trainer
 
-    from agents.commands.plan import load_world_model
+    from worldmodels.agents.commands.plan import load_world_model
 
     if args.checkpoint:
         return load_world_model(args.checkpoint, device=str(device)).eval(), {"checkpoint": args.checkpoint}

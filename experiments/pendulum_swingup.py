@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.oracle import upright_fraction
+from worldmodels.agents.oracle import upright_fraction
 from experiments.protocol import Protocol, SeedSet, budget_record, config_hash, mean_ci, paired_claim, prepare_run_dir
 
 ENV_ID = "worldmodels/Pendulum-v0"
@@ -48,7 +48,7 @@ def kvae_config(**overrides):
 
 def evaluate(policy_name: str, make_policy, episodes: int, steps: int, seed: int, progress: bool):
     """Returns of ``episodes`` batched episodes; ``make_policy(n) -> (policy, reset_fn, agent)``."""
-    from agents.rl_loop import make_vector_env, rollout
+    from worldmodels.agents.rl_loop import make_vector_env, rollout
 
     venv = make_vector_env(ENV_ID, episodes, max_episode_steps=steps + 1)
     policy, reset_fn, agent = make_policy(episodes)
@@ -118,9 +118,9 @@ def make_protocol(args: argparse.Namespace) -> Protocol:
 
 def reference_returns(args, device, horizon: int, start: int, episodes: int, progress: bool) -> dict[str, dict]:
     """Random-policy and oracle (true dynamics, same planner and horizon) episodes from ``start``."""
-    from agents.mpc import MPCAgent, MPCConfig
-    from agents.oracle import PendulumOracle, pendulum_reward
-    from agents.planners import make_planner
+    from worldmodels.agents.mpc import MPCAgent, MPCConfig
+    from worldmodels.agents.oracle import PendulumOracle, pendulum_reward
+    from worldmodels.agents.planners import make_planner
 
     rng = np.random.default_rng(start)
 
@@ -138,8 +138,8 @@ def reference_returns(args, device, horizon: int, start: int, episodes: int, pro
 
 def latent_returns(args, model, head, device, horizon: int, start: int, episodes: int, progress: bool) -> dict:
     """Latent MPC episodes (pixels -> KVAE belief -> planner -> torque) from reset seeds ``start..``."""
-    from agents.mpc import MPCAgent, MPCConfig
-    from agents.planners import make_planner
+    from worldmodels.agents.mpc import MPCAgent, MPCConfig
+    from worldmodels.agents.planners import make_planner
 
     def latent_policy(n):
         agent = MPCAgent(model, make_planner(args.planner, -2.0, 2.0, horizon=horizon), head,
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
 
 
 def make_planner_config(planner: str, horizon: int):
-    from agents.planners import make_planner
+    from worldmodels.agents.planners import make_planner
 
     return make_planner(planner, -2.0, 2.0, horizon=horizon).config
 
@@ -245,9 +245,9 @@ def prepare_latent_agent(args, run: Path, device, progress: bool, preset: str | 
     ``preset``: dataset preset (default pendulum / pendulum_small with ``--quick``);
     ``config_fn``: KVAE config factory; ``train_steps``: default (quick, full) updates.
     """
-    from agents.commands.plan import load_world_model
-    from agents.reward import RewardHead, RewardHeadConfig, train_reward_head
-    from envs.generate import generate_dataset
+    from worldmodels.agents.commands.plan import load_world_model
+    from worldmodels.agents.reward import RewardHead, RewardHeadConfig, train_reward_head
+    from worldmodels.envs.generate import generate_dataset
     from worldmodels.kvae import KVAE
     from worldmodels.training import TrainConfig, Trainer
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from agents.cli import available_commands, main
-from agents.commands import CONFIG_DIR, apply_overrides, build_model, dataclass_from, list_presets, load_config
+from worldmodels.agents.cli import available_commands, main
+from worldmodels.agents.commands import CONFIG_DIR, apply_overrides, build_model, dataclass_from, list_presets, load_config
 from worldmodels.registry import get_model_class
 
 
@@ -52,7 +52,7 @@ def test_presets_build_their_model_and_configs(name):
 
     cfg = load_config(name)
     assert cfg["data"]["preset"]
-    from envs.generate import PRESETS
+    from worldmodels.envs.generate import PRESETS
 
     assert cfg["data"]["preset"] in PRESETS
     tcfg = dataclass_from(TrainConfig, cfg["train"], "train")
@@ -66,7 +66,7 @@ def test_presets_build_their_model_and_configs(name):
 
 
 def test_demo_default_matches_configs_demo_yaml():
-    from agents.commands.demo import DEFAULT_CONFIG
+    from worldmodels.agents.commands.demo import DEFAULT_CONFIG
 
     assert yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text()) == DEFAULT_CONFIG
 
@@ -80,7 +80,7 @@ TINY = ["--set", "model.name=vae_rnn",
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from envs.generate import generate_dataset
+    from worldmodels.envs.generate import generate_dataset
 
     root = tmp_path_factory.mktemp("data") / "bouncing_ball_small"
     generate_dataset("bouncing_ball_small", root, num_workers=1, progress=False)
@@ -89,7 +89,7 @@ def data_root(tmp_path_factory):
 
 def test_demo_runs_end_to_end_with_tiny_override(tmp_path, capsys):
     """The default demo (pendulum KVAE -> evaluate -> latent MPC swing-up), shrunk to seconds."""
-    from envs.generate import generate_dataset
+    from worldmodels.envs.generate import generate_dataset
 
     data = tmp_path / "pendulum_small"
     generate_dataset("pendulum_small", data, num_workers=1, progress=False)
@@ -215,7 +215,7 @@ def test_demo_refuses_a_trained_run_folder_without_overwrite(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--run-dir" in err[0] and "--overwrite" in err[0]
     assert (run / "checkpoints" / "last.pt").read_bytes() == b"model"
-    from agents.commands.demo import clear_demo_outputs
+    from worldmodels.agents.commands.demo import clear_demo_outputs
 
     (run / "notes.txt").write_text("mine")
     clear_demo_outputs(run)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.cli import COMMANDS, main
+from worldmodels.agents.cli import COMMANDS, main
 
 BIG = str(10 ** 12)
 BALL = "worldmodels/BouncingBall-v0"  # the environment of the fixture's run
@@ -31,7 +31,7 @@ TINY_MODEL = ["--set", "model.name=vae_rnn",
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """A tiny dataset, a run trained for one step, and damaged or foreign files next to them."""
-    from envs.generate import generate_dataset, get_spec
+    from worldmodels.envs.generate import generate_dataset, get_spec
 
     root = tmp_path_factory.mktemp("fuzz")
     data = root / "data"
@@ -415,7 +415,7 @@ def test_debug_shows_the_traceback(where, tmp_path, monkeypatch, capsys):
 
 def test_unexpected_errors_are_not_hidden(monkeypatch, capsys):
     """A bug (an exception that is not a usage, file or runtime error) keeps its traceback."""
-    from agents.commands import video
+    from worldmodels.agents.commands import video
 
     def broken(args):
         raise ZeroDivisionError("a bug")
@@ -435,7 +435,7 @@ def test_unexpected_errors_are_not_hidden(monkeypatch, capsys):
 def test_disk_and_permission_errors_are_named(errno_name, filename, expected, monkeypatch, capsys):
     import errno
 
-    from agents.commands import video
+    from worldmodels.agents.commands import video
 
     def failing(args):
         code = getattr(errno, errno_name)
@@ -447,7 +447,7 @@ def test_disk_and_permission_errors_are_named(errno_name, filename, expected, mo
 
 
 def test_device_auto_falls_back_to_the_cpu_with_a_notice(monkeypatch, capsys):
-    from agents.commands.validation import UsageError, resolve_device
+    from worldmodels.agents.commands.validation import UsageError, resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("--device", "auto") == "cpu"
@@ -463,7 +463,7 @@ def test_write_errors_keep_the_writers_words(monkeypatch, capsys):
     """`atomic_io.WriteError` already names the file and what happened: printed as it is."""
     import errno
 
-    from agents.commands import video
+    from worldmodels.agents.commands import video
     from worldmodels.atomic_io import WriteError
 
     def failing(args):
@@ -476,7 +476,7 @@ def test_write_errors_keep_the_writers_words(monkeypatch, capsys):
 
 
 def test_a_diverged_training_run_is_a_runtime_error(monkeypatch, capsys):
-    from agents.commands import train
+    from worldmodels.agents.commands import train
     from worldmodels.training.trainer import TrainingDiverged
 
     def diverging(args):

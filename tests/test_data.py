@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.generate import DatasetSpec, generate_dataset
+from worldmodels.envs.generate import DatasetSpec, generate_dataset
 from worldmodels.base import Batch
 from worldmodels.data import SequenceDataset, collate_batch, make_dataloader
 

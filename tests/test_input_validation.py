@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs import BouncingBallEnv, ImageNavigationEnv, PixelPendulumEnv
-from envs.generate import DatasetSpec, generate_dataset
-from envs.policies import make_policy
+from worldmodels.envs import BouncingBallEnv, ImageNavigationEnv, PixelPendulumEnv
+from worldmodels.envs.generate import DatasetSpec, generate_dataset
+from worldmodels.envs.policies import make_policy
 from worldmodels.base import Batch
 from worldmodels.baselines import DKF, DVBF, DKFConfig, DVBFConfig
 from worldmodels.checks import check_frames, frames_to_float

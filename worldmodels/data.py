@@ -1,4 +1,4 @@
-"""Loading the sharded sequence datasets that ``envs.generate`` writes into torch batches.
+"""Loading the sharded sequence datasets that ``worldmodels.envs.generate`` writes into torch batches.
 
 A dataset folder holds ``manifest.json`` and ``<split>/shard_NNNNN.npz`` files with ``obs``
 uint8 ``[N, T, H, W, C]``, ``actions`` float32 ``[N, T, A]``, ``rewards`` float32 ``[N, T]``

@@ -145,7 +145,7 @@ def ensure_dataset(data_cfg: dict[str, Any], progress: bool = True) -> Path:
         return root
     if not preset:
         raise FileNotFoundError(f"data.root {root} has no manifest.json and no data.preset is given to generate it")
-    from envs.generate import generate_dataset
+    from worldmodels.envs.generate import generate_dataset
 
     generate_dataset(preset, root, num_workers=data_cfg.get("num_workers", 1), resume=True, progress=progress)
     return root

@@ -81,7 +81,7 @@ def check_run_dir(option: str, path: Any) -> Path:
 def check_data(data: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` section; returns the dataset layout (``obs_shape`` [H, W, C], ``action_dim``,
     ``seq_len``) from its manifest, or from the preset when the dataset is still to be generated."""
-    from envs.generate import PRESETS, env_layout, make_env
+    from worldmodels.envs.generate import PRESETS, env_layout, make_env
 
     check_keys("data", data, DATA_KEYS)
     preset = data.get("preset")
@@ -175,7 +175,7 @@ def check_eval(ev: dict[str, Any], where: str, seq_len: int | None = None) -> No
 
 def check_control(ctl: Any) -> None:
     """The demo's ``control`` section (planning in Pendulum-v0 and the RL rounds)."""
-    from agents.planners import PLANNERS, PRESETS
+    from worldmodels.agents.planners import PLANNERS, PRESETS
 
     check_keys("control", ctl, CONTROL_KEYS)
     for key, (lo, hi) in CONTROL_INTS.items():

@@ -91,7 +91,7 @@ def stage_control(state: DemoState) -> None:
         return
     import numpy as np
 
-    from agents.rl_loop import make_vector_env, rollout
+    from worldmodels.agents.rl_loop import make_vector_env, rollout
 
     from .plan import swingup_demo
 

@@ -58,8 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace):
     """The preset ``DatasetSpec`` with the command-line overrides applied, every option checked
     (`UsageError` naming the option) before anything is generated."""
-    from envs.generate import PRESETS, get_spec
-    from envs.policies import POLICIES
+    from worldmodels.envs.generate import PRESETS, get_spec
+    from worldmodels.envs.policies import POLICIES
 
     if not args.preset:
         raise UsageError(f"preset: expected a preset name (worldmodels generate --list): {', '.join(PRESETS)}")
@@ -100,7 +100,7 @@ def spec_from_args(args: argparse.Namespace):
 
 def env_kwargs_from_json(text: str, env_id: str) -> dict:
     """The ``--env-kwargs`` JSON object: finite values, keys the environment ``env_id`` takes."""
-    import envs
+    from worldmodels import envs
 
     try:
         extra = json.loads(text)
@@ -120,7 +120,7 @@ def env_kwargs_from_json(text: str, env_id: str) -> dict:
 
 def check_env_options(spec) -> None:
     """Build ``spec``'s environment once so that it checks its own options (nothing is written)."""
-    from envs.generate import make_env
+    from worldmodels.envs.generate import make_env
 
     try:
         make_env(spec).close()
@@ -152,7 +152,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from envs.generate import PRESETS, generate_dataset
+    from worldmodels.envs.generate import PRESETS, generate_dataset
 
     if args.list:
         for name, s in PRESETS.items():

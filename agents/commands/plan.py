@@ -46,7 +46,7 @@ ORACLES = {"worldmodels/Pendulum-v0": "pendulum", "worldmodels/BouncingBall-v0":
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from agents.planners import PLANNERS, PRESETS
+    from worldmodels.agents.planners import PLANNERS, PRESETS
 
     p = subparsers.add_parser("plan", help=HELP, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,9 +90,9 @@ def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", p
     """
     import torch
 
-    from agents.mpc import MPCAgent, MPCConfig
-    from agents.planners import make_planner
-    from agents.rl_loop import make_vector_env, rollout
+    from worldmodels.agents.mpc import MPCAgent, MPCConfig
+    from worldmodels.agents.planners import make_planner
+    from worldmodels.agents.rl_loop import make_vector_env, rollout
 
     venv = make_vector_env(env_id, episodes, max_episode_steps=steps + 1)
     pl = make_planner(planner, action_space=venv.single_action_space, **(planner_overrides or {}))
@@ -119,7 +119,7 @@ def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", p
         "decisions_per_s": episodes * steps / seconds, "files": {},
     }
     if ORACLES.get(env_id) == "pendulum" and "states" in out:
-        from agents.oracle import upright_fraction
+        from worldmodels.agents.oracle import upright_fraction
 
         result["upright_fraction_last50"] = upright_fraction(out["states"]).tolist()
     if out_dir is not None and video:
@@ -134,7 +134,7 @@ def plan_episodes(model, reward_fn, env_id: str, *, planner: str = "cem_fast", p
 
 
 def _oracle(env_id: str):
-    from agents.oracle import BallOracle, PendulumOracle, TargetDistanceReward, pendulum_reward
+    from worldmodels.agents.oracle import BallOracle, PendulumOracle, TargetDistanceReward, pendulum_reward
 
     kind = ORACLES.get(env_id)
     if kind == "pendulum":
@@ -148,7 +148,7 @@ def _oracle(env_id: str):
 def saved_reward_head(args: argparse.Namespace):
     """``(head, path)``: the reward head of ``--reward-head`` or the one saved next to the
     checkpoint, loaded on the CPU; ``head`` is None where there is none yet (`fit_reward_head`)."""
-    from agents.reward import RewardHead
+    from worldmodels.agents.reward import RewardHead
 
     path = Path(args.reward_head) if args.reward_head else default_reward_head(args.checkpoint)
     return (RewardHead.load(path) if path.exists() else None), path
@@ -157,7 +157,7 @@ def saved_reward_head(args: argparse.Namespace):
 def fit_reward_head(args: argparse.Namespace, model, path: Path, device: str):
     """A new reward head for ``model`` trained on ``--data`` (``--reward-steps`` updates), saved
     at ``path``; returns ``(head, metrics)``."""
-    from agents.reward import RewardHeadConfig, train_reward_head
+    from worldmodels.agents.reward import RewardHeadConfig, train_reward_head
     from worldmodels.data import make_dataloader
 
     if not args.data:
@@ -173,7 +173,7 @@ def fit_reward_head(args: argparse.Namespace, model, path: Path, device: str):
 
 def check_args(args: argparse.Namespace) -> None:
     """Every option, under its own name, before anything is loaded or written."""
-    import envs
+    from worldmodels import envs
 
     check_choice("--env", args.env, sorted(envs.ENV_IDS))
     if args.oracle and args.env not in ORACLES:
@@ -216,7 +216,7 @@ def env_layout_of(env_id: str) -> tuple[list[int], int]:
     """``(obs_shape [H, W, C], action_dim)`` of a registered environment."""
     import gymnasium as gym
 
-    from envs.generate import env_layout
+    from worldmodels.envs.generate import env_layout
 
     env = gym.make(env_id).unwrapped
     layout = env_layout(env)
@@ -226,7 +226,7 @@ def env_layout_of(env_id: str) -> tuple[list[int], int]:
 
 def value_path(run: str | Path) -> Path:
     """The actor-critic file of a ``train-policy`` run folder (or the file itself)."""
-    from agents.policy import POLICY_FILE
+    from worldmodels.agents.policy import POLICY_FILE
 
     p = Path(run)
     return p / POLICY_FILE if p.is_dir() else p
@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device("--device", args.device)
         model = model.to(device)
         if args.value is not None:
-            from agents.policy import ActorCritic
+            from worldmodels.agents.policy import ActorCritic
 
             value = ActorCritic.load(value_path(args.value))
             if value.config.latent_dim != model.latent_dim:
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
 def fit_demo_reward_head(model, dataset: str | Path, steps: int, *, device: str = "cpu", progress: bool = True):
     """The demo's reward head on ``model``'s filtered latents of ``dataset`` (train split; errors
     on the valid split); returns ``(head, metrics)``."""
-    from agents.reward import RewardHeadConfig, train_reward_head
+    from worldmodels.agents.reward import RewardHeadConfig, train_reward_head
     from worldmodels.data import make_dataloader
 
     return train_reward_head(
@@ -305,9 +305,9 @@ def fit_demo_reward_head(model, dataset: str | Path, steps: int, *, device: str 
 
 def demo_rl_config(*, rounds: int, planner: str, horizon: int, episodes: int, episode_steps: int,
                    train_steps: int, reward_steps: int, device: str = "cpu"):
-    """The demo's PlaNet-style rounds in Pendulum-v0 (``agents.rl_loop.RLLoopConfig``): no per-round
+    """The demo's PlaNet-style rounds in Pendulum-v0 (``worldmodels.agents.rl_loop.RLLoopConfig``): no per-round
     evaluation or video; each round's reward head gets a third of the base head's updates (>= 500)."""
-    from agents.rl_loop import RLLoopConfig
+    from worldmodels.agents.rl_loop import RLLoopConfig
 
     return RLLoopConfig(env_id="worldmodels/Pendulum-v0", rounds=rounds, collect_episodes=episodes,
                         episode_steps=episode_steps, eval_episodes=0, planner=planner,
@@ -325,7 +325,7 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
 
     Uses ``checkpoint`` if given, else trains a small KVAE on ``dataset`` (``pendulum_small``,
     generated if missing) for ``train_steps`` updates; fits a reward head; runs ``rl_rounds``
-    PlaNet-style rounds in ``<run_dir>/swingup/rl`` (``agents.rl_loop``: ``rl_episodes`` MPC
+    PlaNet-style rounds in ``<run_dir>/swingup/rl`` (``worldmodels.agents.rl_loop``: ``rl_episodes`` MPC
     episodes of ``rl_episode_steps`` steps with exploration noise, planned over ``rl_horizon``
     steps (default ``horizon``), join the data; ``rl_train_steps`` fine-tuning updates; a new
     reward head); runs ``episodes`` episodes (``terminal_weight``: see ``MPCConfig``); writes
@@ -337,8 +337,8 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
     """
     import torch
 
-    from agents.reward import RewardHead
-    from envs.generate import generate_dataset
+    from worldmodels.agents.reward import RewardHead
+    from worldmodels.envs.generate import generate_dataset
     from worldmodels.training import TrainConfig, Trainer
 
     out = Path(run_dir) / "swingup"
@@ -358,7 +358,7 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
     head.save(out / "reward_head.pt")
     rounds: list[dict[str, Any]] = []
     if rl_rounds > 0:
-        from agents.rl_loop import run_rl_loop
+        from worldmodels.agents.rl_loop import run_rl_loop
 
         rl_cfg = demo_rl_config(rounds=rl_rounds, planner=planner, horizon=rl_horizon or horizon,
                                 episodes=rl_episodes, episode_steps=rl_episode_steps, train_steps=rl_train_steps,

@@ -1,6 +1,6 @@
 """``worldmodels train``: train a world model from a YAML config or preset (+ ``--set`` overrides).
 
-Multi-GPU / multi-node: launch the same command with ``torchrun --nproc_per_node=N -m agents.cli
+Multi-GPU / multi-node: launch the same command with ``torchrun --nproc_per_node=N -m worldmodels.agents.cli
 train ...`` (generate the dataset first); rank 0 writes the run folder.
 """
 

@@ -63,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config (preset or file, ``--set`` and the flags), checked before any work."""
-    from agents.policy import ActorCriticConfig
+    from worldmodels.agents.policy import ActorCriticConfig
 
     cfg = apply_overrides(load_config(args.config), args.overrides)
     unknown = sorted(set(cfg) - set(SECTIONS))
@@ -92,8 +92,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_args(args: argparse.Namespace, cfg: dict[str, Any]) -> Path:
     """Every option and file, before anything is loaded or written; returns the run folder."""
-    import envs as envs_pkg
-    from agents.policy import POLICY_FILE
+    import worldmodels.envs as envs_pkg
+    from worldmodels.agents.policy import POLICY_FILE
 
     from .plan import default_reward_head
 
@@ -118,8 +118,8 @@ def check_args(args: argparse.Namespace, cfg: dict[str, Any]) -> Path:
 def run(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    from agents.policy import ActorCriticConfig, train_actor_critic
-    from agents.reward import RewardHead
+    from worldmodels.agents.policy import ActorCriticConfig, train_actor_critic
+    from worldmodels.agents.reward import RewardHead
 
     from .plan import default_reward_head, env_layout_of, load_world_model
 

@@ -271,8 +271,8 @@ def check_planner(option: str, name: str, env_id: str, horizon: int | None = Non
     import gymnasium as gym
     from gymnasium import spaces
 
-    import envs  # noqa: F401  (registers the environments)
-    from agents.planners import PLANNERS, PRESETS, CategoricalCEM, make_planner
+    from worldmodels import envs  # noqa: F401  (registers the environments)
+    from worldmodels.agents.planners import PLANNERS, PRESETS, CategoricalCEM, make_planner
 
     check_choice(option, name, sorted(set(PRESETS) | set(PLANNERS)))
     env = gym.make(env_id)

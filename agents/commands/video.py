@@ -71,7 +71,7 @@ _DEFAULT_POLICY = {"worldmodels/ImageNavigation-v0": "poisson_repeat", "worldmod
 def _env_clips(args) -> list[np.ndarray]:
     import gymnasium as gym
 
-    from envs.policies import make_policy  # importing envs registers the environments
+    from worldmodels.envs.policies import make_policy  # importing envs registers the environments
 
     env = gym.make(args.env, render_mode="rgb_array", max_episode_steps=args.steps + 1)
     policy = make_policy(args.policy or _DEFAULT_POLICY.get(args.env, "zero"), env.action_space)
@@ -93,7 +93,7 @@ def _env_clips(args) -> list[np.ndarray]:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every option, under its own name, before anything is rendered or written."""
-    from envs.policies import POLICIES
+    from worldmodels.envs.policies import POLICIES
 
     if Path(args.out).suffix.lower() not in (".mp4", ".gif"):
         raise UsageError(f"--out: expected a .mp4 or .gif file name, got {args.out!r}")
@@ -117,7 +117,7 @@ def check_args(args: argparse.Namespace) -> None:
                                  f"got {bad}")
         frames = int(manifest["seq_len"]) * (len(args.indices) if args.indices is not None else min(args.num, n))
     else:
-        import envs
+        from worldmodels import envs
 
         check_choice("--env", args.env, sorted(envs.ENV_IDS))
         check_int("--steps", args.steps, 1, MAX_EPISODE_STEPS)

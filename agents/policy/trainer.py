@@ -149,8 +149,8 @@ def train_actor_critic(
         model: a ``WorldModel`` with the stepwise protocol; its parameters get no gradients and
             its ``requires_grad`` flags and train/eval mode are restored afterwards (likewise for
             ``reward_fn`` if it is a module).
-        reward_fn: rewards of latent transitions (``agents.costs.RewardFn``, e.g. a ``RewardHead``).
-        data_or_starts: start data (``agents.policy.starts.StartData``): a dataset folder, batches,
+        reward_fn: rewards of latent transitions (``worldmodels.agents.costs.RewardFn``, e.g. a ``RewardHead``).
+        data_or_starts: start data (``worldmodels.agents.policy.starts.StartData``): a dataset folder, batches,
             contexts ``{"obs", "actions"}`` or a ready `StartStates` pool.
         config: settings; ``latent_dim``/``action_dim`` default to the model's, the action bounds
             must match the environment's (``ActorCriticConfig.for_action_space``).

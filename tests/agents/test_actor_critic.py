@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from agents_toy_models import LinearConfig, LinearEnv, LinearWorldModel
 
-from agents.costs import QuadraticCost, rollout_objective
-from agents.fast_imagine import mean_imagine_fn
-from agents.mpc import MPCAgent, MPCConfig
-from agents.planners import CEM, CEMConfig
-from agents.policy import (
+from worldmodels.agents.costs import QuadraticCost, rollout_objective
+from worldmodels.agents.fast_imagine import mean_imagine_fn
+from worldmodels.agents.mpc import MPCAgent, MPCConfig
+from worldmodels.agents.planners import CEM, CEMConfig
+from worldmodels.agents.policy import (
     ActorCritic,
     ActorCriticConfig,
     ActorCriticFileError,
@@ -30,7 +30,7 @@ from agents.policy import (
     start_states,
     train_actor_critic,
 )
-from agents.policy.trainer import METRICS_FILE, POLICY_FILE, SUMMARY_FILE
+from worldmodels.agents.policy.trainer import METRICS_FILE, POLICY_FILE, SUMMARY_FILE
 from worldmodels.base import LatentState
 
 GOAL = torch.tensor([0.8, -0.6])
@@ -261,7 +261,7 @@ def test_pendulum_preset_is_a_valid_config():
     import gymnasium as gym
     import yaml
 
-    import envs  # noqa: F401  (registers the environments)
+    from worldmodels import envs  # noqa: F401  (registers the environments)
 
     root = Path(__file__).resolve().parents[2]
     preset = yaml.safe_load((root / "configs" / "actor_critic_pendulum.yaml").read_text())
@@ -361,7 +361,7 @@ def test_kvae_integration_sampled_dynamics_and_pixels():
 
 
 def test_context_windows_from_batches():
-    from agents.policy.starts import context_windows
+    from worldmodels.agents.policy.starts import context_windows
     from worldmodels.base import Batch
 
     obs = torch.arange(2 * 7, dtype=torch.float32).reshape(2, 7, 1, 1, 1).expand(2, 7, 1, 1, 2)

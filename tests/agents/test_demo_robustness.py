@@ -14,7 +14,7 @@ TINY = ["--set", "train.steps=2", "--set", "train.batch_size=16", "--set", "trai
 
 
 def test_table_covers_every_cell_and_resumes_from_its_cache(tmp_path):
-    from envs.generate import generate_dataset
+    from worldmodels.envs.generate import generate_dataset
 
     data = tmp_path / "pendulum_small"
     generate_dataset("pendulum_small", data, num_workers=1, progress=False)

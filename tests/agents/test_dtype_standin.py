@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.mpc import MPCAgent, MPCConfig
-from agents.planners import make_planner
-from agents.reward import RewardHead, RewardHeadConfig
+from worldmodels.agents.mpc import MPCAgent, MPCConfig
+from worldmodels.agents.planners import make_planner
+from worldmodels.agents.reward import RewardHead, RewardHeadConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 
 SMALL = dict(population=128, iterations=2, horizon=5)

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from agents.costs import ObjectiveTimer, rollout_objective
-from agents.fast_imagine import KVAEMeanImagine, mean_imagine_fn
-from agents.planners import make_planner
-from agents.reward import RewardHead, RewardHeadConfig
+from worldmodels.agents.costs import ObjectiveTimer, rollout_objective
+from worldmodels.agents.fast_imagine import KVAEMeanImagine, mean_imagine_fn
+from worldmodels.agents.planners import make_planner
+from worldmodels.agents.reward import RewardHead, RewardHeadConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 
 

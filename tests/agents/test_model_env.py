@@ -8,8 +8,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.costs import QuadraticCost
-from agents.model_env import ModelEnv, ModelVectorEnv, contexts_from_batch
+from worldmodels.agents.costs import QuadraticCost
+from worldmodels.agents.model_env import ModelEnv, ModelVectorEnv, contexts_from_batch
 from agents_toy_models import LinearWorldModel
 
 GOAL = torch.tensor([1.0, 0.0])

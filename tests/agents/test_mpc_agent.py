@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.costs import QuadraticCost
-from agents.mpc import MPCAgent, MPCConfig, imagination_video
-from agents.planners import CEM, CEMConfig, make_planner
+from worldmodels.agents.costs import QuadraticCost
+from worldmodels.agents.mpc import MPCAgent, MPCConfig, imagination_video
+from worldmodels.agents.planners import CEM, CEMConfig, make_planner
 from agents_toy_models import LinearEnv, LinearWorldModel
 
 GOAL = (1.0, 0.0)
@@ -140,8 +140,8 @@ def test_imagination_video(tmp_path):
 
 
 def test_pendulum_oracle_beats_random():
-    import envs  # noqa: F401  (registers worldmodels/Pendulum-v0)
-    from agents.oracle import PendulumOracle, pendulum_reward
+    from worldmodels import envs  # noqa: F401  (registers worldmodels/Pendulum-v0)
+    from worldmodels.agents.oracle import PendulumOracle, pendulum_reward
 
     env = gym.make("worldmodels/Pendulum-v0", max_episode_steps=100)
     oracle = PendulumOracle()

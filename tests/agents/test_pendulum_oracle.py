@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.oracle import PendulumOracle, StateBelief, pendulum_reward, upright_fraction
+from worldmodels.agents.oracle import PendulumOracle, StateBelief, pendulum_reward, upright_fraction
 
 
 def test_oracle_matches_pendulum_env():
-    import envs  # noqa: F401
+    from worldmodels import envs  # noqa: F401
 
     env = gym.make("worldmodels/Pendulum-v0")
     _, info = env.reset(seed=0)
@@ -51,9 +51,9 @@ def test_terminal_weight_lets_a_short_horizon_pump_from_hanging_still():
     """At H = 12 (0.6 s) no plan from rest at the bottom gains reward within the horizon, so
     plain MPC does not pump; weighting the last imagined step (``terminal_weight``) makes
     ending higher pay, and the same planner swings up."""
-    import envs  # noqa: F401
-    from agents.mpc import MPCAgent, MPCConfig
-    from agents.planners import make_planner
+    from worldmodels import envs  # noqa: F401
+    from worldmodels.agents.mpc import MPCAgent, MPCConfig
+    from worldmodels.agents.planners import make_planner
 
     def final_states(terminal_weight: float) -> np.ndarray:
         env = gym.make("worldmodels/Pendulum-v0", max_episode_steps=200)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.costs import QuadraticCost, rollout_objective
-from agents.planners import (CEM, CEMConfig, CategoricalCEM, CategoricalCEMConfig, GradCEM,
+from worldmodels.agents.costs import QuadraticCost, rollout_objective
+from worldmodels.agents.planners import (CEM, CEMConfig, CategoricalCEM, CategoricalCEMConfig, GradCEM,
                              GradCEMConfig, ICEM, ICEMConfig, MPPI, MPPIConfig, PRESETS,
                              RandomShooting, RandomShootingConfig, colored_noise, make_planner)
 from agents_toy_models import LinearBelief, LinearWorldModel, optimal_plan

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from agents.costs import rollout_objective
-from agents.reward import (RewardHead, RewardHeadConfig, filtered_latents, train_reward_head,
+from worldmodels.agents.costs import rollout_objective
+from worldmodels.agents.reward import (RewardHead, RewardHeadConfig, filtered_latents, train_reward_head,
                            transitions_from_batches)
 from agents_toy_models import LinearBelief, LinearWorldModel
 from worldmodels.base import Batch

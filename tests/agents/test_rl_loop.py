@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents.costs import QuadraticCost
-from agents.mpc import MPCAgent, MPCConfig
-from agents.planners import make_planner
-from agents.rl_loop import append_episodes, rollout
+from worldmodels.agents.costs import QuadraticCost
+from worldmodels.agents.mpc import MPCAgent, MPCConfig
+from worldmodels.agents.planners import make_planner
+from worldmodels.agents.rl_loop import append_episodes, rollout
 from agents_toy_models import LinearEnv, LinearWorldModel
 
 
@@ -65,7 +65,7 @@ def test_append_episodes_adds_a_shard(tmp_path):
 
 
 def test_plan_command_with_oracle(tmp_path):
-    from agents.cli import main
+    from worldmodels.agents.cli import main
 
     rc = main(["plan", "--oracle", "--env", "worldmodels/Pendulum-v0", "--planner", "cem_fast", "--episodes", "2",
                "--steps", "5", "--out", str(tmp_path), "--no-video", "--no-progress", "--horizon", "4"])
@@ -79,9 +79,9 @@ def test_rl_loop_round_trip_and_resume(tmp_path):
     """One collect / fine-tune / evaluate round on the pixel pendulum with a tiny KVAE; a rerun
     resumes (nothing is redone) and a second round continues from the saved model."""
     pytest.importorskip("worldmodels.data")
-    from agents.reward import RewardHead, RewardHeadConfig
-    from agents.rl_loop import RLLoopConfig, run_rl_loop
-    from envs.generate import DatasetSpec, generate_dataset
+    from worldmodels.agents.reward import RewardHead, RewardHeadConfig
+    from worldmodels.agents.rl_loop import RLLoopConfig, run_rl_loop
+    from worldmodels.envs.generate import DatasetSpec, generate_dataset
     from worldmodels.kvae import KVAE, KVAEConfig
 
     spec = DatasetSpec("tiny_pendulum", "worldmodels/Pendulum-v0", 6, {"train": 8, "valid": 4},
@@ -111,7 +111,7 @@ def test_rl_loop_round_trip_and_resume(tmp_path):
     assert json.loads((run / "data" / "manifest.json").read_text())["splits"]["train"]["num_sequences"] == 16
     # a round stopped after collecting (its shard is in, its record is not) is redone without
     # keeping the first collection: round 2's data enter once
-    from agents.rl_loop import append_episodes
+    from worldmodels.agents.rl_loop import append_episodes
 
     shard = np.load(run / "data" / "train" / "shard_00002.npz")
     append_episodes(run / "data", {k: np.concatenate([shard[k][:2], shard[k][2:]], 1) for k in shard.files},

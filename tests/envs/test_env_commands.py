@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agents.cli import main
+from worldmodels.agents.cli import main
 
 
 def test_generate_command_with_overrides_then_video(tmp_path, capsys):

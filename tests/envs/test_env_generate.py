@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from envs.generate import PRESETS, DatasetSpec, generate_dataset, get_spec, rollout_sequences
-from envs.policies import PoissonRepeatPolicy
+from worldmodels.envs.generate import PRESETS, DatasetSpec, generate_dataset, get_spec, rollout_sequences
+from worldmodels.envs.policies import PoissonRepeatPolicy
 
 
 def _spec(**kw):
@@ -35,7 +35,7 @@ def test_layout_and_contract(tmp_path):
     assert a["actions"].shape == (10, 6, 2) and a["actions"].dtype == np.float32
     assert a["rewards"].shape == (10, 6) and a["states"].shape == (10, 6, 4)
     # contract: rewards[:, t] is what step(actions[:, t]) returned, states[:, t] belongs to obs[:, t]
-    from envs.bouncing_ball import BouncingBallEnv
+    from worldmodels.envs.bouncing_ball import BouncingBallEnv
 
     env = BouncingBallEnv()
     spec = _spec()
@@ -96,7 +96,7 @@ def test_different_spec_in_same_folder_is_refused_unless_overwrite(tmp_path):
 
 
 def test_failed_shard_leaves_nothing_half_written(tmp_path, monkeypatch):
-    import envs.generate as g
+    import worldmodels.envs.generate as g
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -180,7 +180,7 @@ def test_resume_after_sigkill_gives_identical_data(tmp_path):
 
     spec = _spec(splits={"train": 240}, shard_size=10, seq_len=10)
     root = tmp_path / "killed"
-    code = ("import dataclasses, json, sys; from envs.generate import DatasetSpec, generate_dataset; "
+    code = ("import dataclasses, json, sys; from worldmodels.envs.generate import DatasetSpec, generate_dataset; "
             "generate_dataset(DatasetSpec(**json.loads(sys.argv[1])), sys.argv[2], num_workers=1, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(dataclasses.asdict(spec)), str(root)])
     try:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.bouncing_ball import BouncingBallEnv
-from envs.image_navigation import ImageNavigationEnv
-from envs.pendulum import PixelPendulumEnv
+from worldmodels import envs
+from worldmodels.envs.bouncing_ball import BouncingBallEnv
+from worldmodels.envs.image_navigation import ImageNavigationEnv
+from worldmodels.envs.pendulum import PixelPendulumEnv
 
 IDS = sorted(envs.ENV_IDS)
 
@@ -288,7 +288,7 @@ def test_vector_envs(vector_cls):
 
 
 def test_fast_rod_renderer_matches_reference_capsule():
-    from envs.rendering import PixelGrid, RodRenderer
+    from worldmodels.envs.rendering import PixelGrid, RodRenderer
 
     for size in (16, 64):
         grid, rod = PixelGrid(size), RodRenderer(size, 0.42 * size, 0.08 * size)

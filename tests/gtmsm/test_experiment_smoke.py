@@ -17,7 +17,7 @@ def one_thread():
 
 
 def test_gtmsm_navigation_experiment_smoke(tmp_path, one_thread):
-    generate = pytest.importorskip("envs.generate")
+    generate = pytest.importorskip("worldmodels.envs.generate")
     from experiments import gtmsm_navigation
 
     generate.generate_dataset("image_navigation_small", tmp_path / "data", num_workers=1,

@@ -12,8 +12,8 @@ import torch
 from gymnasium import spaces
 from torch.nn import functional as F
 
-from agents.costs import QuadraticCost
-from agents.model_env import ModelVectorEnv, contexts_from_batch
+from worldmodels.agents.costs import QuadraticCost
+from worldmodels.agents.model_env import ModelVectorEnv, contexts_from_batch
 from worldmodels.base import supports_step
 from worldmodels.gtmsm import GTMSM, GTMSMBelief, GTMSMConfig, GTMSMState
 

@@ -21,8 +21,8 @@ from worldmodels.atomic_io import WriteError, atomic_write, atomic_write_text, r
 from worldmodels.registry import UnknownModelError, get_model_class, registered_models
 from worldmodels.training import CheckpointError, RunExistsError, Trainer, load, read_metrics
 
-from agents.commands import build_model
-from agents.reward import RewardHead, RewardHeadConfig, RewardHeadFileError
+from worldmodels.agents.commands import build_model
+from worldmodels.agents.reward import RewardHead, RewardHeadConfig, RewardHeadFileError
 from test_trainer import quiet
 from toy_models import ToyConfig, ToyDataset, ToyModel
 
