@@ -2,8 +2,9 @@
 
 ``python -m experiments`` prints this list; ``python -m experiments.<name>`` runs one from scratch
 and ``python -m experiments.<name> --quick`` runs its smoke size (what CI runs). Times are wall
-clock on a 2-core CPU (one thread per process); the full sizes of the training experiments are
-dominated by training and scale with ``--steps`` and the number of ``--seeds``.
+clock on a 2-core CPU, one thread per process; quick times were measured with the CPU shared by
+other jobs (an idle CPU is faster). The full sizes of the training experiments are dominated by
+training and scale with ``--steps`` and the number of ``--seeds``.
 """
 
 from __future__ import annotations
@@ -38,38 +39,40 @@ class Experiment:
 
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("kvae_imputation", "KVAE imputation (thesis fig. 6.3): smoothing, filtering vs VAE-RNN, AE-RNN, "
-               "mean frame; 3 training seeds", "~3 x 1.5 h", "~1 min", "headline"),
+               "mean frame; 3 training seeds", "~40 min per training seed (3 seeds; ~3 h each on a loaded CPU)",
+               "~1 min", "headline"),
     Experiment("kvae_pendulum_elbo", "pendulum test ELBO (thesis table 6.1): KVAE CNN/MLP vs DVBF vs DMM; "
-               "3 training seeds", "~3 x 45 min", "~30 s", "headline"),
-    Experiment("gtmsm_navigation", "GTM-SM 256-step prediction in image navigation (thesis 7.4.1) vs a "
-               "memoryless model and the mean frame", "~8 h (--reduced: ~30 min)", "~1 min", "headline"),
+               "3 training seeds", "~30 min per training seed (3 seeds; ~75 min each on a loaded CPU)", "~30 s",
+               "headline"),
+    Experiment("gtmsm_navigation", "GTM-SM 256-step prediction in image navigation (thesis 7.4.1) vs the mean "
+               "frame and a memoryless model", "~8 h (--reduced: ~30 min)", "~10 s", "headline"),
     Experiment("pendulum_swingup", "pendulum swing-up from pixels with latent MPC, normalised score vs the "
-               "oracle on held-out starts", "~1 h", "~2 min", "headline"),
+               "oracle on held-out starts; 3 training seeds", "~1.5 h (estimate)", "~30 s", "headline"),
     Experiment("navigation_goal", "image-navigation goal rate with GTM-SM's memory vs a random walk and an "
-               "oracle", "~4 h (trains a GTM-SM)", "~1 min", "headline"),
+               "oracle", "~4 h (trains a GTM-SM)", "~5 s", "headline"),
     Experiment("demo_robustness", "the demo's swing-up recipe over training seeds x RL rounds x horizons "
-               "(chosen on tuning starts, reported on held-out ones)", "~3 h", "~1 min", "study"),
+               "(chosen on tuning starts, reported on held-out ones)", "~3 h", "~30 s", "study"),
     Experiment("kvae_scenes", "KVAE on the gravity and polygon scenes (thesis 6.5.3): alpha maps, "
                "generations, smoothing vs filtering", "~1 h", "~30 s", "study"),
     Experiment("ball_to_target", "bouncing ball pushed to a target by latent MPC vs an oracle and random "
-               "forces", "~1 h", "~1 min", "study"),
+               "forces", "~1 h", "~20 s", "study"),
     Experiment("vaernn_init_check", "whether the VAE-RNN baseline collapses under an initialisation",
-               "~20 min", "~15 s", "study", run_dir=False),
-    Experiment("bench_kvae_epoch", "KVAE training epoch time vs the VAE alone", "~5 min", "~15 s",
+               "~20 min", "~5 s", "study"),
+    Experiment("bench_kvae_epoch", "KVAE training epoch time vs the VAE alone", "~5 min", "~30 s",
                "benchmark", run_dir=False),
-    Experiment("bench_kalman", "batched Kalman smoother timings vs dynamax and pykalman", "~5 min", "~5 s",
+    Experiment("bench_kalman", "batched Kalman smoother timings vs dynamax and pykalman", "~5 min", "~2 s",
                "benchmark", run_dir=False),
-    Experiment("bench_dnd", "DND reads/s vs one faiss index per memory", "~3 min", "~5 s", "benchmark",
+    Experiment("bench_dnd", "DND reads/s vs one faiss index per memory", "~3 min", "~2 s", "benchmark",
                run_dir=False),
-    Experiment("bench_envs", "environment step/render rates and dataset generation time", "~3 min", "~15 s",
+    Experiment("bench_envs", "environment step/render rates and dataset generation time", "~3 min", "~3 s",
                "benchmark", run_dir=False),
     Experiment("bench_model_env", "imagined env-steps/s of the model-as-environment wrapper (stepwise vs "
-               "re-imagining)", "~5 min", "~20 s", "benchmark", run_dir=False),
+               "re-imagining)", "~5 min", "~10 s", "benchmark", run_dir=False),
     Experiment("gpu_check", "the GPU path end to end: AMP training, evaluation, planning, DDP, parallel Kalman "
-               "(--device cpu on a CPU)", "~5 min on a GPU", "~1 min", "benchmark", run_dir=False,
+               "(--device cpu on a CPU)", "~5 min on a GPU", "~1.5 min", "benchmark", run_dir=False,
                quick_args=("--device", "cpu")),
     Experiment("bench_planning", "latent MPC decisions per second, with the time split by stage",
-               "~5 min", "~15 s", "benchmark", run_dir=False),
+               "~5 min", "~3 s", "benchmark", run_dir=False),
 )
 
 HEADLINES: tuple[str, ...] = tuple(e.name for e in EXPERIMENTS if e.kind == "headline")

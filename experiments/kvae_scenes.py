@@ -22,8 +22,14 @@ import numpy as np
 import torch
 
 from experiments._results import output_dir, save_results
-from experiments.kvae_common import (SequenceTensors, ensure_dataset, evaluate_elbo,
-                                     random_mask, train, wrong_pixel_fraction)
+from experiments.kvae_common import (
+    SequenceTensors,
+    ensure_dataset,
+    evaluate_elbo,
+    random_mask,
+    train,
+    wrong_pixel_fraction,
+)
 from experiments.kvae_imputation import MeanFrame, plot_latents
 from experiments.protocol import prepare_run_dir
 from worldmodels.kvae import KVAE, KVAEConfig
@@ -192,8 +198,8 @@ def main(argv=None) -> int:
         alpha_map(kvae, test_set, pngs["alpha"])
         plot_latents(kvae, test_set, pngs["latents"])
         generation_summary_image(kvae, test_set, args.generation_steps, pngs["generation"])
-        video = run_dir / f"{scene}_long_generation.mp4"
-        long_generation(kvae, test_set, args.generation_steps, video)
+        if not args.quick:
+            long_generation(kvae, test_set, args.generation_steps, run_dir / f"{scene}_long_generation.mp4")
         results[scene] = {
             "dataset": spec["dataset"], "z_dim": spec["z_dim"], "num_modes": spec["num_modes"],
             "wrong_pixels_p0.8": scores, "test_elbo_per_seq": elbo["exact"],

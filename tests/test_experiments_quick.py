@@ -21,6 +21,8 @@ from experiments.protocol import Protocol
 
 #: headline experiments that train several seeds in one command (>= 3 by default, also in --quick)
 MULTI_SEED = {"kvae_imputation", "kvae_pendulum_elbo", "pendulum_swingup"}
+#: scripts whose --quick run (command included) another test already runs; not run twice
+COVERED_ELSEWHERE = {"gpu_check": "tests/test_gpu_check.py"}
 
 
 @pytest.fixture
@@ -33,6 +35,8 @@ def one_thread():
 
 @pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda e: e.name)
 def test_quick_run_writes_a_traceable_result(exp, tmp_path, one_thread):
+    if exp.name in COVERED_ELSEWHERE:
+        pytest.skip(f"--quick runs in {COVERED_ELSEWHERE[exp.name]}")
     module = importlib.import_module(f"experiments.{exp.name}")
     out = tmp_path / "results"
     argv = ["--quick", *exp.quick_args, "--out-dir", str(out)]
