@@ -84,7 +84,7 @@ def budget_text(b: Mapping[str, Any] | None) -> str:
         return "not recorded"
     text = f"{b['updates']} updates at batch {b['batch_size']}"
     if b.get("scale_vs_paper") is not None:
-        text += (f" = {100 * b['scale_vs_paper']:.0f} % of the paper's sequences seen "
+        text += (f" = {100 * b['scale_vs_paper']:.2g} % of the paper's sequences seen "
                  f"({b['paper_updates']} updates at batch {b['paper_batch_size']})")
     else:
         text += " (the paper's budget is not stated)"
@@ -97,7 +97,8 @@ def claim_line(c: Mapping[str, Any]) -> str:
                "undecided": "not shown (the 95 % interval of the difference includes 0)",
                "single run": "single run"}.get(c["verdict"], c["verdict"])
     interval = f" [{fmt(d['low'])}, {fmt(d['high'])}]" if d.get("low") is not None else ""
-    return f"- {c['statement']}: {verdict} (paired difference {fmt(d['mean'])}{interval})"
+    diff = f"{fmt(d['mean'])}{interval}"
+    return f"- {c['statement']}: {verdict} (per-seed difference, below 0 if the claim holds: {diff})"
 
 
 def headline_section(name: str, rec: Mapping[str, Any]) -> list[str]:
