@@ -10,8 +10,6 @@ and a video per round, and resumes from the last finished round.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -23,7 +21,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from worldmodels.atomic_io import atomic_write, atomic_write_text
+from worldmodels.atomic_io import atomic_write_text
 
 #: ``policy(obs [n, ...], info dict of [n, ...] arrays) -> actions [n, A] or [n]``
 Policy = Callable[[np.ndarray, dict], np.ndarray]
@@ -92,7 +90,10 @@ def append_episodes(root: str | os.PathLike, episodes: dict[str, np.ndarray], sp
                     meta: dict[str, Any] | None = None) -> Path:
     """Cut ``episodes`` (``rollout`` output) into windows of the dataset's ``seq_len`` and add
     them to ``root`` as a new shard of ``split`` (its manifest entry gets ``meta``, e.g. the
-    round that collected it); returns the shard path."""
+    round that collected it); returns the shard path. Written by
+    ``worldmodels.envs.writer.append_shard``, checked against the dataset's layout."""
+    from worldmodels.envs.writer import append_shard
+
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
     T = int(manifest["seq_len"])
@@ -106,20 +107,7 @@ def append_episodes(root: str | os.PathLike, episodes: dict[str, np.ndarray], sp
             raise ValueError(f"episodes: missing {key!r}")
         x = episodes[key][:, : k * T]
         arrays[key] = x.reshape(n * k, T, *x.shape[2:])
-    info = manifest["splits"].setdefault(split, {"num_sequences": 0, "shards": []})
-    shards = info["shards"]
-    start = sum(int(s["num_sequences"]) for s in shards)
-    path = root / split / f"shard_{len(shards):05d}.npz"
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    data = buf.getvalue()
-    atomic_write(path, lambda f: f.write(data))
-    shards.append({"file": f"{split}/{path.name}", "num_sequences": n * k, "start": start,
-                   "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "done": True,
-                   "source": "rl_loop", **(meta or {})})
-    info["num_sequences"] = start + n * k
-    atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
-    return path
+    return append_shard(root, arrays, split, entry={"source": "rl_loop", **(meta or {})})
 
 
 def drop_unfinished_rounds(root: str | os.PathLike, finished: int, split: str = "train") -> int:

@@ -1,17 +1,20 @@
-"""Loading the sharded sequence datasets that ``worldmodels.envs.generate`` writes into torch batches.
+"""Loading the sharded sequence datasets that ``worldmodels.envs.generate`` and
+``worldmodels.envs.write_dataset`` write into torch batches.
 
 A dataset folder holds ``manifest.json`` and ``<split>/shard_NNNNN.npz`` files with ``obs``
-uint8 ``[N, T, H, W, C]``, ``actions`` float32 ``[N, T, A]``, ``rewards`` float32 ``[N, T]``
-and ``states`` float32 ``[N, T, S]``. Items and batches follow ``worldmodels.base``: obs
-``[T, C, H, W]`` float in [0, 1], actions ``[T, A]``, mask ``[T]`` (ones), rewards ``[T]``,
-states ``[T, S]``. This module imports only torch and numpy (never ``envs``).
+uint8 ``[N, T, H, W, C]``, ``actions`` float32 ``[N, T, A]``, ``rewards`` float32 ``[N, T]``,
+``states`` float32 ``[N, T, S]`` and optionally ``mask`` ``[N, T]`` (the format:
+``worldmodels.dataset_format``). Items and batches follow ``worldmodels.base``: obs
+``[T, C, H, W]`` float in [0, 1], actions ``[T, A]``, mask ``[T]`` (ones unless the shard holds
+a ``mask``), rewards ``[T]``, states ``[T, S]``. This module imports only torch and numpy
+(never ``envs``).
 
-Both files are checked when read, with a ``ValueError`` naming the file and the key: the
-manifest's schema (``seq_len``, ``obs_shape``, ``action_dim``, ``state_dim``, ``splits`` and
-each shard entry's ``file`` inside the folder and ``num_sequences``), and each shard's arrays:
-present, shaped as the manifest says, ``obs`` uint8 (or floating in [0, 1]), ``actions``,
-``rewards`` and ``states`` floating (integer actions are refused, not cast), ``actions`` and
-``rewards`` finite.
+Both files are checked when read (``worldmodels.dataset_format``), with a ``ValueError`` naming
+the file and the key: the manifest's schema (``seq_len``, ``obs_shape``, ``action_dim``,
+``state_dim``, ``splits`` and each shard entry's ``file`` inside the folder and
+``num_sequences``), and each shard's arrays: present, shaped as the manifest says, ``obs``
+uint8 (or floating in [0, 1]), ``actions``, ``rewards`` and ``states`` floating (integer
+actions are refused, not cast), ``actions`` and ``rewards`` finite, ``mask`` only 0 and 1.
 """
 
 from __future__ import annotations
@@ -30,50 +33,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from worldmodels.base import Batch
 
-_KEYS = ("obs", "actions", "rewards", "states")
-_FLOAT_KEYS = ("actions", "rewards", "states")
-_FINITE_KEYS = ("actions", "rewards")
-
-
-def _manifest_error(path: Path, key: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{path}: {key} is {value!r}, expected {expected}")
-
-
-def _is_int(x: Any, low: int) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= low
-
-
-def _check_manifest(path: Path, manifest: Any) -> None:
-    """Raise ``ValueError`` naming ``path`` and the key unless ``manifest`` has the schema that
-    ``SequenceDataset`` reads (see the module docstring)."""
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-    missing = [k for k in ("seq_len", "obs_shape", "action_dim", "state_dim", "splits") if k not in manifest]
-    if missing:
-        raise ValueError(f"{path}: missing key(s) {missing} (not a dataset manifest, or a damaged one)")
-    for key, low in (("seq_len", 1), ("action_dim", 1), ("state_dim", 0)):
-        if not _is_int(manifest[key], low):
-            raise _manifest_error(path, key, manifest[key], f"an integer >= {low}")
-    shape = manifest["obs_shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(d, 1) for d in shape)):
-        raise _manifest_error(path, "obs_shape", shape, "[H, W, C] positive integers")
-    splits = manifest["splits"]
-    if not isinstance(splits, dict):
-        raise _manifest_error(path, "splits", splits, "an object: split name -> {'shards': [...]}")
-    for split, info in splits.items():
-        shards = info.get("shards") if isinstance(info, dict) else None
-        if not isinstance(shards, list):
-            raise _manifest_error(path, f"splits[{split!r}].shards", shards, "a list of shard entries")
-        for i, entry in enumerate(shards):
-            key = f"splits[{split!r}].shards[{i}]"
-            if not isinstance(entry, dict):
-                raise _manifest_error(path, key, entry, "an object with 'file' and 'num_sequences'")
-            file = entry.get("file")
-            if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
-                raise _manifest_error(path, f"{key}.file", file, "a path inside the dataset folder")
-            if not _is_int(entry.get("num_sequences"), 0):
-                raise _manifest_error(path, f"{key}.num_sequences", entry.get("num_sequences"),
-                                      "an integer >= 0")
+from worldmodels.dataset_format import FLOAT_KEYS as _FLOAT_KEYS
+from worldmodels.dataset_format import KEYS as _KEYS
+from worldmodels.dataset_format import OPTIONAL_KEYS as _OPTIONAL_KEYS
+from worldmodels.dataset_format import check_manifest as _check_manifest
+from worldmodels.dataset_format import check_shard as _check_shard
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
@@ -107,43 +71,11 @@ def _load_shard(root: Path, entry: dict, manifest: dict, verify: bool) -> dict[s
             raise ValueError(f"shard {entry['file']!r} is corrupt: sha256 differs from the manifest")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in _KEYS if k in z.files}
+            arrays = {k: z[k] for k in (*_KEYS, *_OPTIONAL_KEYS) if k in z.files}
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, TypeError) as e:  # pickled, not npz
         raise ValueError(f"shard {entry['file']!r} is truncated or corrupt: {e}") from e
-    missing = [k for k in _KEYS if k not in arrays]
-    if missing:
-        raise ValueError(f"shard {entry['file']!r} lacks arrays {missing}")
-    n, T = entry["num_sequences"], manifest["seq_len"]
-    want = {
-        "obs": (n, T, *manifest["obs_shape"]),
-        "actions": (n, T, manifest["action_dim"]),
-        "rewards": (n, T),
-        "states": (n, T, manifest["state_dim"]),
-    }
-    for k, shape in want.items():
-        if arrays[k].shape != tuple(shape):
-            raise ValueError(f"shard {entry['file']!r}: {k} has shape {list(arrays[k].shape)}, expected {list(shape)}")
-    _check_shard_values(entry["file"], arrays)
+    _check_shard(entry["file"], arrays, entry["num_sequences"], manifest)
     return arrays
-
-
-def _check_shard_values(file: str, arrays: dict[str, np.ndarray]) -> None:
-    """Dtypes and values of a shard's arrays (the module docstring); ``ValueError`` naming
-    ``file`` and the key."""
-    obs = arrays["obs"]
-    if obs.dtype != np.uint8:
-        if not np.issubdtype(obs.dtype, np.floating):
-            raise ValueError(f"shard {file!r}: obs has dtype {obs.dtype}, expected uint8 (or floating in [0, 1])")
-        if obs.size and not (np.nanmin(obs) >= 0.0 and np.nanmax(obs) <= 1.0 and np.isfinite(obs).all()):
-            raise ValueError(f"shard {file!r}: obs is floating but not within [0, 1] (NaN, inf or values "
-                             "outside); store frames as uint8 0-255 or floats in [0, 1]")
-    for k in _FLOAT_KEYS:
-        if not np.issubdtype(arrays[k].dtype, np.floating):
-            hint = " (discrete actions are stored one-hot as float32)" if k == "actions" else ""
-            raise ValueError(f"shard {file!r}: {k} has dtype {arrays[k].dtype}, expected a floating dtype{hint}")
-    for k in _FINITE_KEYS:
-        if not np.isfinite(arrays[k]).all():
-            raise ValueError(f"shard {file!r}: {k} holds NaN or inf")
 
 
 def _stored_obs(parts: list[np.ndarray]) -> np.ndarray:
@@ -167,7 +99,7 @@ class SequenceDataset(Dataset):
         seq_len: T. state_dim: S. action_type: ``"discrete"`` (one-hot) or ``"continuous"``.
 
     Items are dicts of tensors: ``obs [T, C, H, W]`` float32 in [0, 1], ``actions [T, A]``,
-    ``mask [T]`` (ones), ``rewards [T]``, ``states [T, S]``.
+    ``mask [T]`` (the shard's ``mask``, ones where it has none), ``rewards [T]``, ``states [T, S]``.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", verify: bool = True):
@@ -184,6 +116,10 @@ class SequenceDataset(Dataset):
         self._actions = torch.from_numpy(cat["actions"].astype(np.float32, copy=False))
         self._rewards = torch.from_numpy(cat["rewards"].astype(np.float32, copy=False))
         self._states = torch.from_numpy(cat["states"].astype(np.float32, copy=False))
+        # [N, T] 1 = observed; shards without a mask are fully observed
+        self._mask = torch.from_numpy(np.concatenate([
+            s["mask"].astype(np.float32) if "mask" in s else np.ones(s["rewards"].shape, np.float32)
+            for s in shards]))
         H, W, C = self.manifest["obs_shape"]
         self.obs_shape = (int(C), int(H), int(W))
         self.action_dim = int(self.manifest["action_dim"])
@@ -202,7 +138,7 @@ class SequenceDataset(Dataset):
         return {
             "obs": obs,
             "actions": self._actions[i],
-            "mask": torch.ones(self.seq_len),
+            "mask": self._mask[i],
             "rewards": self._rewards[i],
             "states": self._states[i],
         }

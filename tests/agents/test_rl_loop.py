@@ -8,12 +8,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from agents_toy_models import LinearEnv, LinearWorldModel
 
 from worldmodels.agents.costs import QuadraticCost
 from worldmodels.agents.mpc import MPCAgent, MPCConfig
 from worldmodels.agents.planners import make_planner
 from worldmodels.agents.rl_loop import append_episodes, rollout
-from agents_toy_models import LinearEnv, LinearWorldModel
 
 
 def linear_venv(n, steps):
@@ -43,7 +43,8 @@ def test_rollout_records_dataset_arrays():
 def test_append_episodes_adds_a_shard(tmp_path):
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
-    manifest = {"seq_len": 4, "splits": {"train": {"num_sequences": 0, "shards": []}}}
+    manifest = {"seq_len": 4, "obs_shape": [3, 3, 1], "action_dim": 1, "state_dim": 3, "complete": True,
+                "splits": {"train": {"num_sequences": 0, "shards": []}}}
     (root / "manifest.json").write_text(json.dumps(manifest))
     rng = np.random.default_rng(0)
     eps = {"obs": rng.integers(0, 255, (2, 10, 3, 3, 1), dtype=np.uint8),
