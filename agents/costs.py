@@ -10,8 +10,9 @@ costs and the oracle's true pendulum reward all follow it, so planners can use a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -167,7 +168,7 @@ class GoalCost(QuadraticCost):
     """
 
     @classmethod
-    def from_frames(cls, model: WorldModel, goal_frames: torch.Tensor, **kwargs) -> "GoalCost":
+    def from_frames(cls, model: WorldModel, goal_frames: torch.Tensor, **kwargs) -> GoalCost:
         return cls(encode_goal(model, goal_frames), **kwargs)
 
 

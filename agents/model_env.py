@@ -116,7 +116,8 @@ class ModelVectorEnv(gym.vector.VectorEnv):
         self.model = model.eval()
         self.reward_fn = reward_fn
         p = next(iter(model.parameters()), None)
-        self.device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
+        default = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else default
         self._dtype = p.dtype if p is not None and p.is_floating_point() else torch.get_default_dtype()
         M, T = contexts["obs"].shape[:2]
         check_shape("contexts['actions']", contexts["actions"], (M, T, model.action_dim))

@@ -9,9 +9,9 @@ where episodes ended, so the next ``act`` starts a fresh history for those envir
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -9,9 +9,9 @@ prefix, so the latents are the ones the agent sees at decision time).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -158,7 +158,7 @@ class RewardHead(nn.Module):
         return atomic_write(path, lambda f: torch.save(payload, f))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "RewardHead":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> RewardHead:
         """A head saved by `save`. The file is read as data only (``weights_only=True``); anything
         else (a pickled object, a wrong schema, mis-shaped weights) raises `RewardHeadFileError`."""
         path = Path(path)

@@ -22,8 +22,10 @@ from worldmodels.envs.pendulum import PixelPendulumEnv
 #: Registered ids -> (entry point, default kwargs, max_episode_steps).
 ENV_IDS: dict[str, tuple[str, dict, int]] = {
     "worldmodels/BouncingBall-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "box"}, 100),
-    "worldmodels/BouncingBallGravity-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "gravity"}, 100),
-    "worldmodels/BouncingBallPolygon-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "polygon"}, 100),
+    "worldmodels/BouncingBallGravity-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "gravity"},
+                                           100),
+    "worldmodels/BouncingBallPolygon-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "polygon"},
+                                           100),
     "worldmodels/BouncingBallPong-v0": ("worldmodels.envs.bouncing_ball:BouncingBallEnv", {"variant": "pong"}, 100),
     "worldmodels/Pendulum-v0": ("worldmodels.envs.pendulum:PixelPendulumEnv", {}, 200),
     "worldmodels/ImageNavigation-v0": ("worldmodels.envs.image_navigation:ImageNavigationEnv", {}, 512),

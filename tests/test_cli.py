@@ -11,7 +11,14 @@ import torch
 import yaml
 
 from worldmodels.agents.cli import available_commands, main
-from worldmodels.agents.commands import CONFIG_DIR, apply_overrides, build_model, dataclass_from, list_presets, load_config
+from worldmodels.agents.commands import (
+    CONFIG_DIR,
+    apply_overrides,
+    build_model,
+    dataclass_from,
+    list_presets,
+    load_config,
+)
 from worldmodels.registry import get_model_class
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.envs.generate import DatasetSpec, generate_dataset
 from worldmodels.base import Batch
 from worldmodels.data import SequenceDataset, collate_batch, make_dataloader
+from worldmodels.envs.generate import DatasetSpec, generate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,8 @@ def test_distributed_sampler_splits_data(ball_root):
     seen = []
     for rank in range(2):
         s = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
-        seen += [x for b in DataLoader(ds, batch_size=3, sampler=s, collate_fn=collate_batch) for x in b.states[:, 0, 0].tolist()]
+        loader = DataLoader(ds, batch_size=3, sampler=s, collate_fn=collate_batch)
+        seen += [x for b in loader for x in b.states[:, 0, 0].tolist()]
     assert len(seen) == 10  # 9 padded to 10 by DistributedSampler
     assert set(seen) == set(ds._states[:, 0, 0].tolist())
 

@@ -10,10 +10,16 @@ import pytest
 import torch
 
 from worldmodels.base import TensorBelief, WorldModel
-from worldmodels.evaluation import (EvalConfig, evaluate, evaluate_imputation, evaluate_prediction, frame_psnr,
-                                    frame_ssim, make_mask, summarize)
-
-
+from worldmodels.evaluation import (
+    EvalConfig,
+    evaluate,
+    evaluate_imputation,
+    evaluate_prediction,
+    frame_psnr,
+    frame_ssim,
+    make_mask,
+    summarize,
+)
 
 
 class CopyLast(WorldModel):

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.envs import BouncingBallEnv, ImageNavigationEnv, PixelPendulumEnv
-from worldmodels.envs.generate import DatasetSpec, generate_dataset
-from worldmodels.envs.policies import make_policy
 from worldmodels.base import Batch
 from worldmodels.baselines import DKF, DVBF, DKFConfig, DVBFConfig
 from worldmodels.checks import check_frames, frames_to_float
 from worldmodels.data import SequenceDataset
+from worldmodels.envs import BouncingBallEnv, ImageNavigationEnv, PixelPendulumEnv
+from worldmodels.envs.generate import DatasetSpec, generate_dataset
+from worldmodels.envs.policies import make_policy
 from worldmodels.gtmsm import GTMSM, GTMSMConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig

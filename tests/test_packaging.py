@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPED = {"worldmodels": "worldmodels", "worldmodels.envs": "envs", "worldmodels.agents": "agents"}
@@ -76,7 +76,8 @@ def test_wheel_beside_a_distribution_owning_envs_and_agents_runs_a_preset(tmp_pa
         ["agents", "envs", "worldmodels"]
     assert (target / "worldmodels" / "configs" / "kvae_pendulum.yaml").is_file()
     run = subprocess.run([sys.executable, "-c", PROBE, str(target), "train", "--config", "kvae_pendulum",
-                          "--steps", "1", "--set", "data.preset=pendulum_small", "--set", f"data.root={tmp_path / 'data'}",
+                          "--steps", "1", "--set", "data.preset=pendulum_small",
+                          "--set", f"data.root={tmp_path / 'data'}",
                           "--set", "train.tensorboard=false", "--run-dir", str(tmp_path / "run"), "--no-progress",
                           "--device", "cpu"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from worldmodels.base import LatentState, TensorBelief, WorldModel, supports_step
-from worldmodels.baselines import DKF, DKFConfig, DVBF, DVBFConfig
+from worldmodels.baselines import DKF, DVBF, DKFConfig, DVBFConfig
 from worldmodels.gtmsm import GTMSM, GTMSMConfig
 from worldmodels.kvae import KVAE, KVAEConfig, KVAEState
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig

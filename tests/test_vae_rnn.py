@@ -146,7 +146,10 @@ def test_xavier_init_zeroes_the_auto_encoder_biases_and_keeps_the_default_otherw
     conv = dict(encoder="conv", obs_shape=(1, 16, 16))
     default = small(**conv)
     xavier = small(init="xavier", **conv)
-    biases = lambda m: [p for n, p in m.named_parameters() if n.endswith("bias") and n.split(".")[0] in ("encoder", "decoder")]  # noqa: E731
+
+    def biases(m):
+        return [p for n, p in m.named_parameters() if n.endswith("bias") and n.split(".")[0] in ("encoder", "decoder")]
+
     assert biases(xavier) and all(bool((b == 0).all()) for b in biases(xavier))
     assert any(bool((b != 0).any()) for b in biases(default))
     with pytest.raises(ValueError, match="init"):

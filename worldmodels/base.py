@@ -38,8 +38,9 @@ Construction (so checkpoints can rebuild any model): every model takes one confi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ class Batch:
     rewards: torch.Tensor | None = None
     states: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
         """Move every tensor to ``device``; floating tensors are cast to ``dtype`` if given."""
         out = {}
         for f in fields(self):

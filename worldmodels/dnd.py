@@ -72,7 +72,7 @@ class DNDMemory:
         return self.count.clamp(max=self.capacity)
 
     def reversed(self, key_slice: slice | None = None,
-                 value_slice: slice | None = None) -> "DNDMemory":
+                 value_slice: slice | None = None) -> DNDMemory:
         """The same entries read the other way round (no copy).
 
         The new keys are ``values[..., key_slice]`` (e.g. the means of stored Gaussian
@@ -84,11 +84,11 @@ class DNDMemory:
         new_values = self.keys if value_slice is None else self.values[..., value_slice]
         return DNDMemory(new_keys, new_values, self.stamps, self.count, self.last_used)
 
-    def detach(self) -> "DNDMemory":
+    def detach(self) -> DNDMemory:
         return DNDMemory(self.keys.detach(), self.values.detach(), self.stamps, self.count,
                          self.last_used)
 
-    def index_batch(self, index: torch.Tensor) -> "DNDMemory":
+    def index_batch(self, index: torch.Tensor) -> DNDMemory:
         """Memories of the batch elements ``index`` (e.g. ``repeat_interleave`` for candidates)."""
         lu = None if self.last_used is None else self.last_used[index]
         return DNDMemory(self.keys[index], self.values[index], self.stamps[index],
@@ -202,7 +202,7 @@ def dnd_write(memory: DNDMemory, keys: torch.Tensor, values: torch.Tensor,
                      last_used)
 
 
-def dnd_touch(memory: DNDMemory, read: "DNDRead") -> DNDMemory:
+def dnd_touch(memory: DNDMemory, read: DNDRead) -> DNDMemory:
     """Record the valid neighbours of ``read`` as used now (for ``eviction="lru"``).
 
     Reads of a batch of queries count as one time step. Returns a new memory (no copy of keys

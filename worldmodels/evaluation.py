@@ -302,12 +302,13 @@ def prediction_video(examples: dict[str, np.ndarray], path: str | os.PathLike, c
     return write_video(grid, path, fps=fps)
 
 
-def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, config: EvalConfig = EvalConfig(),
+def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, config: EvalConfig | None = None,
              device: str | torch.device = "cpu", video: bool = True) -> dict[str, Any]:
     """Prediction (and optionally imputation) evaluation with everything written to ``out_dir``:
     ``prediction.json``, ``prediction.png``, ``prediction.mp4`` and, for imputation,
     ``imputation.json``, ``imputation.png``, ``imputation.mp4``. Returns the JSON summary with
     the written paths under ``"files"``."""
+    config = config or EvalConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pred = evaluate_prediction(model, data, config.context, config.horizon, split=config.split,

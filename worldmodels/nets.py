@@ -13,12 +13,11 @@ with 3x3 convs to ``4 * channels`` filters + ReLU followed by a x2 pixel shuffle
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 __all__ = [
     "ConvEncoder",

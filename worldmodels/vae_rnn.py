@@ -10,7 +10,8 @@ Inference is per frame, ``q(z_t | x_t)`` (conv or MLP encoder from `worldmodels.
 loss is the negative ELBO per observed frame,
 ``-E_q[log p(x_t | z_t)] + beta * KL(q(z_t | x_t) || p(z_t | z_{<t}, u_{<=t}))``, with the LSTM
 run on samples of q (``free_nats`` > 0 leaves the KL of each frame unpenalised below that
-level, a standard guard against posterior collapse). Missing frames (``mask = 0``) take their code from the LSTM prior instead.
+level, a standard guard against posterior collapse). Missing frames (``mask = 0``) take their code
+from the LSTM prior instead.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from torch import nn
 
 from .base import Batch, Belief, LatentState, LossOutput, WorldModel
 from .checks import check_batch_frames, check_frames, check_sequences, check_shape, model_dtype
-from .nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, decoder_log_prob, decoder_mean,
-                   gaussian_kl, init_xavier_)
+from .nets import (
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    SubPixelDecoder,
+    decoder_log_prob,
+    decoder_mean,
+    gaussian_kl,
+    init_xavier_,
+)
 
 
 @dataclass
@@ -94,8 +103,9 @@ class VAERNN(WorldModel):
 
     config_class = VAERNNConfig
 
-    def __init__(self, config: VAERNNConfig = VAERNNConfig()) -> None:
+    def __init__(self, config: VAERNNConfig | None = None) -> None:
         super().__init__()
+        config = config or VAERNNConfig()
         self.config = config
         C, H, W = config.obs_shape
         D, A = config.latent_dim, config.action_dim

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -76,7 +76,7 @@ class PlanResult:
     def horizon(self) -> int:
         return self.mean.shape[1]
 
-    def shifted(self, steps: int = 1, fill: float | None = None) -> "PlanResult":
+    def shifted(self, steps: int = 1, fill: float | None = None) -> PlanResult:
         """The plan advanced by ``steps`` executed steps: drop the first ``steps`` entries and
         pad the tail with ``fill`` (default: mid-range 0 for continuous, uniform for discrete)."""
         if not 0 <= steps <= self.horizon:
@@ -130,7 +130,7 @@ class Planner(ABC):
         self.action_dim = low.numel()
 
     @classmethod
-    def from_space(cls, config: PlannerConfig, space) -> "Planner":
+    def from_space(cls, config: PlannerConfig, space) -> Planner:
         """Build from a Gymnasium ``Box`` action space."""
         return cls(config, space.low, space.high)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from worldmodels.checks import check_shape
 
-from .base import BestTracker, Objective, PlanResult, Planner
+from .base import BestTracker, Objective, Planner, PlanResult
 from .cem import CEMConfig
 
 
@@ -42,7 +42,7 @@ class CategoricalCEM(Planner):
         super().__init__(config, torch.zeros(num_actions), torch.ones(num_actions))
 
     @classmethod
-    def from_space(cls, config: CategoricalCEMConfig, space) -> "CategoricalCEM":
+    def from_space(cls, config: CategoricalCEMConfig, space) -> CategoricalCEM:
         """Build from a Gymnasium ``Discrete`` action space."""
         return cls(config, int(space.n))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import BestTracker, Objective, PlanResult, Planner
+from .base import BestTracker, Objective, Planner, PlanResult
 from .cem import CEMConfig, refit_gaussian
 from .noise import colored_noise
 

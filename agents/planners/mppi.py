@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import BestTracker, Objective, PlannerConfig, PlanResult, Planner
+from .base import BestTracker, Objective, Planner, PlannerConfig, PlanResult
 
 
 @dataclass

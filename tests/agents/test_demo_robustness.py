@@ -19,8 +19,9 @@ def test_table_covers_every_cell_and_resumes_from_its_cache(tmp_path):
     data = tmp_path / "pendulum_small"
     generate_dataset("pendulum_small", data, num_workers=1, progress=False)
     run, out = tmp_path / "run", tmp_path / "results"
-    args = ["--seeds", "0", "1", "--rounds", "1", "--settings", "2", "3", "2/tw2", "3/tw2", "--episodes", "2", "--eval-episodes", "2", "--steps", "5",
-            "--run-dir", str(run), "--out", str(out), "--set", f"data.root={data}", *TINY]
+    args = ["--seeds", "0", "1", "--rounds", "1", "--settings", "2", "3", "2/tw2", "3/tw2", "--episodes", "2",
+            "--eval-episodes", "2", "--steps", "5", "--run-dir", str(run), "--out", str(out),
+            "--set", f"data.root={data}", *TINY]
     assert main(args) == 0
     record = json.loads((out / "demo_robustness.json").read_text())
     cells = record["results"]["cells"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from agents_toy_models import LinearWorldModel
 from gymnasium import spaces
 
 from worldmodels.agents.costs import QuadraticCost
 from worldmodels.agents.model_env import ModelEnv, ModelVectorEnv, contexts_from_batch
-from agents_toy_models import LinearWorldModel
 
 GOAL = torch.tensor([1.0, 0.0])
 

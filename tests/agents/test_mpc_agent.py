@@ -7,11 +7,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from agents_toy_models import LinearEnv, LinearWorldModel
 
 from worldmodels.agents.costs import QuadraticCost
 from worldmodels.agents.mpc import MPCAgent, MPCConfig, imagination_video
 from worldmodels.agents.planners import CEM, CEMConfig, make_planner
-from agents_toy_models import LinearEnv, LinearWorldModel
 
 GOAL = (1.0, 0.0)
 

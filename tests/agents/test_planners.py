@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from agents_toy_models import LinearBelief, LinearWorldModel, optimal_plan
 
 from worldmodels.agents.costs import QuadraticCost, rollout_objective
-from worldmodels.agents.planners import (CEM, CEMConfig, CategoricalCEM, CategoricalCEMConfig, GradCEM,
-                             GradCEMConfig, ICEM, ICEMConfig, MPPI, MPPIConfig, PRESETS,
-                             RandomShooting, RandomShootingConfig, colored_noise, make_planner)
-from agents_toy_models import LinearBelief, LinearWorldModel, optimal_plan
+from worldmodels.agents.planners import (
+    CEM,
+    ICEM,
+    MPPI,
+    PRESETS,
+    CategoricalCEM,
+    CategoricalCEMConfig,
+    CEMConfig,
+    GradCEM,
+    GradCEMConfig,
+    ICEMConfig,
+    MPPIConfig,
+    RandomShooting,
+    RandomShootingConfig,
+    colored_noise,
+    make_planner,
+)
 
 GOAL = torch.tensor([0.5, 0.0])
 C_ACT = 0.05

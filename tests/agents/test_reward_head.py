@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import torch
+from agents_toy_models import LinearBelief, LinearWorldModel
 
 from worldmodels.agents.costs import rollout_objective
-from worldmodels.agents.reward import (RewardHead, RewardHeadConfig, filtered_latents, train_reward_head,
-                           transitions_from_batches)
-from agents_toy_models import LinearBelief, LinearWorldModel
+from worldmodels.agents.reward import (
+    RewardHead,
+    RewardHeadConfig,
+    filtered_latents,
+    train_reward_head,
+    transitions_from_batches,
+)
 from worldmodels.base import Batch
 
 GOAL = torch.tensor([1.0, 0.0])

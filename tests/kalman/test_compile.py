@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from kalman_oracle import random_problem
+
 from worldmodels.kalman import kalman_filter, set_compile
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from kalman_oracle import oracle, random_problem
+
 from worldmodels.kalman import kalman_filter, kalman_smoother
 
 CASES = {

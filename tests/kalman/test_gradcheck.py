@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-
 from kalman_oracle import random_problem
-from worldmodels.kalman import kalman_filter, kalman_smoother, sample_posterior, update_step, predict_step
+
+from worldmodels.kalman import kalman_filter, kalman_smoother, predict_step, sample_posterior, update_step
 
 NAMES = ("obs", "A", "C", "Q", "R", "mu0", "P0", "B", "controls")
 
@@ -51,7 +51,8 @@ def test_gradcheck_filter_only_and_steps():
         lambda *a: _call(kalman_filter, a, mk).log_likelihood, args, fast_mode=True)
     g = torch.Generator().manual_seed(0)
     m = torch.randn(3, 2, dtype=torch.float64, generator=g, requires_grad=True)
-    Lp = (torch.eye(2, dtype=torch.float64) + 0.1 * torch.randn(3, 2, 2, dtype=torch.float64, generator=g)).requires_grad_(True)
+    Lp = torch.eye(2, dtype=torch.float64) + 0.1 * torch.randn(3, 2, 2, dtype=torch.float64, generator=g)
+    Lp.requires_grad_(True)
     y = torch.randn(3, 2, dtype=torch.float64, generator=g, requires_grad=True)
     Cm = torch.randn(3, 2, 2, dtype=torch.float64, generator=g, requires_grad=True)
     R = torch.eye(2, dtype=torch.float64)

@@ -32,8 +32,10 @@ def _long_problem(T, varying, batch=3, n=4, m=2, seed=0):
         At = kw["A"] if kw["A"].dim() == 2 else kw["A"][:, t]
         Ct = kw["C"] if kw["C"].dim() == 2 else kw["C"][:, t]
         if t > 0:
-            z = (At.double() @ z.unsqueeze(-1)).squeeze(-1) + 0.1 * torch.randn(batch, n, generator=g, dtype=torch.float64)
-        obs.append((Ct.double() @ z.unsqueeze(-1)).squeeze(-1) + 0.2 * torch.randn(batch, m, generator=g, dtype=torch.float64))
+            noise = torch.randn(batch, n, generator=g, dtype=torch.float64)
+            z = (At.double() @ z.unsqueeze(-1)).squeeze(-1) + 0.1 * noise
+        noise = torch.randn(batch, m, generator=g, dtype=torch.float64)
+        obs.append((Ct.double() @ z.unsqueeze(-1)).squeeze(-1) + 0.2 * noise)
     kw["obs"] = torch.stack(obs, 1).float()
     return kw
 

@@ -8,8 +8,8 @@ The seed is fixed, so the test is deterministic.
 
 import pytest
 import torch
-
 from kalman_oracle import random_problem
+
 from worldmodels.kalman import kalman_smoother, sample_posterior
 
 S = 40000

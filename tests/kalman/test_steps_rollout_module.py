@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from kalman_oracle import random_problem
+
 from worldmodels.kalman import LGSSM, PDMatrix, kalman_filter, kalman_smoother, predict_step, rollout, update_step
 
 
@@ -91,7 +91,8 @@ def test_lgssm_module_learns_by_gradient_and_accepts_overrides():
     assert loss.item() < first - 1.0
     A_t = torch.eye(2).expand(4, 8, 2, 2)
     s = model.smooth(obs, controls=u, A=A_t, mask=torch.ones(4, 8), method="parallel")
-    ref = kalman_smoother(obs, controls=u, **{k: v for k, v in model.parameters_dict(A=A_t, controls=u).items() if k != "controls"})
+    params = {k: v for k, v in model.parameters_dict(A=A_t, controls=u).items() if k != "controls"}
+    ref = kalman_smoother(obs, controls=u, **params)
     torch.testing.assert_close(s.mean, ref.mean, atol=1e-4, rtol=1e-4)
     z = model.sample_posterior(obs, controls=u, num_samples=3, generator=torch.Generator().manual_seed(1))
     assert z.shape == (3, 4, 8, 2)

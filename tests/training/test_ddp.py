@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import torch
-
 from toy_models import ToyConfig, ToyDataset, ToyModel
+
 from worldmodels.training import TrainConfig, Trainer, read_checkpoint, read_metrics
 
 SCRIPT = str(Path(__file__).parent / "train_toy_script.py")

@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_trainer import quiet
+from toy_models import ToyConfig, ToyDataset, ToyModel
 
 from worldmodels import register_model
+from worldmodels.agents.commands import build_model
+from worldmodels.agents.reward import RewardHead, RewardHeadConfig, RewardHeadFileError
 from worldmodels.atomic_io import WriteError, atomic_write, atomic_write_text, remove_stale_temps
 from worldmodels.registry import UnknownModelError, get_model_class, registered_models
 from worldmodels.training import CheckpointError, RunExistsError, Trainer, load, read_metrics
-
-from worldmodels.agents.commands import build_model
-from worldmodels.agents.reward import RewardHead, RewardHeadConfig, RewardHeadFileError
-from test_trainer import quiet
-from toy_models import ToyConfig, ToyDataset, ToyModel
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -9,10 +9,18 @@ import math
 
 import pytest
 import torch
-
 from toy_models import ToyConfig, ToyDataset, ToyModel
-from worldmodels.training import (CheckpointError, TrainConfig, Trainer, TrainingDiverged, load, lr_at,
-                                  read_checkpoint, read_metrics)
+
+from worldmodels.training import (
+    CheckpointError,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    load,
+    lr_at,
+    read_checkpoint,
+    read_metrics,
+)
 
 
 def make(seed=0, **cfg):
@@ -86,6 +94,7 @@ def test_grad_clip_matches_manual_adam_step(tmp_path):
     Trainer(model, quiet(steps=1, batch_size=8, lr=lr, eps=1.0, grad_clip=clip), tmp_path, ds).fit()
     # same step by hand on the whole (order-independent) batch
     from torch.utils.data.dataloader import default_collate
+
     from worldmodels.base import Batch
 
     d = default_collate([ds[i] for i in range(8)])
@@ -226,8 +235,8 @@ def test_tensorboard_gets_scalars_and_prediction_video(tmp_run, monkeypatch):
         def close(self):
             calls.append(("close",))
 
-    import types
     import sys
+    import types
 
     fake = types.ModuleType("torch.utils.tensorboard")
     fake.SummaryWriter = FakeWriter

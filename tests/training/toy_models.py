@@ -35,8 +35,9 @@ ToyBelief = TensorBelief
 class ToyModel(WorldModel):
     config_class = ToyConfig
 
-    def __init__(self, config: ToyConfig = ToyConfig()) -> None:
+    def __init__(self, config: ToyConfig | None = None) -> None:
         super().__init__()
+        config = config or ToyConfig()
         self.config = config
         d = config.size * config.size
         self.latent_dim, self.action_dim = d, config.action_dim

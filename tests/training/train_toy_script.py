@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(1)
 
 from toy_models import ToyConfig, ToyDataset, ToyModel  # noqa: E402
+
 from worldmodels.training import TrainConfig, Trainer  # noqa: E402
 
 

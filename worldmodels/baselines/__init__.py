@@ -6,5 +6,5 @@ from worldmodels.baselines.dkf import DKF, DKFBelief, DKFConfig
 from worldmodels.baselines.dvbf import DVBF, DVBFBelief, DVBFConfig
 from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel, GaussianStepState
 
-__all__ = ["CodeRNN", "CodeRNNConfig", "DKF", "DKFBelief", "DKFConfig", "DVBF", "DVBFBelief", "DVBFConfig", "GaussianStateBelief",
-           "GaussianStateModel", "GaussianStepState"]
+__all__ = ["CodeRNN", "CodeRNNConfig", "DKF", "DKFBelief", "DKFConfig", "DVBF", "DVBFBelief", "DVBFConfig",
+           "GaussianStateBelief", "GaussianStateModel", "GaussianStepState"]

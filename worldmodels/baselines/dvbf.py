@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel
-from worldmodels.nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder,
-                              init_xavier_)
+from worldmodels.nets import ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, init_xavier_
 
 
 @dataclass
@@ -136,6 +135,7 @@ class DVBF(GaussianStateModel):
         zeros = torch.zeros_like(qm0)
         zs, qm, qv, pm, pv = [], [qm0], [qv0], [zeros], [zeros]
         m, lv = qm0, qv0
+        z = m  # replaced by the t = 0 draw below before any transition reads it
         T = obs.shape[1]
         for t in range(T):
             if t > 0:

@@ -37,8 +37,15 @@ from worldmodels.gtmsm.config import GTMSMConfig
 from worldmodels.gtmsm.landmark import LandmarkInference
 from worldmodels.gtmsm.state import GTMSMState
 from worldmodels.gtmsm.transition import StateTransition
-from worldmodels.nets import (ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder,
-                              bernoulli_log_prob, gaussian_kl, gaussian_log_prob)
+from worldmodels.nets import (
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    SubPixelDecoder,
+    bernoulli_log_prob,
+    gaussian_kl,
+    gaussian_log_prob,
+)
 
 _LOG_2PI = math.log(2 * math.pi)
 

@@ -25,8 +25,7 @@ import torch
 
 from worldmodels.kalman.inputs import Problem, prepare
 from worldmodels.kalman.results import FilterResult, SmootherResult
-from worldmodels.kalman.sequential import (filter_sequential, sample_noise_terms,
-                                           smoother_sequential, backward_affine)
+from worldmodels.kalman.sequential import backward_affine, filter_sequential, sample_noise_terms, smoother_sequential
 
 METHODS = ("sequential", "parallel")
 

@@ -7,7 +7,7 @@ Inside this module time is dim 0 of every element tensor (``[T, B, ...]``).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -35,7 +35,7 @@ class CheckpointError(RuntimeError):
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, numpy (global), torch CPU and CUDA RNG states as tensors / plain values."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002  (user code may draw from the global RNG: resume restores it)
     state: dict[str, Any] = {
         "python": list(random.getstate()[1]) + [random.getstate()[0]],
         "python_gauss": random.getstate()[2],
@@ -53,7 +53,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[-1], tuple(int(v) for v in py[:-1]), state["python_gauss"]))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],  # noqa: NPY002
                          n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():

@@ -99,7 +99,8 @@ class TrainConfig:
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"TrainConfig.amp_dtype: expected 'bfloat16' or 'float16', got {self.amp_dtype!r}")
         if self.early_stopping_mode not in ("min", "max"):
-            raise ValueError(f"TrainConfig.early_stopping_mode: expected 'min' or 'max', got {self.early_stopping_mode!r}")
+            raise ValueError("TrainConfig.early_stopping_mode: expected 'min' or 'max', "
+                             f"got {self.early_stopping_mode!r}")
         if self.log_every < 1:
             raise ValueError(f"TrainConfig.log_every: expected >= 1, got {self.log_every}")
         if self.max_bad_steps < 1:

@@ -29,9 +29,17 @@ from worldmodels.atomic_io import atomic_write_text, remove_stale_temps
 from worldmodels.base import Batch
 from worldmodels.registry import model_name_of
 
-from .checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state, class_path,
-                         load_model_state, model_config_dict, read_checkpoint, restore_rng_state,
-                         save_checkpoint)
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    capture_rng_state,
+    class_path,
+    load_model_state,
+    model_config_dict,
+    read_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from .config import TrainConfig, config_to_dict
 from .distributed import DistInfo, all_true, barrier, mean_over_ranks, setup_distributed
 from .metrics_log import MetricsLogger
@@ -103,7 +111,7 @@ class _DeferredInterrupt:
         self.requested = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_DeferredInterrupt":
+    def __enter__(self) -> _DeferredInterrupt:
         if self.enabled:
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -265,7 +273,7 @@ class Trainer:
     def _seed(self) -> None:
         s = self.config.seed + self.dist.rank
         random.seed(s)
-        np.random.seed(s % (2 ** 32))
+        np.random.seed(s % (2 ** 32))  # noqa: NPY002  (seeds user code that draws from numpy's global RNG)
         torch.manual_seed(s)
 
     # ------------------------------------------------------------------ data
@@ -449,7 +457,8 @@ class Trainer:
             self._save("best.pt")
         else:
             self.evals_without_improvement += 1
-            if cfg.early_stopping_patience is not None and self.evals_without_improvement >= cfg.early_stopping_patience:
+            patience = cfg.early_stopping_patience
+            if patience is not None and self.evals_without_improvement >= patience:
                 self.stopped_early = True
 
     # ------------------------------------------------------------------ checkpoints
@@ -526,8 +535,8 @@ class Trainer:
         old_cfg = ckpt.get("train_config", {})
         for key in ("batch_size", "grad_accum", "seed"):
             if key in old_cfg and old_cfg[key] != getattr(self.config, key):
-                raise CheckpointError(f"checkpoint {path}: cannot resume exactly with {key}={getattr(self.config, key)} "
-                                      f"(checkpoint has {old_cfg[key]})")
+                raise CheckpointError(f"checkpoint {path}: cannot resume exactly with "
+                                      f"{key}={getattr(self.config, key)} (checkpoint has {old_cfg[key]})")
         if tstate.get("world_size", 1) != self.dist.world_size:
             raise CheckpointError(f"checkpoint {path} was written with world_size={tstate.get('world_size')}, "
                                   f"this run has {self.dist.world_size}")
