@@ -102,8 +102,10 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(args.seed)
     runs = {}
-    runs["random"] = run_policy("random", lambda n: ((lambda o, i: rng.uniform(-1, 1, (n, 2)).astype(np.float32)), None),
-                                args.episodes, args.steps, args.seed, progress)
+    def random_forces(n):
+        return (lambda o, i: rng.uniform(-1, 1, (n, 2)).astype(np.float32)), None
+
+    runs["random"] = run_policy("random", random_forces, args.episodes, args.steps, args.seed, progress)
 
     def oracle(n):
         agent = MPCAgent(BallOracle().to(device), planner(), TargetDistanceReward(TARGET),
@@ -172,4 +174,6 @@ def plot(runs, path):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from experiments.protocol import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -89,7 +89,7 @@ def bench_config(B: int, N: int, Q: int, D: int, k: int, repeats: int, device: s
             res[key.replace("_s", "_reads_per_s")] = B * Q / res[key]
         out[backend] = res
     if "faiss" in out:
-        for backend, res in out.items():
+        for res in out.values():
             res["speedup_vs_faiss_forward"] = out["faiss"]["forward_s"] / res["forward_s"]
             if "forward_backward_s" in res:
                 res["speedup_vs_faiss_forward_backward"] = (

@@ -83,9 +83,11 @@ def bench_steps(steps: int, repeats: int) -> dict:
     out["pendulum_gym_make_wrapped_fps"], _ = _step_rate(wrapped, u, steps, repeats)
     ref = gym.make("Pendulum-v1").unwrapped
     out["baseline_pendulum_v1_state_only_fps"], _ = _step_rate(ref, u, steps, repeats)
-    out["ratio_vs_pendulum_v1_state_only"] = out["pendulum_step_render_fps"] / out["baseline_pendulum_v1_state_only_fps"]
+    out["ratio_vs_pendulum_v1_state_only"] = (out["pendulum_step_render_fps"]
+                                              / out["baseline_pendulum_v1_state_only_fps"])
     for size in (32, 64):
-        out[f"pendulum_{size}px_step_render_fps"], _ = _step_rate(envs.PixelPendulumEnv(size=size), u, steps // 2, repeats)
+        out[f"pendulum_{size}px_step_render_fps"], _ = _step_rate(envs.PixelPendulumEnv(size=size), u, steps // 2,
+                                                                  repeats)
     ball = envs.BouncingBallEnv()
     out["bouncing_ball_step_render_fps"], _ = _step_rate(ball, np.zeros(2, np.float32), steps // 2, repeats)
     nav = envs.ImageNavigationEnv()
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                "note": "shared 2-core machine; other processes were running, so timings are noisy"}
     from experiments._results import output_dir, save_results
 
-    path = save_results("bench_envs", vars(args), results, module="bench_envs", args=argv, out_dir=output_dir(args.out_dir, args.quick))
+    path = save_results("bench_envs", vars(args), results, module="bench_envs", args=argv,
+                        out_dir=output_dir(args.out_dir, args.quick))
     plot(results, path.with_suffix(".png"))
     print(f"results: {path}")
     return 0

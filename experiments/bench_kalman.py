@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -123,9 +123,13 @@ def dynamax_function(p: dict[str, np.ndarray]) -> Callable[[], np.ndarray] | Non
     try:
         import jax
         import jax.numpy as jnp
-        from dynamax.linear_gaussian_ssm.inference import (ParamsLGSSM, ParamsLGSSMDynamics,
-                                                            ParamsLGSSMEmissions, ParamsLGSSMInitial,
-                                                            lgssm_smoother)
+        from dynamax.linear_gaussian_ssm.inference import (
+            ParamsLGSSM,
+            ParamsLGSSMDynamics,
+            ParamsLGSSMEmissions,
+            ParamsLGSSMInitial,
+            lgssm_smoother,
+        )
     except ImportError:
         return None
     n, m = p["A"].shape[0], p["C"].shape[0]
@@ -232,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                 kw_seq = dict(kw, P0=kw["P0"].expand(args.batch, *kw["P0"].shape))
                 with torch.inference_mode():
                     row["paired_ratio_torch_shared_to_dynamax"] = paired_ratio(
-                        lambda: kalman_smoother(obs, **kw), dyn_fn, max(3, args.repeats // 3))
+                        lambda obs=obs, kw=kw: kalman_smoother(obs, **kw), dyn_fn, max(3, args.repeats // 3))
                     row["paired_ratio_torch_per_sequence_to_dynamax"] = paired_ratio(
-                        lambda: kalman_smoother(obs, **kw_seq), dyn_fn, 3, block=3)
+                        lambda obs=obs, kw=kw_seq: kalman_smoother(obs, **kw), dyn_fn, 3, block=3)
             if dyn is not None:
                 row["dynamax"] = dyn[0]
                 row["dynamax_max_abs_diff_means"] = float(np.abs(dyn[1] - means).max())

@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small dataset, batch 8, 1 repeat (a smoke run)")
     args = p.parse_args(argv)
     if args.quick:
-        args.dataset, args.batch_size, args.repeats, args.warmup, args.full_epoch = "bouncing_ball_small", 8, 1, 0, False
+        args.dataset, args.batch_size, args.repeats, args.warmup = "bouncing_ball_small", 8, 1, 0
+        args.full_epoch = False
     return args
 
 

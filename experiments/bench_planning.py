@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments._results import output_dir, save_results
 from worldmodels.agents.mpc import MPCAgent, MPCConfig
 from worldmodels.agents.oracle import PendulumOracle, pendulum_reward
 from worldmodels.agents.planners import PRESETS, make_planner
 from worldmodels.agents.reward import RewardHead, RewardHeadConfig
-from experiments._results import output_dir, save_results
 
 
 def pendulum_kvae(device, dynamics: str = "lstm"):

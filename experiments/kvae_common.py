@@ -85,7 +85,7 @@ def train(model: torch.nn.Module, train_set: Dataset, run_dir: Path, *, steps: i
     ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` when it exists (up to ``steps``
     updates in all; a finished run is just loaded), so a run can be extended or restarted after a kill.
     """
-    from worldmodels.training import Trainer, TrainConfig
+    from worldmodels.training import TrainConfig, Trainer
 
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, optimizer="adam",
                       schedule="staircase" if decay_every_steps else "constant", decay_rate=0.85,

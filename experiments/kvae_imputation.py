@@ -434,4 +434,6 @@ def main(argv=None) -> int:
     return 0
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from experiments.protocol import run_cli
+
+    raise SystemExit(run_cli(main))

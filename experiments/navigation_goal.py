@@ -181,7 +181,6 @@ def main(argv=None) -> int:
     results.update(info)
     results["wall_seconds"] = time.time() - t0
     from experiments._results import output_dir, save_results
-
     from experiments.protocol import Protocol, SeedSet
 
     protocol = Protocol((0,), SeedSet.span("ImageNavigation-v0 episode seed", args.seed, args.episodes),
@@ -195,13 +194,12 @@ def main(argv=None) -> int:
 
 
 def prepare_gtmsm(args, run: Path, device, progress: bool):
-    from worldmodels.envs.generate import generate_dataset
     from experiments.pendulum_swingup import dataset_split
     from experiments.protocol import prepare_run_dir
+    from worldmodels.agents.commands.plan import load_world_model
+    from worldmodels.envs.generate import generate_dataset
     from worldmodels.gtmsm import GTMSM, GTMSMConfig
     from worldmodels.training import TrainConfig, Trainer
-
-    from worldmodels.agents.commands.plan import load_world_model
 
     if args.checkpoint:
         return load_world_model(args.checkpoint, device=str(device)).eval(), {"checkpoint": args.checkpoint}
@@ -242,4 +240,6 @@ def plot(runs, budget, path):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from experiments.protocol import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodels.agents.oracle import upright_fraction
 from experiments.protocol import Protocol, SeedSet, budget_record, config_hash, mean_ci, paired_claim, prepare_run_dir
+from worldmodels.agents.oracle import upright_fraction
 
 ENV_ID = "worldmodels/Pendulum-v0"
 
@@ -368,4 +368,6 @@ def plot(runs: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from experiments.protocol import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -23,7 +23,8 @@ import hashlib
 import json
 import math
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,12 @@ def budget_record(updates: int, batch_size: int, paper_updates: int | None, pape
         scale = updates * batch_size / (paper_updates * paper_batch_size)
     return {"updates": updates, "batch_size": batch_size, "paper_updates": paper_updates,
             "paper_batch_size": paper_batch_size, "scale_vs_paper": scale, "baselines": baselines}
+
+
+def run_cli(main: Callable[[], int | None]) -> int:
+    """Run a script's ``main()``; a `ConfigMismatchError` becomes a one-line error and exit status 2."""
+    try:
+        return main() or 0
+    except ConfigMismatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
