@@ -34,6 +34,13 @@ import numpy as np
 from gymnasium import spaces
 
 from worldmodels import envs  # noqa: F401  (registers the ids)
+from worldmodels.envs.gym_pixels import (
+    EnvNotSupported,
+    check_frame_size,
+    check_frame_skip,
+    check_registered,
+    make_pixel_env,
+)
 from worldmodels.envs.policies import POLICIES, make_policy
 
 SPLITS = ("train", "valid", "test")
@@ -55,16 +62,25 @@ class DatasetSpec:
 
     Attributes:
         name: dataset name (a preset name or your own).
-        env_id: a registered id, e.g. ``"worldmodels/BouncingBall-v0"``.
+        env_id: a registered Gymnasium id: the package's own (e.g. ``"worldmodels/BouncingBall-v0"``,
+            whose observations are frames) or any other that renders ``rgb_array`` frames (e.g.
+            ``"CartPole-v1"``), whose renders become the observations (``gym_pixels``).
         seq_len: frames per sequence T, at most 100 000.
         splits: split name (``train``, ``valid``, ``test``) -> number of sequences (at most 10^7).
         env_kwargs: keyword arguments for ``gymnasium.make``.
-        policy: exploration policy name (``zero``, ``uniform``, ``poisson_repeat``).
+        policy: exploration policy name (``zero``, ``uniform``, ``poisson_repeat``, ``random``).
         policy_kwargs: its options.
         shard_size: sequences per shard file.
         seed: root seed of the whole dataset (an integer >= 0).
         compress: deflate the shards (True) or store them uncompressed.
         description: a line for humans.
+        frame_size: ``[height, width]`` of the frames of an env outside ``worldmodels/`` (area
+            resizing of its renders), or None for the render's own size.
+        grayscale: one grey channel instead of RGB (envs outside ``worldmodels/``).
+        frame_skip: repeat each action this many steps, summing the rewards and keeping the last
+            frame (envs outside ``worldmodels/``).
+
+    The last three are recorded in the manifest only when they differ from their defaults.
     """
 
     name: str
@@ -78,10 +94,26 @@ class DatasetSpec:
     seed: int = 0
     compress: bool = True
     description: str = ""
+    frame_size: tuple[int, int] | None = None
+    grayscale: bool = False
+    frame_skip: int = 1
 
     def __post_init__(self):
+        if not isinstance(self.env_id, str):
+            raise ValueError(f"env_id: expected a registered Gymnasium id, got {self.env_id!r}")
         if self.env_id not in envs.ENV_IDS:
-            raise ValueError(f"env_id: expected one of {sorted(envs.ENV_IDS)}, got {self.env_id!r}")
+            try:
+                check_registered(self.env_id)
+            except EnvNotSupported as e:
+                raise ValueError(f"env_id: {e}") from e
+        if self.frame_size is not None:
+            self.frame_size = check_frame_size("frame_size", self.frame_size)
+        if not isinstance(self.grayscale, bool):
+            raise ValueError(f"grayscale: expected True or False, got {self.grayscale!r}")
+        check_frame_skip("frame_skip", self.frame_skip)
+        if self.is_native and self.pixel_options():
+            raise ValueError(f"frame_size/grayscale/frame_skip: apply to Gymnasium envs outside worldmodels/; "
+                             f"{self.env_id} makes its own frames (got {self.pixel_options()})")
         if not _is_int(self.seq_len) or not 1 <= self.seq_len <= MAX_SEQ_LEN:
             raise ValueError(f"seq_len: expected an integer in [1, {MAX_SEQ_LEN}], got {self.seq_len!r}")
         if not isinstance(self.splits, dict) or not self.splits or set(self.splits) - set(SPLITS):
@@ -99,6 +131,27 @@ class DatasetSpec:
         if not _is_int(self.shard_size) or self.shard_size < 1:
             raise ValueError(f"shard_size: expected a positive integer, got {self.shard_size!r}")
 
+    @property
+    def is_native(self) -> bool:
+        """Whether ``env_id`` is one of the package's own pixel environments."""
+        return self.env_id in envs.ENV_IDS
+
+    def pixel_options(self) -> dict[str, Any]:
+        """``frame_size``, ``grayscale`` and ``frame_skip`` where they differ from the defaults."""
+        defaults = {"frame_size": None, "grayscale": False, "frame_skip": 1}
+        return {k: getattr(self, k) for k, v in defaults.items() if getattr(self, k) != v}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain data (JSON-ready), the pixel options only where they are not the
+        defaults (so the package's own datasets keep their manifests); ``from_dict`` inverts it."""
+        d = asdict(self)
+        for k in ("frame_size", "grayscale", "frame_skip"):
+            if k not in self.pixel_options():
+                del d[k]
+        if d.get("frame_size") is not None:
+            d["frame_size"] = list(d["frame_size"])
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
         """Inverse of ``dataclasses.asdict``; unknown keys raise ``ValueError``."""
@@ -106,6 +159,9 @@ class DatasetSpec:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"DatasetSpec: unknown field(s) {sorted(unknown)}; expected among {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("frame_size"), list):
+            d["frame_size"] = tuple(d["frame_size"])
         return cls(**d)
 
 
@@ -210,10 +266,16 @@ def _write_manifest(root: Path, manifest: dict) -> None:
 
 # ---------------------------------------------------------------------------------- rollouts
 def make_env(spec: DatasetSpec) -> gym.Env:
-    """The raw (unwrapped) environment of ``spec``; bad ``env_kwargs`` (unknown names, values out
-    of range) raise ``ValueError``."""
+    """The raw (unwrapped) environment of ``spec``: the package's own, or another Gymnasium id
+    wrapped by ``gym_pixels.make_pixel_env`` (its renders as observations). Bad ``env_kwargs``
+    (unknown names, values out of range) raise ``ValueError``; an id that cannot be used raises
+    ``gym_pixels.EnvNotSupported`` (a ``ValueError``)."""
     try:
+        if not spec.is_native:
+            return make_pixel_env(spec.env_id, spec.env_kwargs, spec.frame_size, spec.grayscale, spec.frame_skip)
         return gym.make(spec.env_id, disable_env_checker=True, **spec.env_kwargs).unwrapped
+    except EnvNotSupported:
+        raise
     except TypeError as e:
         raise ValueError(f"env_kwargs: bad options {spec.env_kwargs} for {spec.env_id}: {e}") from e
     except ValueError as e:
@@ -258,6 +320,7 @@ def rollout_sequences(spec: DatasetSpec, split: str, start: int, count: int, env
     rew_buf = np.empty((count, T), dtype=np.float32)
     st_buf = np.empty((count, T, lay["state_dim"]), dtype=np.float32)
     policy = make_policy(spec.policy, env.action_space, **spec.policy_kwargs)
+    start_index = int(getattr(env.action_space, "start", 0))  # Discrete(n, start): index a - start
     for n in range(count):
         i = start + n
         for attempt in range(_MAX_ATTEMPTS):
@@ -272,9 +335,9 @@ def rollout_sequences(spec: DatasetSpec, split: str, start: int, count: int, env
                 st_buf[n, t] = info["state"]
                 a = policy(obs, info)
                 if discrete:
-                    act_buf[n, t, int(a)] = 1.0
+                    act_buf[n, t, int(a) - start_index] = 1.0
                 else:
-                    act_buf[n, t] = a
+                    act_buf[n, t] = np.asarray(a).reshape(A)
                 obs, r, terminated, truncated, info = env.step(a)
                 rew_buf[n, t] = r
                 if terminated and t < T - 1:
@@ -284,7 +347,7 @@ def rollout_sequences(spec: DatasetSpec, split: str, start: int, count: int, env
                 break
         else:
             raise RuntimeError(f"{spec.env_id}: every one of {_MAX_ATTEMPTS} episodes for sequence {i} "
-                               f"ended before {T} frames")
+                               f"ended before {T} frames (choose a shorter seq_len)")
     return {"obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "states": st_buf}
 
 
@@ -393,7 +456,7 @@ def _check_old_manifest(path: Path, old: Any) -> None:
 def _generate_locked(spec: DatasetSpec, root: Path, layout: dict, num_workers: int | None, resume: bool,
                      progress: bool) -> Path:
     _clean_temp_files(root)
-    spec_dict = asdict(spec)
+    spec_dict = spec.to_dict()
     plan = _plan(spec)
     mpath = root / MANIFEST
     if mpath.exists() and resume:

@@ -108,11 +108,33 @@ class PoissonRepeatPolicy(Policy):
         return self._current
 
 
+class RandomPolicy(Policy):
+    """I.i.d. samples of a ``Discrete`` or ``Box`` action space drawn with the episode's generator:
+    uniform indices, uniform values where a ``Box`` dimension is bounded and standard normal ones
+    (clipped to the bound it has, if any) where it is not."""
+
+    def __init__(self, action_space: spaces.Space):
+        super().__init__(action_space)
+        if not isinstance(action_space, (spaces.Box, spaces.Discrete)):
+            raise ValueError(f"action_space: RandomPolicy needs a Box or Discrete space, got {action_space}")
+
+    def __call__(self, obs, info):
+        a = self.action_space
+        if isinstance(a, spaces.Discrete):
+            return int(a.start) + int(self.rng.integers(int(a.n)))
+        low, high = np.broadcast_to(a.low, a.shape), np.broadcast_to(a.high, a.shape)
+        bounded = np.isfinite(low) & np.isfinite(high)
+        u = self.rng.uniform(np.where(bounded, low, 0.0), np.where(bounded, high, 1.0))
+        x = np.where(bounded, u, np.clip(self.rng.standard_normal(a.shape), low, high))
+        return x.astype(a.dtype)
+
+
 #: Policy names usable in dataset specs -> constructors ``(action_space, **kwargs) -> Policy``.
 POLICIES: dict[str, Callable[..., Policy]] = {
     "zero": ZeroPolicy,
     "uniform": UniformPolicy,
     "poisson_repeat": PoissonRepeatPolicy,
+    "random": RandomPolicy,
 }
 
 

@@ -6,6 +6,12 @@ Examples::
     worldmodels generate bouncing_ball --out runs/data/bouncing_ball --workers 2
     worldmodels generate pendulum_small --train 1000 --seq-len 30 --out runs/data/pendulum_1k
     worldmodels generate image_navigation --env-kwargs '{"obstacles": true}' --out runs/data/nav_obstacles
+    worldmodels generate --env CartPole-v1 --size 32 --grayscale --seq-len 20 --out runs/data/cartpole
+
+``--env`` takes any registered Gymnasium id whose environment renders ``rgb_array`` frames: the
+renders, resized (``--size``), optionally grey (``--grayscale``), are the observations, each
+action is repeated ``--frame-skip`` times, the action space is read from the environment (Box:
+float actions, Discrete: one-hot) and a flat vector observation is recorded as the true state.
 
 An interrupted run resumes when started again with the same arguments; ``--overwrite``
 regenerates a folder that holds a different dataset.
@@ -32,13 +38,23 @@ from .validation import (
     check_seed,
 )
 
-HELP = "generate a sequence dataset from a preset (sharded .npz + manifest.json)"
+HELP = "generate a sequence dataset from a preset or any Gymnasium env (sharded .npz + manifest.json)"
+#: sizes of a dataset made with --env when no option says otherwise
+ENV_DEFAULTS = {"seq_len": 20, "splits": {"train": 256, "valid": 32, "test": 32}, "shard_size": 64,
+                "policy": "random", "frame_size": (32, 32)}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("generate", help=HELP, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("preset", nargs="?", help="preset name (see --list)")
+    p.add_argument("preset", nargs="?", help="preset name (see --list); or use --env")
+    p.add_argument("--env", default=None, metavar="ID",
+                   help="any registered Gymnasium id that renders rgb_array frames, e.g. CartPole-v1")
+    p.add_argument("--size", default=None, metavar="H[xW]",
+                   help="frame size of an --env dataset (area resizing; default 32)")
+    p.add_argument("--grayscale", action="store_true", help="one grey channel (with --env)")
+    p.add_argument("--frame-skip", type=int, default=None, metavar="K",
+                   help="repeat each action K times, sum the rewards, keep the last frame (with --env)")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.add_argument("--out", default=None, help="dataset folder (default: runs/data/<preset>)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
@@ -49,8 +65,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=None, help="frames per sequence")
     p.add_argument("--seed", type=int, default=None, help="root seed")
     p.add_argument("--shard-size", type=int, default=None, help="sequences per shard file")
-    p.add_argument("--policy", default=None, help="exploration policy: zero | uniform | poisson_repeat")
-    p.add_argument("--env-kwargs", default=None, help="JSON object of environment options, merged into the preset's")
+    p.add_argument("--policy", default=None,
+                   help="exploration policy: zero | uniform | poisson_repeat | random (default with --env)")
+    p.add_argument("--env-kwargs", default=None,
+                   help="JSON object of environment options, merged into the preset's (passed to gymnasium.make)")
     p.add_argument("--name", default=None, help="dataset name recorded in the manifest")
     return p
 
@@ -61,10 +79,20 @@ def spec_from_args(args: argparse.Namespace):
     from worldmodels.envs.generate import PRESETS, get_spec
     from worldmodels.envs.policies import POLICIES
 
-    if not args.preset:
-        raise UsageError(f"preset: expected a preset name (worldmodels generate --list): {', '.join(PRESETS)}")
-    check_choice("preset", args.preset, PRESETS)
-    spec = get_spec(args.preset)
+    if args.env is not None:
+        if args.preset:
+            raise UsageError(f"--env: give a preset or --env, not both (got {args.preset!r} and --env {args.env})")
+        spec = env_spec(args)
+    else:
+        if not args.preset:
+            raise UsageError(f"preset: expected a preset name (worldmodels generate --list): {', '.join(PRESETS)}"
+                             " (or --env ID for any Gymnasium environment)")
+        check_choice("preset", args.preset, PRESETS)
+        for option, given in (("--size", args.size is not None), ("--grayscale", args.grayscale),
+                              ("--frame-skip", args.frame_skip is not None)):
+            if given:
+                raise UsageError(f"{option}: applies to --env datasets; preset {args.preset!r} makes its own frames")
+        spec = get_spec(args.preset)
     changes: dict = {}
     splits = dict(spec.splits)
     for split in ("train", "valid", "test"):
@@ -98,6 +126,45 @@ def spec_from_args(args: argparse.Namespace):
     return spec
 
 
+def parse_size(option: str, text: str) -> tuple[int, int]:
+    """``"H"`` or ``"HxW"`` as ``(H, W)`` with sides in ``[1, MAX_FRAME_SIDE]``."""
+    from worldmodels.envs.gym_pixels import MAX_FRAME_SIDE
+
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise UsageError(f"{option}: expected H or HxW (e.g. 32 or 48x64), got {text!r}")
+    sides = [check_int(option, int(p), 1, MAX_FRAME_SIDE) for p in parts]
+    return (sides[0], sides[-1])
+
+
+def env_spec(args: argparse.Namespace):
+    """The ``DatasetSpec`` of ``--env ID`` with its pixel options (defaults: ``ENV_DEFAULTS``)."""
+    from worldmodels.envs import ENV_IDS
+    from worldmodels.envs.generate import DatasetSpec
+    from worldmodels.envs.gym_pixels import MAX_FRAME_SKIP, EnvNotSupported, check_registered
+
+    try:
+        env_id = check_registered(args.env)
+    except EnvNotSupported as e:
+        raise UsageError(f"--env: {e}") from e
+    native = env_id in ENV_IDS
+    pixel: dict = {}
+    if native:
+        for option, given in (("--size", args.size is not None), ("--grayscale", args.grayscale),
+                              ("--frame-skip", args.frame_skip is not None)):
+            if given:
+                raise UsageError(f"{option}: applies to Gymnasium envs outside worldmodels/; {env_id} makes its "
+                                 "own frames")
+    else:
+        pixel["frame_size"] = parse_size("--size", args.size) if args.size is not None else ENV_DEFAULTS["frame_size"]
+        pixel["grayscale"] = bool(args.grayscale)
+        if args.frame_skip is not None:
+            pixel["frame_skip"] = check_int("--frame-skip", args.frame_skip, 1, MAX_FRAME_SKIP)
+    name = env_id.replace("/", "_")
+    return DatasetSpec(name, env_id, ENV_DEFAULTS["seq_len"], dict(ENV_DEFAULTS["splits"]), policy=ENV_DEFAULTS["policy"],
+                       shard_size=ENV_DEFAULTS["shard_size"], **pixel)
+
+
 def env_kwargs_from_json(text: str, env_id: str) -> dict:
     """The ``--env-kwargs`` JSON object: finite values, keys the environment ``env_id`` takes."""
     from worldmodels import envs
@@ -108,6 +175,8 @@ def env_kwargs_from_json(text: str, env_id: str) -> dict:
         raise UsageError(f"--env-kwargs: expected a JSON object, got invalid JSON ({e})") from e
     if not isinstance(extra, dict):
         raise UsageError(f"--env-kwargs: expected a JSON object, got {text!r}")
+    if env_id not in envs.ENV_IDS:  # another Gymnasium env: gymnasium.make checks its own options
+        return check_finite_values("--env-kwargs", extra)
     classes = {f"{c.__module__}:{c.__name__}": c
                for c in (envs.BouncingBallEnv, envs.ImageNavigationEnv, envs.PixelPendulumEnv)}
     cls = classes[envs.ENV_IDS[env_id][0]]
@@ -121,11 +190,21 @@ def env_kwargs_from_json(text: str, env_id: str) -> dict:
 def check_env_options(spec) -> None:
     """Build ``spec``'s environment once so that it checks its own options (nothing is written)."""
     from worldmodels.envs.generate import make_env
+    from worldmodels.envs.gym_pixels import EnvNotSupported
+    from worldmodels.envs.policies import make_policy
 
     try:
-        make_env(spec).close()
+        env = make_env(spec)
+    except EnvNotSupported as e:
+        raise UsageError(f"--env {spec.env_id}: {e}") from e
     except (TypeError, ValueError) as e:
         raise UsageError(f"--env-kwargs: {e}") from e
+    try:
+        make_policy(spec.policy, env.action_space, **spec.policy_kwargs)
+    except ValueError as e:
+        raise UsageError(f"--policy {spec.policy}: {e}") from e
+    finally:
+        env.close()
 
 
 def check_same_dataset(out: Path, spec) -> None:
@@ -138,7 +217,7 @@ def check_same_dataset(out: Path, spec) -> None:
         old = json.loads(path.read_text()).get("spec")
     except (OSError, ValueError, AttributeError):
         return
-    if isinstance(old, dict) and old != json.loads(json.dumps(dataclasses.asdict(spec))):
+    if isinstance(old, dict) and old != json.loads(json.dumps(spec.to_dict())):
         raise UsageError(f"--out {out}: holds a different dataset ({old.get('name')!r}); pass --overwrite to "
                          "replace it, or choose another folder")
 

@@ -112,8 +112,12 @@ def test_failed_shard_leaves_nothing_half_written(tmp_path, monkeypatch):
 def test_bad_specs():
     with pytest.raises(ValueError, match="preset"):
         get_spec("bouncing_bal")
+    with pytest.raises(ValueError, match="env_id: 'CartPole-v9' is not a registered Gymnasium id"):
+        _spec(env_id="CartPole-v9")
     with pytest.raises(ValueError, match="env_id"):
-        _spec(env_id="CartPole-v1")
+        _spec(env_id="gymnasium.envs:CartPole-v1")  # a module path is never imported
+    with pytest.raises(ValueError, match="frame_size/grayscale/frame_skip"):
+        _spec(grayscale=True)  # the package's own envs make their own frames
     with pytest.raises(ValueError, match="splits"):
         _spec(splits={"training": 3})
     with pytest.raises(ValueError, match="policy"):
