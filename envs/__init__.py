@@ -35,4 +35,13 @@ for _id, (_entry, _kwargs, _steps) in ENV_IDS.items():
     if _id not in registry:
         register(id=_id, entry_point=_entry, kwargs=_kwargs, max_episode_steps=_steps)
 
-__all__ = ["ENV_IDS", "BouncingBallEnv", "ImageNavigationEnv", "PixelPendulumEnv"]
+__all__ = ["ENV_IDS", "BouncingBallEnv", "ImageNavigationEnv", "PixelPendulumEnv", "write_dataset"]
+
+
+def __getattr__(name: str):
+    """``write_dataset`` (``worldmodels.envs.writer``), imported on first use."""
+    if name == "write_dataset":
+        from worldmodels.envs.writer import write_dataset
+
+        return write_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

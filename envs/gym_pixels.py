@@ -11,6 +11,7 @@ never imported from a string.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -154,7 +155,9 @@ def make_pixel_env(env_id: str, env_kwargs: dict[str, Any] | None = None, frame_
     if "render_mode" in kwargs:
         raise TypeError("render_mode is set to 'rgb_array' by the pixel wrapper; remove it from the options")
     try:
-        env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True, **kwargs)
+        with warnings.catch_warnings():  # an env without rgb_array is refused below, in one line
+            warnings.filterwarnings("ignore", message=".*not in the possible render_modes")
+            env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise EnvNotSupported(f"{env_id} cannot be made: {str(e).splitlines()[0]}") from e
     except gym.error.Error as e:  # e.g. a render mode the environment refuses
