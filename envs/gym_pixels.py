@@ -90,8 +90,9 @@ class PixelObservations(gym.Wrapper):
         self.grayscale = bool(grayscale)
         self.frame_skip = check_frame_skip("frame_skip", frame_skip)
         o = env.observation_space
-        flat = isinstance(o, spaces.Box) and len(o.shape) == 1 and np.issubdtype(o.dtype, np.number)
-        self.state_dim = int(o.shape[0]) if flat else 0
+        shape = o.shape if isinstance(o, spaces.Box) else None
+        flat = shape is not None and len(shape) == 1 and np.issubdtype(o.dtype, np.number)
+        self.state_dim = int(shape[0]) if flat and shape is not None else 0
         self.observation_space = spaces.Box(0, 255, self._frame_shape(), np.uint8)
 
     def _frame_shape(self) -> tuple[int, int, int]:

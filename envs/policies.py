@@ -122,6 +122,8 @@ class RandomPolicy(Policy):
         a = self.action_space
         if isinstance(a, spaces.Discrete):
             return int(a.start) + int(self.rng.integers(int(a.n)))
+        if not isinstance(a, spaces.Box):  # checked in __init__
+            raise TypeError(f"action_space: expected Box or Discrete, got {a}")
         low, high = np.broadcast_to(a.low, a.shape), np.broadcast_to(a.high, a.shape)
         bounded = np.isfinite(low) & np.isfinite(high)
         u = self.rng.uniform(np.where(bounded, low, 0.0), np.where(bounded, high, 1.0))

@@ -32,7 +32,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from worldmodels.base import Batch
-
 from worldmodels.dataset_format import FLOAT_KEYS as _FLOAT_KEYS
 from worldmodels.dataset_format import KEYS as _KEYS
 from worldmodels.dataset_format import OPTIONAL_KEYS as _OPTIONAL_KEYS

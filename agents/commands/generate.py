@@ -161,8 +161,8 @@ def env_spec(args: argparse.Namespace):
         if args.frame_skip is not None:
             pixel["frame_skip"] = check_int("--frame-skip", args.frame_skip, 1, MAX_FRAME_SKIP)
     name = env_id.replace("/", "_")
-    return DatasetSpec(name, env_id, ENV_DEFAULTS["seq_len"], dict(ENV_DEFAULTS["splits"]), policy=ENV_DEFAULTS["policy"],
-                       shard_size=ENV_DEFAULTS["shard_size"], **pixel)
+    return DatasetSpec(name, env_id, ENV_DEFAULTS["seq_len"], dict(ENV_DEFAULTS["splits"]),
+                       policy=ENV_DEFAULTS["policy"], shard_size=ENV_DEFAULTS["shard_size"], **pixel)
 
 
 def env_kwargs_from_json(text: str, env_id: str) -> dict:

@@ -23,7 +23,7 @@ pytest.importorskip("pygame")  # CartPole renders with pygame (gymnasium[classic
 from worldmodels.agents.cli import main  # noqa: E402
 from worldmodels.data import SequenceDataset  # noqa: E402
 from worldmodels.envs import write_dataset  # noqa: E402
-from worldmodels.envs.generate import DatasetSpec, generate_dataset, rollout_sequences  # noqa: E402
+from worldmodels.envs.generate import DatasetSpec, rollout_sequences  # noqa: E402
 from worldmodels.envs.gym_pixels import EnvNotSupported, make_pixel_env, resize_area  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
