@@ -65,9 +65,35 @@ class _MultiDiscrete(gym.Env):
         return np.zeros((8, 8, 3), np.uint8)
 
 
+class _LastAction(gym.Env):
+    """Acts in Discrete(3, start=-1); its observation is the last action it received."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    observation_space = spaces.Box(-1.0, 1.0, (1,))
+    action_space = spaces.Discrete(3, start=-1)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        self.last = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.last = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        self.last = int(action)
+        return np.array([action], np.float32), float(action), False, False, {}
+
+    def render(self):
+        return np.full((6, 6, 3), 127 * (self.last + 1), np.uint8)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def test_envs():
-    ids = {"byo_test/NoRender-v0": _NoRender, "byo_test/MultiDiscrete-v0": _MultiDiscrete}
+    ids = {"byo_test/NoRender-v0": _NoRender, "byo_test/MultiDiscrete-v0": _MultiDiscrete,
+           "byo_test/LastAction-v0": _LastAction}
     for env_id, cls in ids.items():
         gym.register(env_id, entry_point=cls)
     yield
@@ -147,6 +173,17 @@ def test_frame_options():
         assert r_skip == total == 3.0
         np.testing.assert_array_equal(info_skip["state"], info_one["state"])
         np.testing.assert_array_equal(f_skip, f_one)
+
+
+def test_discrete_actions_with_an_offset_are_one_hot_by_index():
+    """``Discrete(n, start)``: one-hot position ``a - start``; the env received ``a``."""
+    spec = DatasetSpec("last", "byo_test/LastAction-v0", 8, {"train": 3}, policy="random", frame_size=(6, 6))
+    out = rollout_sequences(spec, "train", 0, 3)
+    received = out["states"][:, 1:, 0]  # the observation after step t is the action of step t
+    np.testing.assert_array_equal(out["actions"][:, :-1].argmax(-1) - 1, received)
+    np.testing.assert_array_equal(out["rewards"][:, :-1], received)
+    assert set(np.unique(received)) == {-1.0, 0.0, 1.0}
+    np.testing.assert_array_equal(out["obs"][:, 1:, 0, 0, 0], 127 * (received + 1))  # the frame after it
 
 
 def test_resize_is_area_averaging():
