@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +22,8 @@ from worldmodels.agents.cli import COMMANDS, main
 BIG = str(10 ** 12)
 BALL = "worldmodels/BouncingBall-v0"  # the environment of the fixture's run
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+NEEDS_PYGAME = pytest.mark.skipif(importlib.util.find_spec("pygame") is None,
+                                  reason="CartPole renders with pygame (gymnasium[classic-control])")
 TINY_MODEL = ["--set", "model.name=vae_rnn",
               "--set", "model.config={latent_dim: 4, hidden_dim: 8, encoder: mlp, mlp_hidden: [32], "
                        "likelihood: bernoulli}",
@@ -134,7 +137,7 @@ CASES = [
     case("generate", "--env", "CartPole-v1", "--size", "16x16x3", names="--size"),
     case("generate", "--env", "CartPole-v1", "--frame-skip", "0", names="--frame-skip"),
     case("generate", "--env", "CartPole-v1", "--frame-skip", BIG, names="--frame-skip"),
-    case("generate", "--env", "CartPole-v1", "--policy", "zero", names="--policy"),
+    case("generate", "--env", "CartPole-v1", "--policy", "zero", names="--policy", marks=NEEDS_PYGAME),
     case("generate", "--env", "CartPole-v1", "--env-kwargs", '{"foo": 1}', names="--env-kwargs"),
     case("generate", "--env", "CartPole-v1", "--env-kwargs", '{"render_mode": "human"}', names="--env-kwargs"),
     case("generate", "--env", "CartPole-v1", "--seq-len", "0", names="--seq-len"),
