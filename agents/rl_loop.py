@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -221,7 +222,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
         venv = make_vector_env(config.env_id, config.collect_episodes, max_episode_steps=config.episode_steps + 1)
         seeds = [config.seed + 10_000 * (k + 1) + i for i in range(config.collect_episodes)]
         with torch.no_grad():
-            eps = rollout(venv, lambda o, i: agent.act(o), config.episode_steps, seed=seeds,
+            eps = rollout(venv, lambda o, i, agent=agent: agent.act(o), config.episode_steps, seed=seeds,
                           reset_fn=agent.reset, progress=progress, desc=f"round {k} collect")
         append_episodes(data, eps, "train", meta={"round": k})
         # 2. fine-tune the model and the reward head on the grown dataset
@@ -247,7 +248,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
                                    max_episode_steps=config.episode_steps + 1)
             seeds = [config.seed + 7_777 + i for i in range(config.eval_episodes)]
             with torch.no_grad():
-                ev = rollout(venv, lambda o, i: agent.act(o), config.episode_steps, seed=seeds,
+                ev = rollout(venv, lambda o, i, agent=agent: agent.act(o), config.episode_steps, seed=seeds,
                              reset_fn=agent.reset, progress=progress, desc=f"round {k} eval")
             if config.video:
                 agent.imagination_video(rd / "imagination.mp4")

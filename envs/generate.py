@@ -34,6 +34,7 @@ import numpy as np
 from gymnasium import spaces
 
 from worldmodels import envs  # noqa: F401  (registers the ids)
+from worldmodels.atomic_io import atomic_write
 from worldmodels.envs.gym_pixels import (
     EnvNotSupported,
     check_frame_size,
@@ -218,22 +219,6 @@ def get_spec(spec: DatasetSpec | str) -> DatasetSpec:
 
 
 # ---------------------------------------------------------------------------------- files
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_npz(f, arrays: dict[str, np.ndarray], compress: bool = True, level: int = 3) -> None:
     """Write ``arrays`` as an ``.npz`` (readable by ``np.load``) to the open binary file ``f``.
 
@@ -261,7 +246,7 @@ def _sha256(path: Path) -> str:
 
 def _write_manifest(root: Path, manifest: dict) -> None:
     data = json.dumps(manifest, indent=2).encode()
-    atomic_write_bytes(root / MANIFEST, lambda f: f.write(data))
+    atomic_write(root / MANIFEST, lambda f: f.write(data))
 
 
 # ---------------------------------------------------------------------------------- rollouts
@@ -364,7 +349,7 @@ def _generate_shard(task: tuple) -> tuple[str, int, dict]:
 def _write_shard(path: Path, arrays: dict[str, np.ndarray], compress: bool) -> dict[str, Any]:
     """Write the shard ``arrays`` (module docstring) atomically to ``path``; returns the
     manifest fields that describe the file: ``bytes`` and ``sha256``."""
-    atomic_write_bytes(path, lambda f: save_npz(f, arrays, compress))
+    atomic_write(path, lambda f: save_npz(f, arrays, compress))
     return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from experiments._results import save_results
 from worldmodels.agents.model_env import ModelVectorEnv
 from worldmodels.agents.reward import RewardHead, RewardHeadConfig
-from experiments._results import save_results
 from worldmodels.base import Belief, WorldModel
 
 PRESET = "kvae_pendulum"
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"env-steps/s{extra}", flush=True)
 
     def find(path, mode, n, L):
-        return next(r for r in rows if (r["path"], r["obs_mode"], r["num_envs"], r["episode_length"]) == (path, mode, n, L))
+        key = (path, mode, n, L)
+        return next(r for r in rows if (r["path"], r["obs_mode"], r["num_envs"], r["episode_length"]) == key)
 
     n_max, L_max = envs[-1], lengths[-1]
     new, old = find("step", "latent", n_max, L_max), find("reimagine", "latent", n_max, L_max)

@@ -28,8 +28,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -90,8 +91,8 @@ def stage_evaluate(device: torch.device, data: Path, out: Path, checkpoint: str)
 
 
 def stage_plan(device: torch.device, checkpoint: str, envs: list[int], repeats: int) -> dict[str, Any]:
-    from worldmodels.agents.reward import RewardHead, RewardHeadConfig
     from experiments.bench_planning import time_agent
+    from worldmodels.agents.reward import RewardHead, RewardHeadConfig
     from worldmodels.training import load
 
     model = load(checkpoint, device=device).eval()

@@ -5,8 +5,8 @@ mode a new file gets under the process's umask and renamed over the target; on a
 temp file is removed and the target is untouched. Temp files are named
 ``.<target>.wmtmp-<pid>-<random><suffix>``, so those left by a killed process can be found and
 removed (`remove_stale_temps`). A full disk or an unwritable folder raises `WriteError` naming
-the file. (`envs` keeps its own copy, ``worldmodels.envs.generate.atomic_write_bytes``: it may not import
-this package.)
+the file. Dataset shards and manifests (`worldmodels.envs`) are written with it too; this module
+imports nothing beyond the standard library.
 """
 
 from __future__ import annotations
