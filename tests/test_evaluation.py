@@ -139,3 +139,14 @@ def test_copy_last_baseline_is_reported_and_matches_a_copy_model(tmp_path):
     pred = out["prediction"]
     for m in ("mse", "psnr", "ssim"):
         np.testing.assert_allclose(pred["baseline_copy_last"][m]["mean"], pred["metrics"][m]["mean"], rtol=1e-6)
+
+
+def test_evaluate_shows_a_progress_bar_over_sequences_when_asked(tmp_path, capsys):
+    """``progress=True`` draws a bar per stage on stderr; the default stays silent."""
+    model, data = CopyLast(), Seqs()
+    cfg = EvalConfig(context=2, horizon=3, batch_size=2, max_sequences=4, imputation="random")
+    evaluate(model, data, tmp_path / "quiet", cfg, video=False)
+    assert "evaluate prediction" not in capsys.readouterr().err
+    evaluate(model, data, tmp_path / "loud", cfg, video=False, progress=True)
+    err = capsys.readouterr().err
+    assert "evaluate prediction" in err and "evaluate imputation" in err and "4/4" in err

@@ -103,14 +103,23 @@ def summarize(values: np.ndarray) -> dict[str, list[float]]:
 
 # ----------------------------------------------------------------------------- data
 
-def _batches(data: Any, split: str, batch_size: int, max_sequences: int | None):
+def _batches(data: Any, split: str, batch_size: int, max_sequences: int | None, progress: bool = False,
+             desc: str = "evaluate"):
+    """Batches of the first ``max_sequences`` sequences of ``split``, in order; a progress bar
+    (sequences done) when ``progress``."""
+    from tqdm.auto import tqdm
+
     from .training.trainer import as_dataset
 
     dataset, collate = as_dataset(data, split)
     n = len(dataset) if max_sequences is None else min(len(dataset), max_sequences)
     idx = list(range(n))
-    return DataLoader(dataset, batch_sampler=[idx[i:i + batch_size] for i in range(0, n, batch_size)],
-                      collate_fn=collate)
+    loader = DataLoader(dataset, batch_sampler=[idx[i:i + batch_size] for i in range(0, n, batch_size)],
+                        collate_fn=collate)
+    with tqdm(total=n, desc=desc, unit="seq", disable=not progress, dynamic_ncols=True) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(batch.batch_size)
 
 
 @dataclass
@@ -136,7 +145,7 @@ class EvalConfig:
 @torch.no_grad()
 def evaluate_prediction(model: torch.nn.Module, data: Any, context: int, horizon: int, *, split: str = "test",
                         batch_size: int = 32, max_sequences: int | None = None,
-                        device: str | torch.device = "cpu", keep: int = 4) -> dict[str, Any]:
+                        device: str | torch.device = "cpu", keep: int = 4, progress: bool = False) -> dict[str, Any]:
     """Open-loop prediction metrics.
 
     Returns ``{"per_sequence": {metric: ndarray [N, horizon]}, "n_sequences": N,
@@ -149,7 +158,7 @@ def evaluate_prediction(model: torch.nn.Module, data: Any, context: int, horizon
     per: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     base: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     ex_truth, ex_pred = [], []
-    for batch in _batches(data, split, batch_size, max_sequences):
+    for batch in _batches(data, split, batch_size, max_sequences, progress, "evaluate prediction"):
         T = batch.obs.shape[1]
         if T < context + horizon:
             raise ValueError(f"data: sequences of length {T} are shorter than context + horizon = "
@@ -196,7 +205,7 @@ def make_mask(B: int, T: int, mode: str, drop_prob: float = 0.5, generator: torc
 def evaluate_imputation(model: torch.nn.Module, data: Any, mode: str = "random", drop_prob: float = 0.5, *,
                         method: str = "smooth", split: str = "test", batch_size: int = 32,
                         max_sequences: int | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                        keep: int = 4) -> dict[str, Any]:
+                        keep: int = 4, progress: bool = False) -> dict[str, Any]:
     """Missing-frame imputation metrics over the hidden frames.
 
     Returns ``{"per_sequence": {metric: ndarray [N]} (mean over each sequence's missing frames),
@@ -209,7 +218,7 @@ def evaluate_imputation(model: torch.nn.Module, data: Any, mode: str = "random",
     t_sum, t_cnt = None, None
     ex: dict[str, list[np.ndarray]] = {"truth": [], "masked": [], "imputed": []}
     missing_total, frames_total = 0.0, 0
-    for batch in _batches(data, split, batch_size, max_sequences):
+    for batch in _batches(data, split, batch_size, max_sequences, progress, "evaluate imputation"):
         B, T = batch.obs.shape[:2]
         mask = make_mask(B, T, mode, drop_prob, g)
         obs, actions, m = batch.obs.to(device), batch.actions.to(device), mask.to(device)
@@ -303,7 +312,7 @@ def prediction_video(examples: dict[str, np.ndarray], path: str | os.PathLike, c
 
 
 def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, config: EvalConfig | None = None,
-             device: str | torch.device = "cpu", video: bool = True) -> dict[str, Any]:
+             device: str | torch.device = "cpu", video: bool = True, progress: bool = False) -> dict[str, Any]:
     """Prediction (and optionally imputation) evaluation with everything written to ``out_dir``:
     ``prediction.json``, ``prediction.png``, ``prediction.mp4`` and, for imputation,
     ``imputation.json``, ``imputation.png``, ``imputation.mp4``. Returns the JSON summary with
@@ -313,7 +322,7 @@ def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, conf
     out.mkdir(parents=True, exist_ok=True)
     pred = evaluate_prediction(model, data, config.context, config.horizon, split=config.split,
                                batch_size=config.batch_size, max_sequences=config.max_sequences,
-                               device=device, keep=config.num_videos)
+                               device=device, keep=config.num_videos, progress=progress)
     summary: dict[str, Any] = {
         "model": type(model).__name__, "config": asdict(config), "context": config.context,
         "horizon": config.horizon, "n_sequences": pred["n_sequences"],
@@ -334,7 +343,7 @@ def evaluate(model: torch.nn.Module, data: Any, out_dir: str | os.PathLike, conf
             imp = evaluate_imputation(model, data, config.imputation, config.drop_prob, method=config.impute_method,
                                       split=config.split, batch_size=config.batch_size,
                                       max_sequences=config.max_sequences, device=device, seed=config.seed,
-                                      keep=config.num_videos)
+                                      keep=config.num_videos, progress=progress)
         except NotImplementedError as e:
             result["imputation"] = {"skipped": str(e)}
         else:

@@ -80,7 +80,8 @@ def stage_evaluate(state: DemoState) -> None:
     from . import dataclass_from
 
     ecfg = dataclass_from(EvalConfig, state.cfg.get("eval") or {}, "eval")
-    state.evaluation = evaluate(state.model, state.data_root, state.run_dir / "eval", ecfg, device=state.device)
+    state.evaluation = evaluate(state.model, state.data_root, state.run_dir / "eval", ecfg, device=state.device,
+                                progress=state.cfg["train"].get("progress", True))
     state.outputs.update(state.evaluation["files"])
 
 

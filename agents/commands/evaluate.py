@@ -43,6 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: <run>/eval)")
     p.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default: %(default)s)")
     p.add_argument("--no-video", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an EvalConfig entry, e.g. --set eval.num_videos=8")
     return p
@@ -69,7 +70,8 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def evaluate_run(checkpoint: str | Path, eval_cfg: dict[str, Any], data: str | Path | None = None,
-                 out: str | Path | None = None, device: str = "cpu", video: bool = True) -> dict[str, Any]:
+                 out: str | Path | None = None, device: str = "cpu", video: bool = True,
+                 progress: bool = False) -> dict[str, Any]:
     """Load a model (`worldmodels.training.load`) and run `worldmodels.evaluation.evaluate` on
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
 
@@ -98,7 +100,7 @@ def evaluate_run(checkpoint: str | Path, eval_cfg: dict[str, Any], data: str | P
     check_model_fits("checkpoint", model, manifest["obs_shape"], manifest["action_dim"], f"dataset {root}")
     device = resolve_device("--device", device)  # after every check: the notice only when work starts
     model = model.to(device)
-    return evaluate(model, Path(root), out_dir, ecfg, device=device, video=video)
+    return evaluate(model, Path(root), out_dir, ecfg, device=device, video=video, progress=progress)
 
 
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,7 +148,8 @@ def format_table(pred: dict[str, Any], every: int = 1) -> str:
 
 def run(args: argparse.Namespace) -> int:
     over = check_args(args)
-    result = evaluate_run(args.checkpoint, over, args.data, args.out, args.device, video=not args.no_video)
+    result = evaluate_run(args.checkpoint, over, args.data, args.out, args.device, video=not args.no_video,
+                          progress=not args.no_progress)
     pred = result["prediction"]
     print(f"open-loop prediction from {pred['context']} frames, N={pred['n_sequences']} sequences")
     print(format_table(pred, every=max(1, pred["horizon"] // 8)))
