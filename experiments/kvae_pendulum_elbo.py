@@ -107,20 +107,25 @@ def prediction_mse(model, data: SequenceTensors, context: int = 3) -> list[float
 
 
 def plot(res: dict, path: Path) -> None:
+    """Test ELBO per model beside the paper's (grouped bars, one label per model) and the
+    prediction error per step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     names = list(res["test_elbo"])
-    axes[0].bar(names, [res["test_elbo"][k] for k in names], color="tab:blue", label="ours")
-    axes[0].bar([f"paper\n{k}" for k in PAPER], list(PAPER.values()), color="tab:gray", label="paper")
+    x = np.arange(len(names))
+    axes[0].bar(x - 0.2, [res["test_elbo"][k] for k in names], width=0.4, color="tab:blue", label="this package")
+    axes[0].bar(x + 0.2, [PAPER.get(k, np.nan) for k in names], width=0.4, color="tab:gray", label="paper")
+    axes[0].set_xticks(x, [LABELS.get(k, k) for k in names], rotation=20, ha="right")
     axes[0].set_ylabel("test ELBO per sequence (nats)")
-    axes[0].tick_params(axis="x", labelsize=7)
     axes[0].legend()
     for k in names:
-        axes[1].plot(range(1, len(res["prediction_mse"][k]) + 1), res["prediction_mse"][k], "-o", label=k)
+        axes[1].plot(range(1, len(res["prediction_mse"][k]) + 1), res["prediction_mse"][k], "-o",
+                     label=LABELS.get(k, k))
     axes[1].set_xlabel("prediction step after 3 context frames")
     axes[1].set_ylabel("pixel MSE")
     axes[1].legend()
