@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from worldmodels.base import WorldModel, supports_step
+from worldmodels.base import Belief, LatentState, WorldModel, supports_step
 from worldmodels.checks import check_shape
 
 from .costs import RewardFn
@@ -48,15 +48,22 @@ class _Stepper:
 
     def __init__(self, model: WorldModel, sample: bool):
         self.model, self.sample = model, sample
-        self.state = None
+        self.state: LatentState | None = None
 
-    def start(self, belief, rows: torch.Tensor | None, generator: torch.Generator | None) -> None:
+    def start(self, belief: Belief, rows: torch.Tensor | None, generator: torch.Generator | None) -> None:
         """New episodes from ``belief`` for all rows (``rows=None``) or rows ``rows [K]``."""
         fresh = self.model.initial_state(belief, sample=self.sample, generator=generator)
-        self.state = fresh if rows is None else self.state.replace(rows, fresh)
+        if rows is None:
+            self.state = fresh
+        elif self.state is None:
+            raise RuntimeError("reset_mask: the first reset() must start every sub-environment")
+        else:
+            self.state = self.state.replace(rows, fresh)
 
     def advance(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Features ``[n, D]`` after ``actions [n, A]``."""
+        if self.state is None:
+            raise RuntimeError("step() called before reset()")
         self.state, features = self.model.step(self.state, actions, sample=self.sample,
                                                generator=generator)
         return features
@@ -70,9 +77,10 @@ class _Reimaginer:
             raise ValueError(f"sample: {type(model).__name__} has no stepwise state; "
                              "sampled model environments need initial_state/step")
         self.model = model
-        self.belief = None
+        self.belief: Belief | None = None
+        self.hist: torch.Tensor | None = None
 
-    def start(self, belief, rows: torch.Tensor | None, generator: torch.Generator | None) -> None:
+    def start(self, belief: Belief, rows: torch.Tensor | None, generator: torch.Generator | None) -> None:
         if rows is not None:
             raise NotImplementedError(f"{type(self.model).__name__} has no stepwise state: its "
                                       "sub-environments can only be reset together")
@@ -80,6 +88,8 @@ class _Reimaginer:
         self.hist = None
 
     def advance(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.belief is None:
+            raise RuntimeError("step() called before reset()")
         a = actions[:, None]
         self.hist = a if self.hist is None else torch.cat([self.hist, a], dim=1)
         return self.model.imagine(self.belief, self.hist[:, None])[:, 0, -1]
@@ -130,9 +140,12 @@ class ModelVectorEnv(gym.vector.VectorEnv):
         self.stepwise = supports_step(model)
         self._dynamics = (_Stepper if self.stepwise else _Reimaginer)(model, sample)
         self.discrete = isinstance(action_space, spaces.Discrete)
-        if self.discrete and int(action_space.n) != model.action_dim:
-            raise ValueError(f"action_space: Discrete({action_space.n}) != model.action_dim={model.action_dim}")
-        if not self.discrete:
+        if isinstance(action_space, spaces.Discrete):
+            if int(action_space.n) != model.action_dim:
+                raise ValueError(f"action_space: Discrete({action_space.n}) != model.action_dim={model.action_dim}")
+        elif not isinstance(action_space, spaces.Box):
+            raise ValueError(f"action_space: expected a Box or Discrete space, got {action_space}")
+        else:
             if action_space.shape != (model.action_dim,):
                 raise ValueError(f"action_space: expected shape ({model.action_dim},), got {action_space.shape}")
             self._low = torch.as_tensor(action_space.low, device=self.device, dtype=self._dtype)
@@ -161,6 +174,12 @@ class ModelVectorEnv(gym.vector.VectorEnv):
         a = a.to(self._dtype).reshape(self.num_envs, self.model.action_dim)
         return torch.minimum(torch.maximum(a, self._low), self._high)
 
+    def _latents(self) -> torch.Tensor:
+        """The current latents ``[n, D]`` of the sub-environments; an error before the first reset."""
+        if self._z is None:
+            raise RuntimeError("step() called before reset()")
+        return self._z
+
     def _obs(self, z: torch.Tensor) -> np.ndarray:
         if self.obs_mode == "latent":
             return z.float().cpu().numpy()
@@ -175,19 +194,19 @@ class ModelVectorEnv(gym.vector.VectorEnv):
             mask = None
         k = self.num_envs if mask is None else int(mask.sum())
         if k == 0:
-            return self._obs(self._z)
+            return self._obs(self._latents())
         M = self.contexts["obs"].shape[0]
         idx = torch.as_tensor(self._rng.integers(0, M, k), device=self.device)
         belief = self.model.observe(self.contexts["obs"][idx], self.contexts["actions"][idx])
         rows = None if mask is None else torch.as_tensor(np.flatnonzero(mask), device=self.device)
         self._dynamics.start(belief, rows, self._generator)
         z0 = belief.features()
-        self._z = z0 if rows is None else self._z.index_copy(0, rows, z0)
+        self._z = z0 if rows is None else self._latents().index_copy(0, rows, z0)
         if mask is None:
             self._t[:] = 0
         else:
             self._t[mask] = 0
-        return self._obs(self._z)
+        return self._obs(self._latents())
 
     @torch.no_grad()
     def _advance(self, actions) -> tuple[torch.Tensor, np.ndarray]:
@@ -223,7 +242,7 @@ class ModelVectorEnv(gym.vector.VectorEnv):
         """Advance every sub-environment; those whose episode ends restart in the same step."""
         _, rew = self._advance(actions)
         with torch.no_grad():
-            obs = self._obs(self._z)
+            obs = self._obs(self._latents())
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = self._t >= self.episode_length
         info: dict[str, Any] = {}
@@ -271,18 +290,19 @@ class ModelEnv(gym.Env):
         if v.sample:
             v._generator = torch.Generator(device=v.device).manual_seed(int(self.np_random.integers(2 ** 62)))
         obs = v._start()
-        return obs[0], {"latent": v._z[0].float().cpu().numpy()}
+        return obs[0], {"latent": v._latents()[0].float().cpu().numpy()}
 
     def step(self, action):
         v = self._venv
         _, reward = v._advance(np.asarray(action)[None])
         with torch.no_grad():
-            obs = v._obs(v._z)[0]
+            obs = v._obs(v._latents())[0]
         truncated = bool(v._t[0] >= v.episode_length)
-        return obs, float(reward[0]), False, truncated, {"latent": v._z[0].float().cpu().numpy()}
+        return obs, float(reward[0]), False, truncated, {"latent": v._latents()[0].float().cpu().numpy()}
 
     def render(self):
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode='rgb_array'")
             return None
-        return self._venv.render()[0]
+        frames = self._venv.render()
+        return None if frames is None else frames[0]

@@ -9,7 +9,7 @@ prefix, so the latents are the ones the agent sees at decision time).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -56,6 +56,14 @@ class RewardHeadConfig:
 
 class RewardHead(nn.Module):
     """MLP ``(z_t, a_t, z_{t+1}) -> r_t`` with input standardisation learned from data."""
+
+    # buffers (registered in __init__): input statistics [d_in] and clamp range, output scale []
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
+    in_low: torch.Tensor
+    in_high: torch.Tensor
+    out_mean: torch.Tensor
+    out_std: torch.Tensor
 
     def __init__(self, config: RewardHeadConfig):
         super().__init__()
@@ -148,6 +156,8 @@ class RewardHead(nn.Module):
                 else:
                     raise NotImplementedError(f"rollout_rewards: unsupported layer {mod}")
             last = layers[-1]
+            if not isinstance(last, nn.Linear):
+                raise NotImplementedError(f"rollout_rewards: the last layer must be nn.Linear, got {last}")
             torch.addmm(last.bias[:, None], last.weight, h, out=out[t:t + 1])
         return out.mul_(self.out_std).add_(self.out_mean)
 
@@ -202,10 +212,11 @@ def filtered_latents(model: WorldModel, obs: torch.Tensor, actions: torch.Tensor
         raise ValueError(f"obs: expected shape [B, T, C, H, W], got {list(obs.shape)}")
     B, T = obs.shape[:2]
     check_shape("actions", actions, (B, T, model.action_dim))
-    own = getattr(model, "filtered_latents", None)
+    # optional fast paths a model may offer beyond the WorldModel protocol
+    own: Callable[..., torch.Tensor] | None = getattr(model, "filtered_latents", None)
     if callable(own):
         return own(obs, actions, mask)
-    infer = getattr(model, "infer_latents", None)
+    infer: Callable[..., dict[str, torch.Tensor]] | None = getattr(model, "infer_latents", None)
     if callable(infer):
         try:
             lat = infer(obs, actions, mask)
@@ -231,9 +242,9 @@ def transitions_from_batches(model: WorldModel, batches: Iterable[Batch], skip_f
     """
     out: dict[str, list[torch.Tensor]] = {"before": [], "actions": [], "after": [], "rewards": []}
     for batch in batches:
+        batch = batch.to(device)
         if batch.rewards is None:
             raise ValueError("batch.rewards: the dataset has no rewards")
-        batch = batch.to(device)
         z = filtered_latents(model, batch.obs, batch.actions, batch.mask)
         s = slice(skip_first, batch.seq_len - 1)
         out["before"].append(z[:, s].flatten(0, 1))
