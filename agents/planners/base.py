@@ -193,9 +193,15 @@ class BestTracker:
     def update(self, u: torch.Tensor, returns: torch.Tensor) -> None:
         val, idx = returns.max(dim=1)  # [B]
         cand = Planner._gather(u, idx[:, None])[:, 0]
-        if self.value is None:
+        if self.value is None or self.u is None:
             self.value, self.u = val, cand
             return
         better = val > self.value
         self.value = torch.where(better, val, self.value)
         self.u = torch.where(better[:, None, None], cand, self.u)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(u [B, H, A], value [B])`` of the best candidate seen; an error before any update."""
+        if self.u is None or self.value is None:
+            raise RuntimeError("no candidate was scored (iterations must be >= 1)")
+        return self.u, self.value

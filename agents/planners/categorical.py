@@ -36,6 +36,8 @@ class CategoricalCEM(Planner):
 
     discrete = True
 
+    config: CategoricalCEMConfig  # the settings this planner is built with (narrows Planner.config)
+
     def __init__(self, config: CategoricalCEMConfig, num_actions: int):
         if num_actions < 2:
             raise ValueError(f"num_actions: expected >= 2, got {num_actions}")
@@ -59,7 +61,7 @@ class CategoricalCEM(Planner):
     def optimize(self, objective: Objective, batch_size: int, *, warm_start: PlanResult | None = None,
                  generator: torch.Generator | None = None, device=None,
                  dtype: torch.dtype = torch.float32) -> PlanResult:
-        cfg: CategoricalCEMConfig = self.config
+        cfg = self.config
         device = torch.device(device) if device is not None else self.action_low.device
         B, N, H, A = batch_size, cfg.population, cfg.horizon, self.action_dim
         probs = self._init_probs(B, warm_start, device, dtype)
@@ -77,9 +79,10 @@ class CategoricalCEM(Planner):
                 probs = cfg.momentum * probs + (1 - cfg.momentum) * freq
                 probs = probs.clamp_min(cfg.min_prob)
                 probs = probs / probs.sum(-1, keepdim=True)
+        best_u, best_value = best.result()
         if cfg.return_best:
-            plan = best.u
+            plan = best_u
         else:
             plan = F.one_hot(probs.argmax(-1), A).to(dtype)
-        return PlanResult(actions=plan, mean=probs, std=torch.zeros_like(probs), value=best.value,
+        return PlanResult(actions=plan, mean=probs, std=torch.zeros_like(probs), value=best_value,
                           discrete=True)

@@ -52,6 +52,8 @@ class CEM(Planner):
     #: add the warm-start mean to the first iteration's candidates
     warm_mean_candidate: bool = False
 
+    config: CEMConfig  # the settings this planner is built with (narrows Planner.config)
+
     def __init__(self, config: CEMConfig, action_low, action_high, action_dim: int | None = None):
         super().__init__(config, action_low, action_high, action_dim)
 
@@ -62,7 +64,7 @@ class CEM(Planner):
     def optimize(self, objective: Objective, batch_size: int, *, warm_start: PlanResult | None = None,
                  generator: torch.Generator | None = None, device=None,
                  dtype: torch.dtype = torch.float32) -> PlanResult:
-        cfg: CEMConfig = self.config
+        cfg = self.config
         device = torch.device(device) if device is not None else self.action_low.device
         B, N, H, A = batch_size, cfg.population, cfg.horizon, self.action_dim
         mean = self._init_mean(B, warm_start, device, dtype)
@@ -80,6 +82,7 @@ class CEM(Planner):
                 best.update(u, returns)
                 elites = self._gather(u, returns.topk(cfg.num_elites, dim=1).indices)  # [B, K, H, A]
                 mean, std = refit_gaussian(mean, std, elites, cfg.momentum, cfg.min_std)
-        plan_u = best.u if cfg.return_best else mean
-        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best.value,
+        best_u, best_value = best.result()
+        plan_u = best_u if cfg.return_best else mean
+        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best_value,
                           elites=elites)

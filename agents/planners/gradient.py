@@ -42,12 +42,14 @@ class GradCEM(CEM):
 
     warm_mean_candidate = True
 
+    config: GradCEMConfig  # the settings this planner is built with (narrows Planner.config)
+
     def __init__(self, config: GradCEMConfig, action_low, action_high, action_dim: int | None = None):
         super().__init__(config, action_low, action_high, action_dim)
 
     def refine(self, objective: Objective, u: torch.Tensor) -> torch.Tensor:
         """``grad_steps`` Adam ascent steps on candidates ``u [B, N, H, A]`` (normalised)."""
-        cfg: GradCEMConfig = self.config
+        cfg = self.config
         if cfg.grad_steps == 0:
             return u
         u = u.detach().clone().requires_grad_(True)
@@ -58,6 +60,8 @@ class GradCEM(CEM):
                 returns = objective(self.to_env(u))
                 loss = -torch.nan_to_num(returns, nan=0.0).sum()
                 loss.backward()
+                if u.grad is None:
+                    raise RuntimeError("objective: the returns do not depend on the actions (no gradient)")
                 g = torch.nan_to_num(u.grad, nan=0.0)
                 norm = g.flatten(2).norm(dim=-1)[..., None, None]  # [B, N, 1, 1]
                 u.grad = g * (cfg.grad_clip / norm.clamp_min(cfg.grad_clip))

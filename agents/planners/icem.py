@@ -45,18 +45,20 @@ class ICEMConfig(CEMConfig):
 class ICEM(Planner):
     """Batched iCEM over ``[B, N_i, H, A]`` candidates."""
 
+    config: ICEMConfig  # the settings this planner is built with (narrows Planner.config)
+
     def __init__(self, config: ICEMConfig, action_low, action_high, action_dim: int | None = None):
         super().__init__(config, action_low, action_high, action_dim)
 
     def population_sizes(self) -> list[int]:
-        cfg: ICEMConfig = self.config
+        cfg = self.config
         return [max(int(cfg.population * cfg.population_decay ** (-i)), 2 * cfg.num_elites)
                 for i in range(cfg.iterations)]
 
     def optimize(self, objective: Objective, batch_size: int, *, warm_start: PlanResult | None = None,
                  generator: torch.Generator | None = None, device=None,
                  dtype: torch.dtype = torch.float32) -> PlanResult:
-        cfg: ICEMConfig = self.config
+        cfg = self.config
         device = torch.device(device) if device is not None else self.action_low.device
         B, H, A, K = batch_size, cfg.horizon, self.action_dim, cfg.num_elites
         n_keep = int(round(cfg.keep_elites * K))
@@ -87,6 +89,7 @@ class ICEM(Planner):
                 order = returns.topk(K, dim=1).indices  # sorted, best first
                 elites = self._gather(u, order)
                 mean, std = refit_gaussian(mean, std, elites, cfg.momentum, cfg.min_std)
-        plan_u = best.u if cfg.return_best else mean
-        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best.value,
+        best_u, best_value = best.result()
+        plan_u = best_u if cfg.return_best else mean
+        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best_value,
                           elites=elites)

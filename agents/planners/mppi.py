@@ -39,13 +39,15 @@ class MPPIConfig(PlannerConfig):
 class MPPI(Planner):
     """Batched MPPI; the executed plan is the weighted mean (or the best sample)."""
 
+    config: MPPIConfig  # the settings this planner is built with (narrows Planner.config)
+
     def __init__(self, config: MPPIConfig, action_low, action_high, action_dim: int | None = None):
         super().__init__(config, action_low, action_high, action_dim)
 
     def optimize(self, objective: Objective, batch_size: int, *, warm_start: PlanResult | None = None,
                  generator: torch.Generator | None = None, device=None,
                  dtype: torch.dtype = torch.float32) -> PlanResult:
-        cfg: MPPIConfig = self.config
+        cfg = self.config
         device = torch.device(device) if device is not None else self.action_low.device
         B, N, H, A = batch_size, cfg.population, cfg.horizon, self.action_dim
         mean = self._init_mean(B, warm_start, device, dtype)
@@ -67,5 +69,6 @@ class MPPI(Planner):
                     r = r / scale.clamp_min(1e-8)
                 w = torch.softmax(r / cfg.temperature, dim=1)  # [B, N]; -inf -> weight 0
                 mean = (w[:, :, None, None] * u).sum(1)
-        plan_u = best.u if cfg.return_best else mean
-        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best.value)
+        best_u, best_value = best.result()
+        plan_u = best_u if cfg.return_best else mean
+        return PlanResult(actions=self.to_env(plan_u), mean=mean, std=std, value=best_value)

@@ -63,6 +63,9 @@ def make_planner(name: str, action_low=None, action_high=None, *, action_dim: in
         raise ValueError(f"overrides: unknown {cfg_cls.__name__} fields {sorted(unknown)}")
     config = replace(config, **overrides)
     if cls is CategoricalCEM:
+        if not isinstance(config, CategoricalCEMConfig):  # a preset that pairs it with another config
+            raise TypeError(f"{name}: the categorical planner needs a CategoricalCEMConfig, "
+                            f"got {type(config).__name__}")
         if action_space is not None:
             return CategoricalCEM.from_space(config, action_space)
         if num_actions is None:

@@ -20,6 +20,8 @@ class RandomShootingConfig(PlannerConfig):
 class RandomShooting(Planner):
     """Batched random shooting."""
 
+    config: RandomShootingConfig  # the settings this planner is built with (narrows Planner.config)
+
     def __init__(self, config: RandomShootingConfig, action_low, action_high,
                  action_dim: int | None = None):
         super().__init__(config, action_low, action_high, action_dim)
@@ -37,5 +39,5 @@ class RandomShooting(Planner):
                 if i == 0 and warm_start is not None:
                     u = torch.cat([u, self._init_mean(B, warm_start, device, dtype)[:, None]], dim=1)
                 best.update(u, self._evaluate(objective, u))
-        std = torch.ones_like(best.u)
-        return PlanResult(actions=self.to_env(best.u), mean=best.u, std=std, value=best.value)
+        best_u, best_value = best.result()
+        return PlanResult(actions=self.to_env(best_u), mean=best_u, std=torch.ones_like(best_u), value=best_value)
