@@ -1,0 +1,167 @@
+"""The compute floor of planning: analytic FLOPs against torch's FLOP counter, the floor
+arithmetic of ``experiments.bench_planning``, the matmul peak, and a readable figure."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from experiments.bench_planning import (
+    figure,
+    floor_fields,
+    make_agent,
+    step_flops,
+    time_agent,
+)
+from experiments.pendulum_swingup import kvae_config
+from worldmodels.agents.oracle import PendulumOracle, pendulum_reward
+from worldmodels.agents.reward import RewardHead, RewardHeadConfig
+from worldmodels.flops import linear_flops, matmul_peak_gflops
+from worldmodels.kvae import KVAE
+from worldmodels.kvae.flops import imagine_step_flops
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def counted(fn, *args) -> int:
+    with FlopCounterMode(display=False) as fc:
+        fn(*args)
+    return int(fc.get_total_flops())
+
+
+def small_kvae(dynamics: str, use_controls: bool = True) -> KVAE:
+    torch.manual_seed(0)
+    cfg = kvae_config(dynamics=dynamics, use_controls=use_controls, dynamics_hidden=12, a_dim=2, z_dim=5,
+                      num_modes=3)
+    return KVAE(cfg).eval()
+
+
+@pytest.mark.parametrize("dynamics,use_controls", [("lstm", True), ("mlp", True), ("lstm", False)])
+def test_imagine_step_flops_equal_the_counted_fused_rollout(dynamics, use_controls, one_thread):
+    model = small_kvae(dynamics, use_controls)
+    B, N, H = 2, 5, 4
+    belief = model.observe(torch.rand(B, 3, 1, 16, 16), torch.rand(B, 3, 1))
+    actions = torch.rand(B, N, H, 1)
+    fast = model.fast_mean_imagine()
+    assert counted(fast.imagine_features_first, belief, actions) == B * N * H * imagine_step_flops(model).total
+    step = imagine_step_flops(model)
+    assert step.alpha > 0 and step.mixing > 0
+    # the alpha network is the only part that depends on the hidden width
+    wider = KVAE(kvae_config(dynamics=dynamics, use_controls=use_controls, dynamics_hidden=24, a_dim=2,
+                             z_dim=5, num_modes=3))
+    assert imagine_step_flops(wider).mixing == step.mixing
+    assert imagine_step_flops(wider).alpha > step.alpha
+
+
+def test_imagine_step_flops_refuse_a_model_without_dynamics():
+    model = KVAE(kvae_config(prior="gaussian"))
+    with pytest.raises(ValueError, match="prior"):
+        imagine_step_flops(model)
+
+
+def test_reward_head_flops_equal_the_counted_rollout_and_forward(one_thread):
+    D, A, H, R = 9, 1, 4, 7
+    head = RewardHead(RewardHeadConfig(latent_dim=D, action_dim=A, hidden=(16, 8))).eval()
+    per_step = linear_flops(head)
+    latents, actions, start = torch.rand(H, D, R), torch.rand(H, A, R), torch.rand(D, R)
+    assert counted(head.rollout_rewards, start, latents, actions) == H * R * per_step
+    with torch.no_grad():
+        assert counted(head, torch.rand(R, D), torch.rand(R, A), torch.rand(R, D)) == R * per_step
+
+
+def test_step_flops_only_for_a_kvae_and_a_reward_module():
+    model = small_kvae("lstm")
+    head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=1))
+    flops = step_flops(model, head)
+    assert flops == {"model": imagine_step_flops(model).total, "reward": linear_flops(head)}
+    assert step_flops(model, pendulum_reward) is None
+    assert step_flops(PendulumOracle(), head) is None
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_floor_flops_equal_the_counted_flops_of_a_decision(num_envs, one_thread):
+    """The bench's FLOPs of a decision (imagined steps x per-step FLOPs + the filter) are what
+    torch counts when the agent decides, and the imagined steps are candidates x iterations x horizon."""
+    model = small_kvae("lstm")
+    head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=1)).eval()
+    gen = torch.Generator().manual_seed(0)
+
+    def frames(n):
+        return torch.rand(n, 1, 16, 16, generator=gen)
+
+    with torch.no_grad():
+        row = time_agent(model, head, "cem_fast", num_envs, frames, repeats=1, context=3, device="cpu")
+        assert row["latent_steps_per_decision"] == num_envs * row["population"] * row["iterations"] * row["horizon"]
+        floor = floor_fields(row, step_flops(model, head), peak_gflops=1.0)
+        agent = make_agent(model, head, "cem_fast", num_envs, frames, context=3, device="cpu")
+        decision = counted(agent.act, frames(num_envs))
+    assert decision == pytest.approx(num_envs * floor["flops_per_env_decision"]["total"], rel=1e-12)
+    assert floor["flops_per_env_decision"]["observe"] > 0
+
+
+def test_floor_scales_with_the_peak_and_the_measured_time():
+    row = {"num_envs": 4, "latent_steps_per_decision": 48_000, "observe_flops_per_decision": 10_000,
+           "seconds_per_decision_median": 0.3}
+    flops = {"model": 20_000, "reward": 10_000}
+    a = floor_fields(row, flops, peak_gflops=50.0)
+    b = floor_fields(row, flops, peak_gflops=100.0)
+    assert b["floor_seconds_per_decision"] == pytest.approx(a["floor_seconds_per_decision"] / 2)
+    assert b["time_vs_floor"] == pytest.approx(2 * a["time_vs_floor"])
+    # ratio to the floor = floor throughput / measured throughput (4 envs per decision)
+    assert a["time_vs_floor"] == pytest.approx(a["floor_decisions_per_s"] / (4 / 0.3))
+    per_env = a["flops_per_env_decision"]
+    assert per_env["total"] == pytest.approx(per_env["plan"] + per_env["observe"])
+    assert per_env["plan"] * 4 == 48_000 * 30_000
+
+
+def test_matmul_peak_is_a_plausible_rate(one_thread):
+    peak = matmul_peak_gflops(64, 32, 256, repeats=2, min_seconds=0.002)
+    assert math.isfinite(peak) and 0.05 < peak < 1e5  # GFLOP/s of one CPU thread
+    with pytest.raises(ValueError, match="m, k, n"):
+        matmul_peak_gflops(0, 4, 4)
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for preset, n, fused in itertools.product(("planet", "icem", "cem_fast"), (1, 16), (True, False)):
+        split = {"observe_s": 0.01, "model_s": 0.05, "reward_s": 0.04, "planner_s": 0.01}
+        rows.append({"model": "kvae", "preset": preset, "num_envs": n, "fused": fused, "split_s": split,
+                     "decisions_per_s": n / 0.11,
+                     "floor": {"floor_seconds_per_decision": 0.02, "floor_decisions_per_s": n / 0.02}})
+        if fused:
+            rows.append({"model": "oracle", "preset": preset, "num_envs": n, "fused": True,
+                         "split_s": split, "decisions_per_s": n / 0.01})
+    return rows
+
+
+def test_figure_labels_do_not_overlap():
+    import matplotlib.pyplot as plt
+
+    fig = figure(_rows())
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        labels = [t for t in fig.axes[0].get_yticklabels() if t.get_text()]
+        assert len(labels) == 12 and len({t.get_text() for t in labels}) == 12
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for p, q in itertools.combinations(boxes, 2):
+            assert not p.overlaps(q), "tick labels overlap"
+        for ax in fig.axes:  # no tick label of either axis runs into another one
+            for axis in (ax.xaxis, ax.yaxis):
+                ticks = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible()
+                         and t.get_text()]
+                assert not any(p.overlaps(q) for p, q in itertools.combinations(ticks, 2))
+        left, right = (ax.get_tightbbox(renderer) for ax in fig.axes)
+        assert left.x1 <= right.x0, "the two panels overlap"
+    finally:
+        plt.close(fig)
