@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from worldmodels.base import Belief, WorldModel
+from worldmodels.base import Belief, FastMeanImagine, WorldModel
 from worldmodels.checks import check_shape
 
 from .fast_imagine import mean_imagine_fn
@@ -44,6 +44,26 @@ class ObjectiveTimer:
 def _sync(x: torch.Tensor) -> None:
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
+
+
+def _fused_paths(
+    fast_imagine: FastMeanImagine,
+    fast_reward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    belief: Belief,
+    start: torch.Tensor,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """The features-first rollout ``actions [B, N, H, A] -> latents [H, D, B*N]`` and its scoring
+    ``(actions, latents) -> rewards [H, B*N]`` from ``start [B, D]`` (no autograd)."""
+
+    def fused_rollout(actions: torch.Tensor) -> torch.Tensor:
+        return fast_imagine.imagine_features_first(belief, actions)  # [H, D, B*N]
+
+    def fused_rewards(actions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        B, N, H, A = actions.shape
+        u = actions.reshape(B * N, H, A).permute(1, 2, 0).to(latents.dtype)  # [H, A, B*N]
+        return fast_reward(start.t().to(latents.dtype).repeat_interleave(N, 1), latents, u)  # [H, B*N]
+
+    return fused_rollout, fused_rewards
 
 
 def rollout_objective(
@@ -77,15 +97,11 @@ def rollout_objective(
     """
     start = belief.features()  # [B, D]
     fast_imagine = None if sample or not fast else mean_imagine_fn(model)
-    fast_reward = getattr(reward_fn, "rollout_rewards", None) if fast_imagine is not None else None
-
-    def fused_rollout(actions: torch.Tensor) -> torch.Tensor:
-        return fast_imagine.imagine_features_first(belief, actions)  # [H, D, B*N]
-
-    def fused_rewards(actions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        B, N, H, A = actions.shape
-        u = actions.reshape(B * N, H, A).permute(1, 2, 0).to(latents.dtype)  # [H, A, B*N]
-        return fast_reward(start.t().to(latents.dtype).repeat_interleave(N, 1), latents, u)  # [H, B*N]
+    # RewardHead.rollout_rewards: (start [D, R], latents [H, D, R], actions [H, A, R]) -> [H, R]
+    fast_reward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = (
+        getattr(reward_fn, "rollout_rewards", None) if fast_imagine is not None else None)
+    fused_paths = None if fast_imagine is None or fast_reward is None else \
+        _fused_paths(fast_imagine, fast_reward, belief, start)
 
     def rollout(actions: torch.Tensor) -> torch.Tensor:
         B, N, H, _ = actions.shape
@@ -105,8 +121,8 @@ def rollout_objective(
             raise ValueError(f"actions: expected shape [B, N, H, A], got {list(actions.shape)}")
         B, N, H, _ = actions.shape
         # the fused path (features-first, no autograd) keeps time on dim 0: rewards [H, B*N]
-        fused = fast_reward is not None and not (torch.is_grad_enabled() and actions.requires_grad)
-        roll, score, time_dim = (fused_rollout, fused_rewards, 0) if fused else (rollout, rewards_of, -1)
+        fused = None if fused_paths is None or (torch.is_grad_enabled() and actions.requires_grad) else fused_paths
+        roll, score, time_dim = (*fused, 0) if fused is not None else (rollout, rewards_of, -1)
         t0 = time.perf_counter() if timer is not None else 0.0
         latents = roll(actions)
         if timer is not None:
@@ -119,7 +135,7 @@ def rollout_objective(
             rewards = rewards * (w[:, None] if time_dim == 0 else w)
         total = rewards.sum(time_dim)  # [B*N] (fused) or [B, N]
         if value_fn is not None:
-            last = latents[-1].t() if fused else latents[:, :, -1]  # [B*N, D] or [B, N, D]
+            last = latents[-1].t() if fused is not None else latents[:, :, -1]  # [B*N, D] or [B, N, D]
             values = value_fn(last)
             check_shape("value_fn(...)", values, tuple(last.shape[:-1]))
             total = total + discount ** H * values.to(total.dtype)

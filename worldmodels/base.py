@@ -40,7 +40,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -122,6 +122,18 @@ class TensorBelief(Belief):
     @property
     def batch_size(self) -> int:
         return self.z.shape[0]
+
+
+class FastMeanImagine(Protocol):
+    """A model's fused means-only rollout for planning without gradients (``fast_mean_imagine``)."""
+
+    def __call__(self, belief: Belief, actions: torch.Tensor) -> torch.Tensor:
+        """``actions [B, N, H, A]`` -> mean latents ``[B, N, H, D]``, as ``imagine(belief, actions)``."""
+        ...
+
+    def imagine_features_first(self, belief: Belief, actions: torch.Tensor) -> torch.Tensor:
+        """``actions [B, N, H, A]`` -> mean latents ``[H, D, B*N]`` (candidate index ``b * N + j`` last)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -247,7 +259,7 @@ class WorldModel(nn.Module, ABC):
             f"{type(self).__name__} has no stepwise latent state (initial_state/step); "
             "roll it out with imagine instead")
 
-    def fast_mean_imagine(self):
+    def fast_mean_imagine(self) -> FastMeanImagine | None:
         """A faster means-only ``imagine`` for planning without gradients, or None (default).
 
         Models that offer one return an object with ``__call__(belief, actions)`` (the same as
@@ -299,6 +311,7 @@ class WorldModel(nn.Module, ABC):
 
 def supports_step(model: nn.Module) -> bool:
     """Whether ``model`` implements the stepwise protocol (``initial_state`` and ``step``)."""
+    if not isinstance(model, WorldModel):
+        return False
     cls = type(model)
-    return (isinstance(model, WorldModel) and cls.step is not WorldModel.step
-            and cls.initial_state is not WorldModel.initial_state)
+    return cls.step is not WorldModel.step and cls.initial_state is not WorldModel.initial_state

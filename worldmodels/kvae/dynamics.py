@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,8 +90,19 @@ class DynamicsNetwork(nn.Module):
         ops: ``nn.LSTM`` on a length-1 sequence goes through the oneDNN RNN kernel, whose per-call
         set-up and thread synchronisation cost far more than the arithmetic of one step.
         """
-        rnn = self.rnn
-        gates = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0) + F.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0)
+        w_ih, w_hh, b_ih, b_hh = lstm_weights(self.rnn)
+        gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def lstm_weights(rnn: nn.LSTM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """First-layer ``(weight_ih [4h, in], weight_hh [4h, h], bias_ih [4h], bias_hh [4h])`` of
+    ``rnn`` (gate order i, f, g, o); the biases are None for ``bias=False``."""
+    # nn.LSTM registers its parameters by name at run time: the type stubs cannot see them
+    w_ih = cast(torch.Tensor, rnn.weight_ih_l0)
+    w_hh = cast(torch.Tensor, rnn.weight_hh_l0)
+    if not rnn.bias:
+        return w_ih, w_hh, None, None
+    return w_ih, w_hh, cast(torch.Tensor, rnn.bias_ih_l0), cast(torch.Tensor, rnn.bias_hh_l0)

@@ -32,6 +32,7 @@ import torch
 
 from worldmodels.base import Belief
 from worldmodels.checks import check_shape
+from worldmodels.kvae.dynamics import lstm_weights
 
 if TYPE_CHECKING:
     from worldmodels.kvae.model import KVAE
@@ -80,12 +81,13 @@ class KVAEMeanImagine:
         if dyn.kind == "lstm":
             rnn = dyn.rnn
             hid = rnn.hidden_size
-            dev = rnn.weight_ih_l0.device
+            w_ih, w_hh, b_ih, b_hh = lstm_weights(rnn)
+            dev = w_ih.device
             # PyTorch gate order (i, f, g, o) -> (i, f, o, g): the three sigmoid gates contiguous
             perm = torch.cat([torch.arange(0, 2 * hid), torch.arange(3 * hid, 4 * hid),
                               torch.arange(2 * hid, 3 * hid)]).to(dev)
-            w["W_g"] = torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0], dim=1)[perm].detach()  # [4h, m+h]
-            b = (rnn.bias_ih_l0 + rnn.bias_hh_l0) if rnn.bias else torch.zeros(4 * hid, device=dev)
+            w["W_g"] = torch.cat([w_ih, w_hh], dim=1)[perm].detach()  # [4h, m+h]
+            b = b_ih + b_hh if b_ih is not None and b_hh is not None else torch.zeros(4 * hid, device=dev)
             w["b_g"] = b[perm].detach()[:, None]
             w["W_out"], w["b_out"] = dyn.head.weight.detach(), dyn.head.bias.detach()[:, None]
         else:
@@ -98,6 +100,10 @@ class KVAEMeanImagine:
     def imagine_features_first(self, belief: Belief, actions: torch.Tensor) -> torch.Tensor:
         """``actions [B, N, H, A]`` -> mean latents ``[H, D, B*N]`` (candidate index last,
         ``b * N + j``), ``D = z_dim + a_dim``; ``out[h]`` is the latent after ``actions[..., h, :]``."""
+        from worldmodels.kvae.model import KVAEBelief
+
+        if not isinstance(belief, KVAEBelief):
+            raise TypeError(f"belief: expected the KVAE's own belief, got {type(belief).__name__}")
         m = self.model
         Bsz = belief.batch_size
         check_shape("actions", actions, (Bsz, "N", "H", m.action_dim))

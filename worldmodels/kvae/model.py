@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,6 +31,9 @@ from worldmodels.nets import (
     decoder_mean,
     init_xavier_,
 )
+
+if TYPE_CHECKING:  # mean_imagine imports this module
+    from worldmodels.kvae.mean_imagine import KVAEMeanImagine
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -86,6 +90,10 @@ class KVAE(WorldModel):
     """
 
     config_class = KVAEConfig
+    # buffers (registered in __init__): initial mean [n] and covariance [n, n], training updates []
+    mu0: torch.Tensor
+    P0: torch.Tensor
+    num_updates: torch.Tensor
 
     def __init__(self, config: KVAEConfig) -> None:
         super().__init__()
@@ -435,7 +443,7 @@ class KVAE(WorldModel):
             a = a + torch.exp(0.5 * self.log_r) * self._randn(a, generator)
         return z, a, rnn_state, A_t
 
-    def fast_mean_imagine(self):
+    def fast_mean_imagine(self) -> KVAEMeanImagine | None:
         """The fused means-only rollout (``worldmodels.kvae.mean_imagine``), or None where it does
         not apply (Gaussian prior, multi-layer LSTM)."""
         from worldmodels.kvae.mean_imagine import KVAEMeanImagine
