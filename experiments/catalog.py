@@ -71,7 +71,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("gpu_check", "the GPU path end to end: AMP training, evaluation, planning, DDP, parallel Kalman "
                "(--device cpu on a CPU)", "~5 min on a GPU", "~1.5 min", "benchmark", run_dir=False,
                quick_args=("--device", "cpu")),
-    Experiment("bench_planning", "latent MPC decisions per second, with the time split by stage",
+    Experiment("bench_planning", "latent MPC decisions per second, the time split by stage and the ratio to "
+               "the compute floor (FLOPs per decision over the measured matmul peak)",
                "~5 min", "~3 s", "benchmark", run_dir=False),
 )
 
