@@ -46,9 +46,10 @@ class FeaturePolicyAgent(FilteringAgent):
                  context: int = 8, num_envs: int | None = None, obs_to_tensor: Callable = image_obs_to_tensor,
                  device: str | torch.device | None = None):
         self.discrete = isinstance(action_space, spaces.Discrete)
-        if self.discrete and int(action_space.n) != model.action_dim:
-            raise ValueError(f"action_space: expected Discrete({model.action_dim}), got Discrete({action_space.n})")
-        if not self.discrete:
+        if isinstance(action_space, spaces.Discrete):
+            if int(action_space.n) != model.action_dim:
+                raise ValueError(f"action_space: expected Discrete({model.action_dim}), got Discrete({action_space.n})")
+        else:
             if not isinstance(action_space, spaces.Box) or action_space.shape != (model.action_dim,):
                 raise ValueError(f"action_space: expected a Box of shape ({model.action_dim},), got {action_space}")
             self._low = np.asarray(action_space.low, np.float32)

@@ -50,8 +50,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "oracle on held-out starts; 3 training seeds", "~1.5 h (estimate)", "~30 s", "headline"),
     Experiment("sb3_in_model", "Stable-Baselines3 SAC trained only inside the pendulum KVAE, evaluated from pixels "
                "on held-out starts vs random torques and SAC on the real env for the same wall time; 3 training "
-               "seeds", "~30 min per training seed (~10 min when pendulum_swingup's models are reused)", "~30 s",
-               "headline"),
+               "seeds", "~25 min per training seed on a loaded CPU (~12 min when pendulum_swingup's models are "
+               "reused)", "~30 s", "headline"),
     Experiment("navigation_goal", "image-navigation goal rate with GTM-SM's memory vs a random walk and an "
                "oracle", "~4 h (trains a GTM-SM)", "~5 s", "headline"),
     Experiment("demo_robustness", "the demo's swing-up recipe over training seeds x RL rounds x horizons "

@@ -79,7 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--algo", default="sac", choices=["sac", "ppo"])
     p.add_argument("--model-steps", type=int, default=20000, help="SB3 env steps inside the model")
     p.add_argument("--learning-starts", type=int, default=1000, help="SAC steps before the first update")
-    p.add_argument("--imagined-length", type=int, default=200, help="steps of an imagined episode")
+    p.add_argument("--imagined-length", type=int, default=50,
+                   help="steps of an imagined episode (short: the model's error grows with the horizon; SB3 "
+                        "bootstraps the value at truncation)")
     p.add_argument("--context", type=int, default=8, help="real frames filtered into a start belief / per action")
     p.add_argument("--starts", type=int, default=4096, help="real context windows imagined episodes start from")
     p.add_argument("--episodes", type=int, default=20, help="held-out evaluation starts (reset seeds 1000, ...)")
