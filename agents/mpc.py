@@ -127,11 +127,17 @@ class FilteringAgent:
         self._valid = torch.cat([self._valid, torch.ones(self.n, 1, dtype=torch.bool, device=self.device)],
                                 dim=1)[:, -L:]
 
+    def _obs_history(self) -> torch.Tensor:
+        """The observation history ``[n, L, *obs_shape]``; an error before the first observation."""
+        if self._obs is None:
+            raise RuntimeError("no observation yet: act() on an observation first")
+        return self._obs
+
     def _context(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Window trimmed to the longest valid history; mask only if histories differ."""
         valid_len = self._valid.flip(1).cumprod(1).sum(1)  # trailing run of valid frames [n]
         T = int(valid_len.max())
-        obs, act = self._obs[:, -T:], self._act[:, -T:]
+        obs, act = self._obs_history()[:, -T:], self._act[:, -T:]
         if bool((valid_len == T).all()):
             return obs, act, None
         idx = torch.arange(T, device=self.device)
@@ -206,7 +212,7 @@ class MPCAgent(FilteringAgent):
                                       generator=self.generator if self.config.sample else None,
                                       timer=self.timer, fast=self.config.fused, value_fn=self.value_fn)
         plan = self.planner.optimize(objective, self.n, warm_start=warm, generator=self.generator,
-                                     device=self.device, dtype=self._obs.dtype)
+                                     device=self.device, dtype=self._obs_history().dtype)
         self.stats["observe_s"] += t1 - t0
         self.stats["plan_s"] += time.perf_counter() - t1
         self.stats["plans"] += 1

@@ -39,6 +39,8 @@ class SimulatorOracle(WorldModel):
     takes true states ``[B, T, >= S]`` (``info["state"]``) instead of frames.
     """
 
+    _dummy: torch.Tensor  # buffer (registered in __init__): carries the oracle's dtype and device
+
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config
@@ -209,6 +211,7 @@ class GridOracle(SimulatorOracle):
     config_class = GridOracleConfig
     latent_dim = 2
     action_dim = 5
+    moves: torch.Tensor  # buffer (registered in __init__): [5, 2] grid offset of each move
 
     def __init__(self, config: GridOracleConfig | None = None):
         super().__init__(config or GridOracleConfig())

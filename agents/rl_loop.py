@@ -17,15 +17,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from worldmodels.atomic_io import atomic_write_text
 
+if TYPE_CHECKING:
+    import torch
+
+    from worldmodels.base import WorldModel
+
 #: ``policy(obs [n, ...], info dict of [n, ...] arrays) -> actions [n, A] or [n]``
-Policy = Callable[[np.ndarray, dict], np.ndarray]
+Policy = Callable[[np.ndarray, dict], np.ndarray | int]
 
 
 def make_vector_env(env_id: str, num_envs: int, max_episode_steps: int | None = None,
@@ -52,12 +57,18 @@ def rollout(venv: gym.vector.VectorEnv, policy: Policy, steps: int, seed: int | 
     from tqdm.auto import tqdm
 
     n = venv.num_envs
-    obs, info = venv.reset(seed=seed)
+    # SyncVectorEnv/AsyncVectorEnv take one seed per sub-env; VectorEnv.reset's stub says int only
+    obs, info = venv.reset(seed=seed)  # pyright: ignore[reportArgumentType]
     if reset_fn is not None:
         reset_fn()
     space = venv.single_action_space
     discrete = isinstance(space, gym.spaces.Discrete)
-    A = int(space.n) if discrete else int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Discrete):
+        A = int(space.n)
+    elif space.shape is None:
+        raise ValueError(f"venv: the action space {space} has no shape")
+    else:
+        A = int(np.prod(space.shape))
     out_obs = np.empty((n, steps, *obs.shape[1:]), dtype=obs.dtype)
     acts = np.zeros((n, steps, A), np.float32)
     rews = np.zeros((n, steps), np.float32)
@@ -169,7 +180,19 @@ class RLLoopConfig:
     video: bool = True
 
 
-def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | os.PathLike,
+def _load_world_model(path: Path, device: str | torch.device) -> WorldModel:
+    """The model of the checkpoint at ``path`` on ``device``; an error unless it is a ``WorldModel``
+    (the planner needs its protocol)."""
+    from worldmodels.base import WorldModel
+    from worldmodels.training import load
+
+    model = load(path, device=device)
+    if not isinstance(model, WorldModel):
+        raise TypeError(f"{path}: holds a {type(model).__name__}, not a WorldModel")
+    return model
+
+
+def run_rl_loop(model: WorldModel, reward_head, dataset: str | os.PathLike, run_dir: str | os.PathLike,
                 config: RLLoopConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) the loop; returns the per-round records (also ``rounds.jsonl``).
 
@@ -180,7 +203,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
     """
     import torch
 
-    from worldmodels.training import TrainConfig, Trainer, load
+    from worldmodels.training import TrainConfig, Trainer
 
     from .mpc import MPCAgent, MPCConfig
     from .planners import make_planner
@@ -199,7 +222,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
     records = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
     if records:
         last = run_dir / f"round_{records[-1]['round']:03d}"
-        model = load(last / "model", device=config.device)
+        model = _load_world_model(last / "model", device=config.device)
         reward_head = RewardHead.load(last / "reward_head.pt", device=config.device)
     drop_unfinished_rounds(data, len(records))
     device = torch.device(config.device)
@@ -231,7 +254,7 @@ def run_rl_loop(model, reward_head, dataset: str | os.PathLike, run_dir: str | o
                            val_every=config.train_steps, checkpoint_every=None, tensorboard=False)
         # a round stopped before it was recorded is redone from scratch (its data were dropped)
         Trainer(model, tcfg, rd / "model", str(data), str(data), overwrite=True).fit()
-        model = load(rd / "model", device=device)
+        model = _load_world_model(rd / "model", device=device)
         from worldmodels.data import make_dataloader
 
         hcfg = RewardHeadConfig(**{**asdict(reward_head.config), "steps": config.reward_steps})

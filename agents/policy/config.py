@@ -87,7 +87,11 @@ class ActorCriticConfig:
         self.action_low = tuple(float(x) for x in _as_tuple(self.action_low))
         self.action_high = tuple(float(x) for x in _as_tuple(self.action_high))
         self.hidden = tuple(int(h) for h in _as_tuple(self.hidden))
-        self.return_percentiles = tuple(float(q) for q in _as_tuple(self.return_percentiles))
+        percentiles = tuple(float(q) for q in _as_tuple(self.return_percentiles))
+        if len(percentiles) != 2 or not 0.0 <= percentiles[0] < percentiles[1] <= 1.0:
+            raise ValueError(f"return_percentiles: expected (low, high) with 0 <= low < high <= 1, "
+                             f"got {percentiles}")
+        self.return_percentiles = (percentiles[0], percentiles[1])
         for name in ("horizon", "updates", "batch_size", "context", "start_stride", "max_starts", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
@@ -103,10 +107,6 @@ class ActorCriticConfig:
             raise ValueError(f"target_tau: expected in (0, 1], got {self.target_tau}")
         if not 0.0 <= self.return_scale_decay < 1.0:
             raise ValueError(f"return_scale_decay: expected in [0, 1), got {self.return_scale_decay}")
-        lo, hi = (self.return_percentiles + (None, None))[:2]
-        if len(self.return_percentiles) != 2 or not 0.0 <= lo < hi <= 1.0:
-            raise ValueError(f"return_percentiles: expected (low, high) with 0 <= low < high <= 1, "
-                             f"got {self.return_percentiles}")
         if not 0.0 < self.min_std <= self.max_std:
             raise ValueError(f"min_std, max_std: expected 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
         if not 0.0 <= self.unimix < 1.0:
@@ -126,6 +126,12 @@ class ActorCriticConfig:
         if self.actor_grad == "auto":
             return "reinforce" if self.discrete else "dynamics"
         return self.actor_grad
+
+    def dims(self) -> tuple[int, int]:
+        """``(latent_dim, action_dim)``; an error while either is unset (``for_model`` sets both)."""
+        if self.latent_dim is None or self.action_dim is None:
+            raise ValueError("latent_dim, action_dim: required (ActorCriticConfig.for_model(model) sets them)")
+        return int(self.latent_dim), int(self.action_dim)
 
     def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """``(low, high)``, each of length ``action_dim`` (one value given = one for all)."""

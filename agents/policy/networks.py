@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldmodels.checks import model_dtype
+
 from .config import ActorCriticConfig
 
 
@@ -102,10 +104,14 @@ class Actor(nn.Module):
     """Policy ``pi(a | z)`` on latent features ``z [..., D]``: a squashed Gaussian in the action box
     (continuous) or a one-hot categorical (discrete)."""
 
+    # buffers (registered in __init__): the action box ``[A]`` (0 and 1 for discrete actions)
+    low: torch.Tensor
+    high: torch.Tensor
+
     def __init__(self, config: ActorCriticConfig):
         super().__init__()
         self.config = config
-        D, A = int(config.latent_dim), int(config.action_dim)
+        D, A = config.dims()
         self.net = mlp(D, config.hidden, A if config.discrete else 2 * A, config.layer_norm)
         low, high = config.bounds() if not config.discrete else ((0.0,) * A, (1.0,) * A)
         self.register_buffer("low", torch.tensor(low))
@@ -144,11 +150,11 @@ class Critic(nn.Module):
     def __init__(self, config: ActorCriticConfig):
         super().__init__()
         self.space = config.critic_space
-        self.net = mlp(int(config.latent_dim), config.hidden, 1, config.layer_norm)
+        self.net = mlp(config.dims()[0], config.hidden, 1, config.layer_norm)
 
     def raw(self, features: torch.Tensor) -> torch.Tensor:
         """The network's output ``[...]`` (``symlog(V)`` or ``V``), in the network's dtype."""
-        return self.net(features.to(self.net[0].weight.dtype)).squeeze(-1)
+        return self.net(features.to(model_dtype(self.net))).squeeze(-1)
 
     def to_raw(self, values: torch.Tensor) -> torch.Tensor:
         """Values ``[...]`` in the space of `raw` (regression targets)."""

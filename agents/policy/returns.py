@@ -38,6 +38,10 @@ class ReturnScale(nn.Module):
     percentiles of the returns; returns (or advantages) are divided by ``max(1, S)``, so large
     returns are scaled down while small ones are not blown up (noise)."""
 
+    # buffers (registered in __init__): the averaged spread S and whether it has been set, both 0-dim
+    spread: torch.Tensor
+    initialised: torch.Tensor
+
     def __init__(self, decay: float = 0.99, percentiles: tuple[float, float] = (0.05, 0.95)):
         super().__init__()
         self.decay = float(decay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from typing import cast
 
 import torch
 
@@ -79,7 +80,10 @@ def start_states(model: WorldModel, data: StartData, *, context: int = 8, stride
         from worldmodels.data import make_dataloader
 
         data = make_dataloader(str(data), "train", 64, shuffle=False)
-    windows = data if isinstance(data, Mapping) else context_windows(data, context, stride, limit)
+    # the only mapping StartData admits is the contexts dict (pyright cannot rule out an
+    # Iterable[Batch] that is also a Mapping)
+    windows = cast(Mapping[str, torch.Tensor], data) if isinstance(data, Mapping) else \
+        context_windows(data, context, stride, limit)
     obs, actions = windows["obs"], windows["actions"]
     if obs.dim() != 5:
         raise ValueError(f"obs: expected shape [M, T, C, H, W], got {list(obs.shape)}")
