@@ -35,6 +35,7 @@ TITLES = {
     "kvae_pendulum_elbo": "Pendulum test ELBO (thesis table 6.1)",
     "gtmsm_navigation": "GTM-SM 256-step prediction (image navigation, thesis 7.4.1)",
     "pendulum_swingup": "Pendulum swing-up from pixels (latent MPC)",
+    "sb3_in_model": "Pendulum from pixels: SB3 trained only in the model",
     "navigation_goal": "Image-navigation goal rate (GTM-SM memory)",
 }
 
