@@ -31,6 +31,15 @@ def check_shape(name: str, x: torch.Tensor, expected: Sequence[int | str | None]
         raise ValueError(f"{name}: expected shape {want}, got {list(shape)}")
 
 
+def frame_shape(shape: Sequence[int], name: str = "obs_shape") -> tuple[int, int, int]:
+    """``shape`` as a frame shape ``(C, H, W)`` of ints; ``ValueError`` naming ``name`` unless it
+    has three entries."""
+    s = tuple(int(v) for v in shape)
+    if len(s) != 3:
+        raise ValueError(f"{name}: expected (C, H, W), got {s}")
+    return s[0], s[1], s[2]
+
+
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or inf."""
     if not torch.isfinite(x).all():

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .base import Batch, Belief, LatentState, LossOutput, WorldModel
-from .checks import check_batch_frames, check_frames, check_sequences, check_shape, model_dtype
+from .checks import check_batch_frames, check_frames, check_sequences, check_shape, frame_shape, model_dtype
 from .nets import (
     ConvEncoder,
     MLPDecoder,
@@ -56,12 +56,10 @@ class VAERNNConfig:
     init: str = "torch"  # torch (PyTorch's defaults) | xavier (Glorot weights, zero biases: `nets.init_xavier_`)
 
     def __post_init__(self) -> None:
-        self.obs_shape = tuple(int(s) for s in self.obs_shape)
+        self.obs_shape = frame_shape(self.obs_shape)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
         if self.init not in ("torch", "xavier"):
             raise ValueError(f"init: expected 'torch' or 'xavier', got {self.init!r}")
-        if len(self.obs_shape) != 3:
-            raise ValueError(f"obs_shape: expected (C, H, W), got {self.obs_shape}")
         if self.encoder not in ("conv", "mlp"):
             raise ValueError(f"encoder: expected 'conv' or 'mlp', got {self.encoder!r}")
         if self.likelihood not in ("bernoulli", "gaussian"):
@@ -177,7 +175,7 @@ class VAERNN(WorldModel):
         zs, pms, pls = [], [], []
         eps_q = torch.randn_like(q_mean) if sample else None
         for t in range(T):
-            zq = q_mean[:, t] + (eps_q[:, t] * torch.exp(0.5 * q_logvar[:, t]) if sample else 0.0)
+            zq = q_mean[:, t] + (eps_q[:, t] * torch.exp(0.5 * q_logvar[:, t]) if eps_q is not None else 0.0)
             zp = p_mean + (torch.randn_like(p_mean) * torch.exp(0.5 * p_logvar) if sample else 0.0)
             z = m[:, t] * zq + (1 - m[:, t]) * zp
             zs.append(z)
@@ -221,7 +219,7 @@ class VAERNN(WorldModel):
     def imagine(self, belief: Belief, actions: torch.Tensor, *, sample: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Roll the LSTM prior over ``actions [B, N, H, A]``; returns codes ``[B, N, H, D]``."""
-        self._check_belief(belief)
+        belief = self._check_belief(belief)
         B = belief.batch_size
         check_shape("actions", actions, (B, "N", "H", self.action_dim))
         N, Hn = actions.shape[1], actions.shape[2]
@@ -233,9 +231,11 @@ class VAERNN(WorldModel):
             out.append(z)
         return torch.stack(out, 2)
 
-    def _check_belief(self, belief: Belief) -> None:
+    def _check_belief(self, belief: Belief) -> VAERNNBelief:
+        """``belief`` itself; a ``TypeError`` unless it is this model's belief."""
         if not isinstance(belief, VAERNNBelief):
             raise TypeError(f"belief: expected a VAERNNBelief, got {type(belief).__name__}")
+        return belief
 
     def _advance(self, z: torch.Tensor, a: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
                  sample: bool, generator: torch.Generator | None):
@@ -253,7 +253,7 @@ class VAERNN(WorldModel):
                       generator: torch.Generator | None = None) -> VAERNNState:
         """The belief's code and LSTM state. ``imagine`` draws nothing from the belief, so
         ``sample`` and ``generator`` change nothing here."""
-        self._check_belief(belief)
+        belief = self._check_belief(belief)
         return VAERNNState(z=belief.z, h=belief.h, c=belief.c)
 
     def step(self, state: VAERNNState, actions: torch.Tensor, *, sample: bool = False,

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from worldmodels.base import Batch, LossOutput
-from worldmodels.checks import check_batch_frames, check_frames, check_sequences, model_dtype
+from worldmodels.checks import check_batch_frames, check_frames, check_sequences, frame_shape, model_dtype
 
 Codec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -45,7 +45,7 @@ class CodeRNNConfig:
     first_observed: int = 4  # frames always fed to the LSTM during training
 
     def __post_init__(self) -> None:
-        self.obs_shape = tuple(int(v) for v in self.obs_shape)
+        self.obs_shape = frame_shape(self.obs_shape)
         lo, hi = self.train_drop
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"train_drop: expected 0 <= lo <= hi <= 1, got {self.train_drop}")

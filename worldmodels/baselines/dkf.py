@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel
+from worldmodels.checks import frame_shape
 from worldmodels.nets import ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder
 
 
@@ -46,7 +47,7 @@ class DKFConfig:
     kl_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        self.obs_shape = tuple(int(s) for s in self.obs_shape)
+        self.obs_shape = frame_shape(self.obs_shape)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
         for name, value, allowed in (("encoder", self.encoder, ("conv", "mlp")),
                                      ("likelihood", self.likelihood, ("bernoulli", "gaussian")),
@@ -128,7 +129,7 @@ class DKF(GaussianStateModel):
         mean, logvar = self.comb_out(hc).chunk(2, -1)
         return mean, logvar.clamp(-10.0, 5.0)
 
-    def _prior(self, z_prev: torch.Tensor | None, u: torch.Tensor | None, like: torch.Tensor):
+    def _prior(self, z_prev: torch.Tensor | None, u: torch.Tensor, like: torch.Tensor):
         if z_prev is None:
             zeros = like.new_zeros(like.shape[0], self.config.z_dim)
             return zeros, zeros

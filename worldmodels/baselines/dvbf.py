@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from worldmodels.baselines.gaussian_state import GaussianStateBelief, GaussianStateModel
+from worldmodels.checks import frame_shape
 from worldmodels.nets import ConvEncoder, MLPDecoder, MLPEncoder, SubPixelDecoder, init_xavier_
 
 
@@ -48,7 +49,7 @@ class DVBFConfig:
     init_b_scale: float = 0.05  # B^(k) ~ scale * N(0, 1); A^(k) = I
 
     def __post_init__(self) -> None:
-        self.obs_shape = tuple(int(s) for s in self.obs_shape)
+        self.obs_shape = frame_shape(self.obs_shape)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
         for name, value, allowed in (("encoder", self.encoder, ("conv", "mlp")),
                                      ("likelihood", self.likelihood, ("bernoulli", "gaussian"))):

@@ -13,6 +13,8 @@ The stepwise state (``initial_state`` / ``step``) is the state ``z`` itself (`Ga
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +49,19 @@ class GaussianStateModel(WorldModel):
     """Base of the sequential-VAE baselines (see the module docstring for the subclass contract)."""
 
     belief_class: type[GaussianStateBelief] = GaussianStateBelief
+    # built by each subclass (see the module docstring)
+    obs_shape: tuple[int, int, int]
+    encoder: nn.Module
+    decoder: nn.Module
+    pixel_logvar: nn.Parameter | None
+    #: ``p(z_t | z_{t-1}, u_t)``: ``z [N, n]``, ``u [N, p]`` -> ``(mean, logvar)`` ``[N, n]``
+    transition: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+    @abstractmethod
+    def _posterior(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, sample: bool,
+                   generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z, q mean, q logvar, prior mean, prior logvar)``, each ``[B, T, n]``."""
 
     def _init_likelihood(self, likelihood: str, obs_shape: tuple[int, ...], init_pixel_var: float) -> None:
         """Bernoulli pixels, or Gaussian ones with a learned per-pixel log-variance."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from worldmodels.checks import frame_shape
+
 
 @dataclass
 class GTMSMConfig:
@@ -87,7 +89,7 @@ class GTMSMConfig:
 
     def __post_init__(self) -> None:
         self._map_legacy_keys()
-        self.obs_shape = tuple(int(s) for s in self.obs_shape)
+        self.obs_shape = frame_shape(self.obs_shape)
         self.hidden = tuple(int(h) for h in self.hidden)
         self.gate_hidden = tuple(int(h) for h in self.gate_hidden)
         if self.encoder not in ("mlp", "conv"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from worldmodels.checks import frame_shape
+
 ENCODERS = ("conv", "mlp")
 LIKELIHOODS = ("bernoulli", "gaussian")
 DYNAMICS = ("lstm", "mlp")
@@ -64,11 +66,8 @@ class KVAEConfig:
     kalman_method: str = "sequential"  # forwarded to worldmodels.kalman (sequential | parallel)
 
     def __post_init__(self) -> None:
-        shape = tuple(int(s) for s in self.obs_shape)
+        self.obs_shape = frame_shape(self.obs_shape)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
-        if len(shape) != 3:
-            raise ValueError(f"obs_shape: expected (C, H, W), got {shape}")
-        self.obs_shape = (shape[0], shape[1], shape[2])
         for name, value, allowed in (
             ("encoder", self.encoder, ENCODERS), ("decoder", self.decoder, ENCODERS),
             ("likelihood", self.likelihood, LIKELIHOODS), ("dynamics", self.dynamics, DYNAMICS),
