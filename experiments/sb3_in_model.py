@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +49,7 @@ from experiments.protocol import (
     paired_claim,
     prepare_run_dir,
 )
-from worldmodels.atomic_io import atomic_write_json
+from worldmodels.atomic_io import atomic_write, atomic_write_json
 
 Algo = Literal["sac", "ppo"]
 EVALUATION_START = 1000  # reset seeds of the held-out evaluation episodes
@@ -121,7 +122,7 @@ def world_model(args, seed: int, seed_dir: Path, device: torch.device, progress:
     same configuration hash if there is one, else trained in ``seed_dir/model``.
     Returns ``(model, head, info, seconds)``."""
     args.train_seed = seed
-    make_cfg = lambda: kvae_config(dynamics=args.dynamics)  # noqa: E731
+    make_cfg = partial(kvae_config, dynamics=args.dynamics)
     t0 = time.time()
     if args.model_run_dir != "none":
         shared = Path(args.model_run_dir) / f"seed_{seed}"
@@ -185,14 +186,17 @@ def wall_clock_limit(seconds: float):
     return _Stop()
 
 
-def load_algo(algo: Algo, path: Path, args):
-    from stable_baselines3 import PPO, SAC
+def save_policy(agent, path: Path) -> Path:
+    """The SB3 policy's weights (a tensor state dict, readable with ``weights_only=True``), atomically.
 
-    return {"sac": SAC, "ppo": PPO}[algo].load(path, device=args.device)
+    SB3's own ``.zip`` archives carry pickled objects, so they are not written or read here: a
+    finished seed is resumed from its ``seed_result.json`` instead."""
+    return atomic_write(path, lambda f: torch.save(agent.policy.state_dict(), f))
 
 
-def train_in_model(args, model, head, contexts, seed: int, path: Path, progress: bool) -> dict[str, Any]:
-    """SB3 for ``--model-steps`` steps inside ``ModelEnv`` (latent observations); saved to ``path``."""
+def train_in_model(args, model, head, contexts, seed: int, path: Path):
+    """SB3 for ``--model-steps`` steps inside ``ModelEnv`` (latent observations); its policy weights
+    saved to ``path``. Returns ``(agent, {"imagined_steps", "seconds"})``."""
     from worldmodels.agents.model_env import ModelEnv
 
     env = ModelEnv(model, head, contexts, TORQUE, episode_length=args.imagined_length, obs_mode="latent")
@@ -200,12 +204,13 @@ def train_in_model(args, model, head, contexts, seed: int, path: Path, progress:
     t0 = time.time()
     agent.learn(total_timesteps=args.model_steps, progress_bar=False)
     seconds = time.time() - t0
-    agent.save(path)
-    return {"imagined_steps": int(agent.num_timesteps), "seconds": seconds}
+    save_policy(agent, path)
+    return agent, {"imagined_steps": int(agent.num_timesteps), "seconds": seconds}
 
 
-def train_in_real_env(args, seconds: float, seed: int, path: Path) -> dict[str, Any]:
-    """SB3 on the real pendulum's true state for ``seconds`` of wall time; saved to ``path``."""
+def train_in_real_env(args, seconds: float, seed: int, path: Path):
+    """SB3 on the real pendulum's true state for ``seconds`` of wall time; its policy weights saved
+    to ``path``. Returns ``(agent, {"env_steps", "seconds"})``."""
     from worldmodels import envs  # noqa: F401  (registers worldmodels/Pendulum-v0)
 
     env = StateObservation(gym.make(ENV_ID))
@@ -213,12 +218,13 @@ def train_in_real_env(args, seconds: float, seed: int, path: Path) -> dict[str, 
     t0 = time.time()
     agent.learn(total_timesteps=10 ** 8, callback=wall_clock_limit(seconds), progress_bar=False)
     took = time.time() - t0
-    agent.save(path)
-    return {"env_steps": int(agent.num_timesteps), "seconds": took}
+    save_policy(agent, path)
+    return agent, {"env_steps": int(agent.num_timesteps), "seconds": took}
 
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate_random(args, progress: bool) -> dict:
+    """Uniform torques in [-2, 2] on the evaluation starts."""
     rng = np.random.default_rng(EVALUATION_START)
 
     def make(n):
@@ -240,6 +246,7 @@ def evaluate_in_model_policy(args, model, agent, device, progress: bool) -> dict
 
 
 def evaluate_real_policy(args, agent, progress: bool) -> dict:
+    """The real-env policy on the true state ``info["state"]`` of the evaluation starts."""
     def make(n):
         return (lambda o, i: agent.predict(np.asarray(i["state"]), deterministic=True)[0]), None, None
 
@@ -247,6 +254,7 @@ def evaluate_real_policy(args, agent, progress: bool) -> dict:
 
 
 def episode_summary(r: dict) -> dict[str, Any]:
+    """Mean return, per-episode returns and wall seconds of a batch of evaluation episodes."""
     return {"mean_return": float(r["returns"].mean()), "returns": r["returns"].tolist(),
             "seconds": float(r["seconds"])}
 
@@ -266,12 +274,11 @@ def run_seed(args, seed: int, device: torch.device, random_eval: dict, progress:
         return json.loads(done.read_text())
     torch.manual_seed(seed)
     data = Path(model_info["dataset"])
-    in_model = train_in_model(args, model, head, start_contexts(args, data), seed,
-                              seed_dir / "sb3" / "in_model.zip", progress)
-    real = train_in_real_env(args, in_model["seconds"], seed, seed_dir / "sb3" / "real.zip")
-    in_model_eval = evaluate_in_model_policy(args, model, load_algo(args.algo, seed_dir / "sb3" / "in_model.zip", args),
-                                             device, progress)
-    real_eval = evaluate_real_policy(args, load_algo(args.algo, seed_dir / "sb3" / "real.zip", args), progress)
+    in_model_agent, in_model = train_in_model(args, model, head, start_contexts(args, data), seed,
+                                              seed_dir / "sb3" / "in_model_policy.pt")
+    real_agent, real = train_in_real_env(args, in_model["seconds"], seed, seed_dir / "sb3" / "real_policy.pt")
+    in_model_eval = evaluate_in_model_policy(args, model, in_model_agent, device, progress)
+    real_eval = evaluate_real_policy(args, real_agent, progress)
     manifest = json.loads((data / "manifest.json").read_text())
     result = {
         "in_model": episode_summary(in_model_eval), "real": episode_summary(real_eval),

@@ -57,7 +57,9 @@ def test_quick_seed_resumes_and_its_baseline_gets_the_same_wall_time(tmp_path, o
                                                        exp.EVALUATION_START + exp.QUICK["episodes"]]]
     # a rerun resumes: the finished seed is read back, not trained again
     done = run / "seed_5" / "sb3" / exp.SEED_RESULT
-    policy = run / "seed_5" / "sb3" / "in_model.zip"
+    policy = run / "seed_5" / "sb3" / "in_model_policy.pt"
+    weights = torch.load(policy, weights_only=True)
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
     stamps = (done.stat().st_mtime_ns, policy.stat().st_mtime_ns)
     assert exp.main(argv) == 0
     assert (done.stat().st_mtime_ns, policy.stat().st_mtime_ns) == stamps
