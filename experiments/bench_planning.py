@@ -11,11 +11,12 @@ Compute floor: the FLOPs of one decision are the imagined steps (candidates x it
 horizon) times the analytic FLOPs of a step of the model's imagination and of the reward head
 (``worldmodels.kvae.flops``, ``worldmodels.flops``), plus the filter's ``observe`` on the context,
 counted with ``torch.utils.flop_counter`` and reported separately. The matmul peak is measured
-in the same run, just before each row, on the GEMM that dominates planning
-(``[4 * hidden, hidden] x [hidden, J * envs]``, the alpha LSTM's gate product) at the thread
-count used. Floor seconds = FLOPs / peak; each row reports its time as a multiple of the floor.
-The machine's load average at the start and end of the run is recorded (a shared machine slows
-the timed rows, and less so the best-of-repeats peak).
+in the same run, before and between each row's timed decisions (the best timing is kept), on the
+GEMM that dominates planning (``[4 * hidden, hidden] x [hidden, J * envs]``, the alpha LSTM's
+gate product) at the thread count used. Floor seconds = FLOPs / peak; each row reports its
+median time as a multiple of the floor. The machine's load average at the start and end of the
+run is recorded: other work on the machine slows the timed decisions more than the best-of
+peak, so a loaded machine overstates the ratio to the floor.
 
     python -m experiments.bench_planning [--checkpoint runs/pendulum_swingup/kvae] [--device cuda]
 
@@ -30,6 +31,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +84,17 @@ def observe_flops(agent: MPCAgent) -> int:
 
 
 def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: int, context: int,
-               device, fused: bool = True) -> dict:
+               device, fused: bool = True, between: Callable[[], float] | None = None) -> dict:
     """Median seconds per decision (one ``act`` for all ``num_envs``) and its split, over
     ``repeats`` decisions after a warm-up; also the imagined latent steps of one decision and
-    the FLOPs of its filter (``observe_flops``)."""
+    the FLOPs of its filter (``observe_flops``). ``between()``, if given, runs before the first
+    and after every timed decision (untimed); its values are returned as ``between_all``, so a
+    reference measurement (the matmul peak) sees the same load as the decisions."""
     agent = make_agent(model, reward_fn, preset, num_envs, obs_fn, context, device, fused)
     n = num_envs
     agent.act(obs_fn(n))  # warm-up decision (not timed)
     times, splits = [], []
+    probes = [between()] if between is not None else []
     for _ in range(repeats):
         agent.timer.reset()
         s0 = dict(agent.stats)
@@ -104,6 +109,8 @@ def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: in
                        "reward_s": agent.timer.reward_s,
                        "planner_s": dt - obs_s - agent.timer.model_s - agent.timer.reward_s,
                        "latent_steps": agent.timer.latent_steps})
+        if between is not None:
+            probes.append(between())
     med = statistics.median(times)
     i = times.index(sorted(times)[len(times) // 2])
     cfg = agent.planner.config
@@ -115,6 +122,7 @@ def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: in
         "latent_steps_per_decision": splits[i]["latent_steps"],
         "observe_flops_per_decision": observe_flops(agent),
         "split_s": {k: v for k, v in splits[i].items() if k != "latent_steps"},
+        **({"between_all": probes} if between is not None else {}),
     }
 
 
@@ -236,13 +244,19 @@ def main(argv=None) -> int:
         th = torch.rand(n, generator=gen) * 6.28
         return torch.stack([th.cos(), th.sin(), torch.zeros(n)], -1).to(device)
 
-    peak_kw = {"repeats": 2, "min_seconds": 0.005} if args.quick else {"repeats": 7, "min_seconds": 0.05}
+    peak_kw = {"repeats": 1, "min_seconds": 0.005} if args.quick else {"repeats": 3, "min_seconds": 0.03}
 
-    def with_floor(row: dict) -> dict:
+    def timed(preset: str, n: int, fused: bool = True) -> dict:
+        """A KVAE row with its floor: the matmul peak is the best of the GEMM timings taken
+        before and between the row's decisions (``time_agent``'s ``between``)."""
+        gemm = peak_gemm(model, PRESETS[preset][1].population, n)
+        probe = (lambda: matmul_peak_gflops(*gemm, device=device, **peak_kw)) if flops is not None else None
+        row = time_agent(model, head, preset, n, frames, args.repeats, args.context, device, fused, between=probe)
+        row["model"] = "kvae"
         if flops is not None:
-            gemm = peak_gemm(model, row["population"], row["num_envs"])
-            peak = matmul_peak_gflops(*gemm, device=device, **peak_kw)
-            row["floor"] = {**floor_fields(row, flops, peak), "peak_gemm_mkn": list(gemm)}
+            peaks = row.pop("between_all")
+            row["floor"] = {**floor_fields(row, flops, max(peaks)), "peak_gemm_mkn": list(gemm),
+                            "peak_gflops_all": peaks}
         return row
 
     oracle = PendulumOracle().to(device)
@@ -250,13 +264,10 @@ def main(argv=None) -> int:
     with torch.no_grad():
         for preset in args.presets:
             for n in (1, args.envs):
-                r = with_floor(time_agent(model, head, preset, n, frames, args.repeats, args.context, device))
-                r["model"] = "kvae"
+                r = timed(preset, n)
                 rows.append(r)
                 if args.reference:
-                    ref = with_floor(time_agent(model, head, preset, n, frames, args.repeats, args.context,
-                                                device, fused=False))
-                    ref["model"] = "kvae"
+                    ref = timed(preset, n, fused=False)
                     rows.append(ref)
                     print(f"{preset:9s} envs={n:3d}  kvae unfused reference {ref['decisions_per_s']:8.2f} dec/s",
                           flush=True)

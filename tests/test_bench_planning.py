@@ -100,7 +100,10 @@ def test_floor_flops_equal_the_counted_flops_of_a_decision(num_envs, one_thread)
         return torch.rand(n, 1, 16, 16, generator=gen)
 
     with torch.no_grad():
-        row = time_agent(model, head, "cem_fast", num_envs, frames, repeats=1, context=3, device="cpu")
+        calls = []
+        row = time_agent(model, head, "cem_fast", num_envs, frames, repeats=2, context=3, device="cpu",
+                         between=lambda: calls.append(len(calls)) or float(len(calls)))
+        assert row["between_all"] == [1.0, 2.0, 3.0]  # before the first and after each timed decision
         assert row["latent_steps_per_decision"] == num_envs * row["population"] * row["iterations"] * row["horizon"]
         floor = floor_fields(row, step_flops(model, head), peak_gflops=1.0)
         agent = make_agent(model, head, "cem_fast", num_envs, frames, context=3, device="cpu")
