@@ -154,7 +154,7 @@ def rollout(mean: torch.Tensor, A: torch.Tensor, B: torch.Tensor | None = None,
     if A.dim() < 2 or A.shape[-2:] != (n, n):
         raise ValueError(f"A: expected shape [n, n] or [..., H, {n}, {n}], got {list(A.shape)}")
     shared_A = A.dim() == 2
-    if controls is not None:
+    if controls is not None and B is not None:  # given together (checked above)
         if controls.dim() < 2:
             raise ValueError(f"controls: expected shape [..., H, p], got {list(controls.shape)}")
         H, p = controls.shape[-2:]
@@ -186,7 +186,7 @@ def rollout(mean: torch.Tensor, A: torch.Tensor, B: torch.Tensor | None = None,
         if Bu is not None:
             z = z + Bu[..., h, :].unsqueeze(-2)
         means.append(z)
-        if P is not None:
+        if P is not None and Q is not None:  # Q is required with cov (checked above)
             P = (A_h @ P) @ A_h.mT + Q
             P = (P + P.mT) * 0.5
             covs.append(P)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -81,7 +83,7 @@ def _predict_update(mean, P, At, Bu_t, Q, Ct, y_t, keep, R, I):
     return mean, P, mean_f, P_f, w, logdet
 
 
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[str, Callable[..., Any]] = {}
 
 
 def set_compile(enabled: bool) -> None:

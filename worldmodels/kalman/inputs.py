@@ -130,12 +130,12 @@ def prepare(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: torch.Ten
                          f"B={'None' if B is None else list(B.shape)}, "
                          f"controls={'None' if controls is None else list(controls.shape)})")
     Bu = None
-    if controls is not None:
+    if controls is not None and B is not None:  # given together (checked above)
         check_shape("controls", controls, (batch, steps, "p"))
         p = controls.shape[-1]
         _shared_or_varying("B", B, n, p, batch, steps, "n", "p")
     tensors = {"obs": obs, "A": A, "C": C, "Q": Q, "R": R, "mu0": mu0, "P0": P0}
-    if controls is not None:
+    if controls is not None and B is not None:
         tensors.update(B=B, controls=controls)
     for name, x in tensors.items():
         if x.dtype != obs.dtype:
@@ -166,7 +166,7 @@ def prepare(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: torch.Ten
                              "mark missing steps with mask = 0")
     if mask_b is not None:
         obs = torch.where(mask_b.unsqueeze(-1), obs, torch.zeros((), dtype=obs.dtype, device=obs.device))
-    if controls is not None:
+    if controls is not None and B is not None:
         if B.dim() == 2:
             Bu = controls @ B.mT
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -58,6 +59,23 @@ class PDMatrix(nn.Module):
         return (F.softplus(self.raw) + self.min_var) * eye
 
 
+class _LGSSMArgs(TypedDict):
+    A: torch.Tensor
+    C: torch.Tensor
+    Q: torch.Tensor
+    R: torch.Tensor
+    mu0: torch.Tensor
+    P0: torch.Tensor
+
+
+class LGSSMArgs(_LGSSMArgs, total=False):
+    """Keyword arguments of the functional API (``kalman_filter`` ...): the model's matrices, and
+    ``B`` with ``controls`` when controls are given."""
+
+    B: torch.Tensor
+    controls: torch.Tensor
+
+
 class LGSSM(nn.Module):
     """Linear Gaussian state-space model with learnable shared ``A, B, C, Q, R, mu0, P0``.
 
@@ -72,6 +90,8 @@ class LGSSM(nn.Module):
     keyword overrides ``A`` ``[B, T, n, n]``, ``B`` ``[B, T, n, p]``, ``C`` ``[B, T, m, n]`` (e.g.
     from a mixture network), ``controls`` ``[B, T, p]``, ``mask`` ``[B, T]`` and ``method``.
     """
+
+    P0_fixed: torch.Tensor  # buffer [n, n] (registered in __init__ when learn_initial=False)
 
     def __init__(self, state_dim: int, obs_dim: int, control_dim: int = 0, noise: str = "full",
                  init_Q: float = 0.08, init_R: float = 0.03, init_P0: float = 1.0,
@@ -100,15 +120,15 @@ class LGSSM(nn.Module):
 
     def parameters_dict(self, *, A: torch.Tensor | None = None, B: torch.Tensor | None = None,
                         C: torch.Tensor | None = None, controls: torch.Tensor | None = None
-                        ) -> dict[str, torch.Tensor]:
+                        ) -> LGSSMArgs:
         """Keyword arguments for the functional API, with optional per-step overrides."""
-        kw = dict(A=self.A if A is None else A, C=self.C if C is None else C, Q=self.Q(),
+        kw = LGSSMArgs(A=self.A if A is None else A, C=self.C if C is None else C, Q=self.Q(),
                   R=self.R(), mu0=self.mu0, P0=self.initial_cov())
         if controls is not None:
             Bm = self.B if B is None else B
             if Bm is None:
                 raise ValueError("controls given but the model has control_dim=0 and no B override")
-            kw.update(B=Bm, controls=controls)
+            kw["B"], kw["controls"] = Bm, controls
         return kw
 
     def filter(self, obs: torch.Tensor, *, controls: torch.Tensor | None = None,

@@ -300,6 +300,7 @@ def smoother_sequential(pb: Problem, filt: FilterResult, impl: str = "auto"
         same = ((Jt == Jt[-1]).flatten(1).all(1) & (Lc == Lc[-1]).flatten(1).all(1)).flip(0)
         start = T - 1 - int(same.int().cumprod(0).sum().item())
     t = T - 2
+    P_next = P  # covs[t + 1]
     while t >= 0:
         Jt_t = Jt[..., t, :, :]
         if P.dim() == 2:
@@ -308,11 +309,15 @@ def smoother_sequential(pb: Problem, filt: FilterResult, impl: str = "auto"
             P = torch.add(Lc[..., t, :, :], (Jt_t.mT @ P) @ Jt_t)
         P = (P + P.mT) * 0.5
         covs[t] = P
-        if start < t < T - 2 and _converged(P, covs[t + 1]):
+        if start < t < T - 2 and _converged(P, P_next):
             covs[start:t] = [P] * (t - start)      # backward recursion at its fixed point too
             t = start
+        P_next = P
         t -= 1
-    cov = torch.stack(covs, -3)
+    done = [c for c in covs if c is not None]
+    if len(done) != T:
+        raise RuntimeError(f"smoother: {T - len(done)} of {T} smoothed covariances were not computed")
+    cov = torch.stack(done, -3)
     cross = cov[..., 1:, :, :] @ Jt
     if cov.dim() == 3:
         cov = cov.expand(batch, T, n, n)
@@ -336,10 +341,11 @@ def cholesky_jitter(X: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def sample_noise_terms(pb: Problem, filt: FilterResult, eps: torch.Tensor, impl: str = "auto"
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Reparameterised backward-sampling terms for standard normal ``eps`` ``[S, B, T, n]``.
 
-    Returns ``(z_last [S, B, n], c [S, B, T-1, n], Jt)`` with ``z_t = c_t + z_{t+1} J_t^T``.
+    Returns ``(z_last [S, B, n], c [S, B, T-1, n], Jt)`` with ``z_t = c_t + z_{t+1} J_t^T``
+    (``Jt`` is None for a single step).
     """
     Pf_last = _compact_cov(pb, filt.filt_cov)[..., -1, :, :]
     L_last = cholesky_jitter(Pf_last, "filtered covariance")

@@ -83,13 +83,13 @@ def forward_sub_entries(L: Entries, Y: torch.Tensor) -> torch.Tensor:
 def backward_sub_t_entries(L: Entries, Y: torch.Tensor) -> torch.Tensor:
     """Solve ``L^T X = Y`` for ``L`` from :func:`cholesky_entries`, ``Y [m, c, *]`` -> ``[m, c, *]``."""
     m = len(L)
-    xs: list[torch.Tensor | None] = [None] * m
+    rev: list[torch.Tensor] = []  # x_{m-1}, x_{m-2}, ..., x_{i+1}
     for i in range(m - 1, -1, -1):
         r = Y[i]
         for k in range(i + 1, m):
-            r = r - L[k][i].unsqueeze(0) * xs[k]
-        xs[i] = r / L[i][i].unsqueeze(0)
-    return torch.stack(xs, 0)
+            r = r - L[k][i].unsqueeze(0) * rev[m - 1 - k]
+        rev.append(r / L[i][i].unsqueeze(0))
+    return torch.stack(rev[::-1], 0)
 
 
 def log_diag_sum(L: Entries) -> torch.Tensor:

@@ -78,7 +78,7 @@ def predict_step(mean: torch.Tensor, cov: torch.Tensor, A: torch.Tensor, Q: torc
     if (B is None) != (u is None):
         raise ValueError("B and u must be given together")
     Bu = None
-    if B is not None:
+    if B is not None and u is not None:  # given together (checked above)
         if B.dim() < 2 or B.shape[-2] != n:
             raise ValueError(f"B: expected shape [..., {n}, p], got {list(B.shape)}")
         if u.shape[-1] != B.shape[-1]:
