@@ -36,9 +36,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
+import matplotlib
 import numpy as np
 import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
 
+from experiments._results import output_dir, save_results
 from experiments.pendulum_swingup import ENV_ID, batches, evaluate, kvae_config, prepare_latent_agent
 from experiments.protocol import (
     ConfigMismatchError,
@@ -48,8 +52,16 @@ from experiments.protocol import (
     mean_ci,
     paired_claim,
     prepare_run_dir,
+    t_quantile,
 )
+from worldmodels import envs  # noqa: F401  (registers worldmodels/Pendulum-v0)
+from worldmodels.agents import commands, mpc, reward, rl_loop  # noqa: F401  (see load_everything)
+from worldmodels.agents.feature_policy import FeaturePolicyAgent
+from worldmodels.agents.model_env import ModelEnv
+from worldmodels.agents.policy.starts import context_windows
 from worldmodels.atomic_io import atomic_write, atomic_write_json
+from worldmodels.envs import generate  # noqa: F401  (see load_everything)
+from worldmodels.registry import registered_models
 
 Algo = Literal["sac", "ppo"]
 EVALUATION_START = 1000  # reset seeds of the held-out evaluation episodes
@@ -140,7 +152,6 @@ def world_model(args, seed: int, seed_dir: Path, device: torch.device, progress:
 
 def start_contexts(args, data: Path) -> dict[str, torch.Tensor]:
     """Real ``--context``-frame windows of the training split the imagined episodes start from."""
-    from worldmodels.agents.policy.starts import context_windows
 
     return context_windows(batches(data, "train"), args.context, stride=2, limit=args.starts)
 
@@ -164,7 +175,6 @@ class StateObservation(gym.Wrapper):
 
 def make_algo(algo: Algo, env: gym.Env, args, seed: int):
     """A fresh SB3 agent with default hyperparameters (SAC: buffer sized to the run)."""
-    from stable_baselines3 import PPO, SAC
 
     if algo == "sac":
         return SAC("MlpPolicy", env, seed=seed, device=args.device, verbose=0,
@@ -174,7 +184,6 @@ def make_algo(algo: Algo, env: gym.Env, args, seed: int):
 
 def wall_clock_limit(seconds: float):
     """An SB3 callback that stops training after ``seconds`` of wall time."""
-    from stable_baselines3.common.callbacks import BaseCallback
 
     class _Stop(BaseCallback):
         def _on_training_start(self) -> None:
@@ -197,7 +206,6 @@ def save_policy(agent, path: Path) -> Path:
 def train_in_model(args, model, head, contexts, seed: int, path: Path):
     """SB3 for ``--model-steps`` steps inside ``ModelEnv`` (latent observations); its policy weights
     saved to ``path``. Returns ``(agent, {"imagined_steps", "seconds"})``."""
-    from worldmodels.agents.model_env import ModelEnv
 
     env = ModelEnv(model, head, contexts, TORQUE, episode_length=args.imagined_length, obs_mode="latent")
     agent = make_algo(args.algo, env, args, seed)
@@ -211,7 +219,6 @@ def train_in_model(args, model, head, contexts, seed: int, path: Path):
 def train_in_real_env(args, seconds: float, seed: int, path: Path):
     """SB3 on the real pendulum's true state for ``seconds`` of wall time; its policy weights saved
     to ``path``. Returns ``(agent, {"env_steps", "seconds"})``."""
-    from worldmodels import envs  # noqa: F401  (registers worldmodels/Pendulum-v0)
 
     env = StateObservation(gym.make(ENV_ID))
     agent = make_algo(args.algo, env, args, seed)
@@ -235,7 +242,6 @@ def evaluate_random(args, progress: bool) -> dict:
 
 def evaluate_in_model_policy(args, model, agent, device, progress: bool) -> dict:
     """The in-model policy from pixels: frames -> KVAE filter -> latent features -> SB3."""
-    from worldmodels.agents.feature_policy import FeaturePolicyAgent
 
     def make(n):
         acting = FeaturePolicyAgent(model, lambda f: agent.predict(f, deterministic=True)[0], TORQUE,
@@ -297,8 +303,23 @@ def run_seed(args, seed: int, device: torch.device, random_eval: dict, progress:
     return result
 
 
+def load_everything() -> None:
+    """Import every module the run needs (all registered model classes included) before it starts,
+    so that edits to the source files during an hours-long run cannot break it half-way."""
+    import matplotlib.pyplot  # noqa: F401
+    import tqdm.auto  # noqa: F401
+
+    from worldmodels import data, kvae, training  # noqa: F401
+    from worldmodels.agents.commands import plan  # noqa: F401
+    from worldmodels.training import checkpoint  # noqa: F401
+
+    registered_models()
+    t_quantile(2)  # scipy's t distribution, when installed
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    load_everything()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # see pendulum_swingup: denormals from the trained KVAE slow the CPU
@@ -325,7 +346,6 @@ def main(argv=None) -> int:
     config = {k: v for k, v in vars(args).items() if k not in ("train_seed",)}
     config["kvae"] = kvae_config(dynamics=args.dynamics).__dict__
     config["config_hash"] = config_hash(config)
-    from experiments._results import output_dir, save_results
 
     out = save_results("sb3_in_model", config, results, module="sb3_in_model", args=argv, protocol=protocol,
                        out_dir=output_dir(args.out_dir, args.quick))
@@ -336,8 +356,6 @@ def main(argv=None) -> int:
 
 def plot(values: dict[str, list[float]], path: Path) -> None:
     """Per-seed mean returns (dots) and the mean over seeds (bars) of each method."""
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
