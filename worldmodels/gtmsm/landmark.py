@@ -26,13 +26,14 @@ class LandmarkInference(nn.Module):
     def __init__(self, state_dim: int, k: int, hidden: int = 32) -> None:
         super().__init__()
         self.k = k
-        self.beta_net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        nn.init.constant_(self.beta_net[-1].bias, -3.0)  # start by trusting the prior
+        beta_in, beta_out = nn.Linear(1, hidden), nn.Linear(hidden, 1)  # created in this order (seeded init)
+        self.beta_net = nn.Sequential(beta_in, nn.Tanh(), beta_out)
+        nn.init.constant_(beta_out.bias, -3.0)  # start by trusting the prior
         n_in = k * (1 + state_dim) + state_dim
-        self.var_net = nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(),
-                                     nn.Linear(hidden, state_dim))
-        nn.init.zeros_(self.var_net[-1].weight)
-        nn.init.zeros_(self.var_net[-1].bias)
+        var_in, var_out = nn.Linear(n_in, hidden), nn.Linear(hidden, state_dim)
+        self.var_net = nn.Sequential(var_in, nn.Tanh(), var_out)
+        nn.init.zeros_(var_out.weight)
+        nn.init.zeros_(var_out.bias)
 
     def weights(self, sq_dist: torch.Tensor, valid: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:

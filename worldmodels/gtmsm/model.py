@@ -273,11 +273,11 @@ class GTMSM(WorldModel):
         if moved is not None and cfg.state_inference == "frames_posterior":
             move = moved.unsqueeze(-1)
             known_m = known.unsqueeze(-1) if known is not None else torch.ones_like(move, dtype=torch.bool)
-        use_landmark = self.landmark is not None and codes is not None
+        landmark_codes = codes if self.landmark is not None else None  # None: no landmark inference
         factor_known = self.transition.linear and (
             not cfg.gate or (move is not None and bool(known_m.all())))
         logvar = torch.full((B, T, S), self.log_r2, device=dev, dtype=dt)
-        if factor_known and not use_landmark:  # s_t = sum_{i<t} (M a_i * factor_i + r eps_i): one cumsum
+        if factor_known and landmark_codes is None:  # s_t = sum_{i<t} (M a_i * factor_i + r eps_i): one cumsum
             d = self.transition.displacement(actions[:, :-1])  # [B, T-1, S]
             step = d * move if move is not None else d
             mean_inc = torch.cat([step.new_zeros(B, 1, S), step], 1)
@@ -287,15 +287,21 @@ class GTMSM(WorldModel):
             mean = sample_path - noise  # mean of s_t given the sampled s_{t-1}
             disp = torch.cat([d.new_zeros(B, 1, S), d], 1)
             path = StatePath(sample_path, mean, logvar, disp, actions.new_zeros(B, T))
-        elif use_landmark and factor_known and not landmark_loop:
-            idx, ok, sq = self.landmark_lookup(codes, num_memorised)
+        elif landmark_codes is not None and factor_known and not landmark_loop:
+            idx, ok, sq = self.landmark_lookup(landmark_codes, num_memorised)
             path = self._landmark_parallel(actions, move, idx, ok, sq, eps, logvar)
         else:
             path = self._states_loop(actions, move, known_m if move is not None else None,
-                                     codes if use_landmark else None, num_memorised, eps, logvar)
-        if move is not None or use_landmark:
+                                     landmark_codes, num_memorised, eps, logvar)
+        if move is not None or landmark_codes is not None:
             path.kl = self.transition_kl(path, actions)
         return path
+
+    def _landmarks(self) -> LandmarkInference:
+        """The landmark-inference network; an error for a model built without landmarks."""
+        if self.landmark is None:
+            raise RuntimeError("landmark inference: this model was built with config.landmark=False")
+        return self.landmark
 
     def _states_loop(self, actions: torch.Tensor, move: torch.Tensor | None,
                      known: torch.Tensor | None, codes: torch.Tensor | None,
@@ -309,6 +315,8 @@ class GTMSM(WorldModel):
         if codes is not None:
             idx, ok, sq = self.landmark_lookup(codes, num_memorised)
             tau = min(num_memorised if num_memorised is not None else T, T)
+        if (move is None) != (known is None):
+            raise ValueError("move and known: give both or neither")
         zero = actions.new_zeros(B, S)
         means, samples, logvars, disps = [zero], [zero], [logvar[:, 0]], [zero]
         tr = self.transition
@@ -318,17 +326,17 @@ class GTMSM(WorldModel):
         for t in range(1, T):
             d = d_all[:, t - 1] if d_all is not None else tr.displacement(actions[:, t - 1], disps[-1])
             m = None
-            if move is not None:
+            if move is not None and known is not None:  # given together (checked above)
                 gate = tr.gate(samples[-1] + tr.to_state_space(samples[-1], d), basis)
                 m = torch.where(known[:, t - 1], move[:, t - 1], gate)
             mu_b = tr.step_displaced(samples[-1], d, m, basis)
             lv_b = logvar[:, t]
             if codes is not None:
-                if stored_mean is None or t <= tau:  # entries of steps < min(t, tau)
+                if stored_mean is None or stored_lv is None or t <= tau:  # entries of steps < min(t, tau)
                     stored_mean = torch.stack(means, 1)
                     stored_lv = torch.stack(logvars, 1)
                 gi = idx[:, t].clamp(max=stored_mean.shape[1] - 1).unsqueeze(-1).expand(-1, -1, S)
-                mu_q, lv_q = self.landmark(mu_b, lv_b, sq[:, t], ok[:, t],
+                mu_q, lv_q = self._landmarks()(mu_b, lv_b, sq[:, t], ok[:, t],
                                            stored_mean.gather(1, gi), stored_lv.gather(1, gi))
             else:
                 mu_q, lv_q = mu_b, lv_b
@@ -400,7 +408,8 @@ class GTMSM(WorldModel):
         S = logvar_p.shape[-1]
         d = self.transition.displacement(actions[:, :-1])  # [B, T-1, S]
         step = d * move if move is not None else d
-        beta, feat = self.landmark.weights(sq, ok)  # [B, T, K]
+        landmarks = self._landmarks()
+        beta, feat = landmarks.weights(sq, ok)  # [B, T, K]
         gi = idx.clamp(max=T - 1)
         flat = gi.reshape(B, T * K)
 
@@ -425,7 +434,7 @@ class GTMSM(WorldModel):
         for n in sizes[1:]:
             nodes = order[start:start + n]
             start += n
-            new = self.landmark.logvar(feat_f[nodes], ok_f[nodes], lvp_f[nodes], lv[rows[nodes]])
+            new = landmarks.logvar(feat_f[nodes], ok_f[nodes], lvp_f[nodes], lv[rows[nodes]])
             lv = lv.index_put((nodes,), new)
         lv = lv.reshape(B, T, S)
 

@@ -45,6 +45,14 @@ class StateTransition(nn.Module):
     Shapes: states ``[..., S]``, actions ``[..., A]``, displacements ``[..., S]``.
     """
 
+    # with config.gate (set in __init__): the gate MLP, and buffers with the running mean [S],
+    # covariance [S, S] and whitening map [S, S] of its inputs and the statistics updates seen []
+    gate_net: nn.Sequential
+    gate_mean: torch.Tensor
+    gate_cov: torch.Tensor
+    gate_white: torch.Tensor
+    gate_stats_updates: torch.Tensor
+
     def __init__(self, config: GTMSMConfig) -> None:
         super().__init__()
         self.config = config
@@ -52,8 +60,11 @@ class StateTransition(nn.Module):
         self.M = nn.Linear(config.action_dim, S, bias=False)
         if config.gate:
             self.gate_net = _mlp([S, *config.gate_hidden, 1], config.gate_lr_scale)
+            last = self.gate_net[-1]
+            if not isinstance(last, ScaledLinear):
+                raise TypeError(f"gate_net: expected a ScaledLinear output layer, got {last}")
             with torch.no_grad():  # start open: sigma(3) = 0.95
-                self.gate_net[-1].bias.fill_(3.0 / config.gate_lr_scale)
+                last.bias.fill_(3.0 / config.gate_lr_scale)
             # input whitening (running statistics, like batch norm): the learned state space
             # can be rotated and very anisotropic (thesis fig. 7.2c); whitened inputs keep the
             # wall boundary easy to learn for a small MLP
@@ -121,7 +132,11 @@ class StateTransition(nn.Module):
         if mode == "whitened":
             # clones: the running statistics are updated in place later in the same step
             return (projected - self.gate_mean.clone()) @ self.gate_white.clone().T
-        return projected @ (basis if basis is not None else self.gate_basis())
+        if basis is None:
+            basis = self.gate_basis()
+            if basis is None:
+                raise ValueError(f"gate_input={mode!r} needs config.gate=True")
+        return projected @ basis
 
     def gate_logit(self, projected: torch.Tensor, basis: torch.Tensor | None = None
                    ) -> torch.Tensor:
