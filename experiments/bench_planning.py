@@ -117,7 +117,8 @@ def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: in
     return {
         "preset": preset, "num_envs": n, "fused": fused, "horizon": cfg.horizon, "population": cfg.population,
         "iterations": cfg.iterations, "repeats": repeats, "seconds_per_decision_median": med,
-        "seconds_per_decision_all": times, "decisions_per_s": n / med,
+        "seconds_per_decision_all": times, "seconds_per_decision_min": min(times),
+        "decisions_per_s": n / med,
         "latent_steps_per_s": splits[i]["latent_steps"] / med,
         "latent_steps_per_decision": splits[i]["latent_steps"],
         "observe_flops_per_decision": observe_flops(agent),
@@ -149,7 +150,8 @@ def floor_fields(row: dict, flops: dict[str, int], peak_gflops: float) -> dict[s
     ``flops_per_env_decision``: ``plan`` (imagined steps x (model + reward)), ``observe`` (the
     filter) and ``total``, per environment; ``floor_seconds_per_decision`` is the whole
     decision's (all environments) ``total`` FLOPs over the peak; ``time_vs_floor`` the measured
-    median time as a multiple of it.
+    median time as a multiple of it, ``best_time_vs_floor`` the fastest decision's (the peak is a
+    best-of timing too, so this one is the less sensitive to other load on the machine).
     """
     n = row["num_envs"]
     plan = row["latent_steps_per_decision"] * (flops["model"] + flops["reward"])
@@ -162,6 +164,7 @@ def floor_fields(row: dict, flops: dict[str, int], peak_gflops: float) -> dict[s
         "floor_seconds_per_decision": floor_s,
         "floor_decisions_per_s": n / floor_s,
         "time_vs_floor": row["seconds_per_decision_median"] / floor_s,
+        "best_time_vs_floor": row["seconds_per_decision_min"] / floor_s,
     }
 
 
@@ -192,6 +195,7 @@ def summarize(rows: list[dict], envs: int, device: torch.device) -> dict[str, An
             summary[f"planet_peak_gflops_{tag}"] = f["peak_gflops"]
             summary[f"planet_floor_decisions_per_s_{tag}"] = f["floor_decisions_per_s"]
             summary[f"planet_time_vs_floor_{tag}"] = f["time_vs_floor"]
+            summary[f"planet_best_time_vs_floor_{tag}"] = f["best_time_vs_floor"]
         summary["within_2x_of_floor_1env"] = k1["floor"]["time_vs_floor"] <= 2.0
     return summary
 
@@ -275,7 +279,8 @@ def main(argv=None) -> int:
                 o["model"] = "oracle"
                 rows.append(o)
                 floor = (f"  floor {r['floor']['floor_decisions_per_s']:8.2f} dec/s "
-                         f"(x{r['floor']['time_vs_floor']:.2f}, peak {r['floor']['peak_gflops']:.1f} GFLOP/s)"
+                         f"(x{r['floor']['time_vs_floor']:.2f}, best x{r['floor']['best_time_vs_floor']:.2f}, "
+                         f"peak {r['floor']['peak_gflops']:.1f} GFLOP/s)"
                          if "floor" in r else "")
                 print(f"{preset:9s} envs={n:3d}  kvae {r['decisions_per_s']:8.2f} dec/s "
                       f"({r['latent_steps_per_s']:.3g} latent steps/s){floor}   "
@@ -283,8 +288,7 @@ def main(argv=None) -> int:
 
     summary = summarize(rows, args.envs, device)
     environment = {"load_average_1_5_15min": {"start": load_start, "end": list(os.getloadavg())},
-                   "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                   "notes": args.notes}
+                   "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     config = {**vars(args), "device": str(device), "torch_threads": torch.get_num_threads(),
               "kvae_config": getattr(model, "config", None).__dict__ if hasattr(model, "config") else None,
               "presets": {k: PRESETS[k][1].__dict__ for k in args.presets}}
@@ -332,7 +336,7 @@ def figure(rows: list[dict]):
                label="KVAE compute floor")
     ax[1].barh(y + h, [oracle[(r["preset"], r["num_envs"])]["decisions_per_s"]
                        if (r["preset"], r["num_envs"]) in oracle else np.nan for r in kv], h, label="oracle")
-    ax[1].set_xlabel("decisions / s (all envs)")
+    ax[1].set_xlabel("env-decisions / s (all envs together)")
     ax[1].set_xscale("log")
     ax[1].set_title("throughput")
     ax[1].legend(fontsize=8, loc="best")

@@ -114,12 +114,13 @@ def test_floor_flops_equal_the_counted_flops_of_a_decision(num_envs, one_thread)
 
 def test_floor_scales_with_the_peak_and_the_measured_time():
     row = {"num_envs": 4, "latent_steps_per_decision": 48_000, "observe_flops_per_decision": 10_000,
-           "seconds_per_decision_median": 0.3}
+           "seconds_per_decision_median": 0.3, "seconds_per_decision_min": 0.2}
     flops = {"model": 20_000, "reward": 10_000}
     a = floor_fields(row, flops, peak_gflops=50.0)
     b = floor_fields(row, flops, peak_gflops=100.0)
     assert b["floor_seconds_per_decision"] == pytest.approx(a["floor_seconds_per_decision"] / 2)
     assert b["time_vs_floor"] == pytest.approx(2 * a["time_vs_floor"])
+    assert a["best_time_vs_floor"] == pytest.approx(a["time_vs_floor"] * 0.2 / 0.3)
     # ratio to the floor = floor throughput / measured throughput (4 envs per decision)
     assert a["time_vs_floor"] == pytest.approx(a["floor_decisions_per_s"] / (4 / 0.3))
     per_env = a["flops_per_env_decision"]
