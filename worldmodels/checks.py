@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -69,6 +69,15 @@ def model_dtype(module: torch.nn.Module) -> torch.dtype:
         if t.is_floating_point():
             return t.dtype
     return torch.get_default_dtype()
+
+
+def model_method(model: torch.nn.Module, name: str) -> Callable[..., Any]:
+    """``model.<name>``, a method that a model may offer beyond ``nn.Module`` (``loss``,
+    ``predict``, ``impute``...); a ``TypeError`` naming the model when it has none."""
+    fn: Callable[..., Any] | None = getattr(model, name, None)
+    if not callable(fn):
+        raise TypeError(f"model: {type(model).__name__} has no {name}() method")
+    return fn
 
 
 def frames_to_float(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

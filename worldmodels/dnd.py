@@ -243,6 +243,8 @@ def knn_select(keys: torch.Tensor, valid: torch.Tensor, queries: torch.Tensor, k
     """
     B, N, D = keys.shape
     Q = queries.shape[1]
+    if visible_before is not None and stamps is None:
+        raise ValueError("stamps: required with visible_before (causal reads)")
     work = torch.float64 if keys.dtype == torch.float64 else torch.float32
     kf, qf = keys.to(work), queries.to(work)
     vf = valid.to(work).unsqueeze(-1)
@@ -258,7 +260,7 @@ def knn_select(keys: torch.Tensor, valid: torch.Tensor, queries: torch.Tensor, k
     for q0 in range(0, Q, chunk):
         qc = qf[:, q0:q0 + chunk]
         d = torch.cdist(qc, kf)  # [B, Qc, N]
-        if visible_before is not None:
+        if visible_before is not None and stamps is not None:  # together (checked above)
             vis = stamps.unsqueeze(1) < visible_before[:, q0:q0 + chunk].unsqueeze(-1)
             d = torch.where(valid.unsqueeze(1) & vis, d, inf)
         out.append(smallest_k(d, k))

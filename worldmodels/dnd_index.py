@@ -3,7 +3,7 @@
 Each backend only *selects* slot indices (no gradient); ``dnd_read`` recomputes the distances
 of the selected entries differentiably, exactly as for the default torch backend.
 
-* ``"kdtree"``: one exact ``scipy.spatial.cKDTree`` per memory (scipy, in the ``test`` extra).
+* ``"kdtree"``: one exact ``scipy.spatial.KDTree`` per memory (scipy, in the ``test`` extra).
   Faster than brute force on CPU for large memories and many queries in low dimension.
 * ``"faiss"``: one exact ``faiss.IndexFlatL2`` per memory (``faiss-cpu``, in the ``bench`` extra).
 
@@ -22,7 +22,7 @@ BACKENDS = ("kdtree", "faiss")
 
 
 def _kdtree(keys: np.ndarray, size: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    from scipy.spatial import cKDTree
+    from scipy.spatial import KDTree  # cKDTree with a Python face: the same queries
 
     B, Q = queries.shape[:2]
     out = np.zeros((B, Q, k), dtype=np.int64)
@@ -31,7 +31,7 @@ def _kdtree(keys: np.ndarray, size: np.ndarray, queries: np.ndarray, k: int) -> 
         if n == 0:
             continue
         kb = min(k, n)
-        _, idx = cKDTree(keys[b, :n]).query(queries[b], k=kb)
+        _, idx = KDTree(keys[b, :n]).query(queries[b], k=kb)
         idx = idx.reshape(Q, kb)
         out[b, :, :kb] = idx
         if kb < k:  # pad with an empty slot index (marked invalid by dnd_read)

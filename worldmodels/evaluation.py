@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .atomic_io import atomic_path, atomic_write_json
-from .checks import check_shape
+from .checks import check_shape, model_method
 
 METRICS = ("mse", "psnr", "ssim")
 
@@ -109,10 +109,11 @@ def _batches(data: Any, split: str, batch_size: int, max_sequences: int | None, 
     (sequences done) when ``progress``."""
     from tqdm.auto import tqdm
 
-    from .training.trainer import as_dataset
+    from .training.trainer import as_dataset, dataset_size
 
     dataset, collate = as_dataset(data, split)
-    n = len(dataset) if max_sequences is None else min(len(dataset), max_sequences)
+    size = dataset_size(dataset)
+    n = size if max_sequences is None else min(size, max_sequences)
     idx = list(range(n))
     loader = DataLoader(dataset, batch_sampler=[idx[i:i + batch_size] for i in range(0, n, batch_size)],
                         collate_fn=collate)
@@ -155,6 +156,7 @@ def evaluate_prediction(model: torch.nn.Module, data: Any, context: int, horizon
     if context < 1 or horizon < 1:
         raise ValueError(f"context/horizon: expected >= 1, got {context}/{horizon}")
     model = model.to(device).eval()
+    predict = model_method(model, "predict")
     per: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     base: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     ex_truth, ex_pred = [], []
@@ -165,7 +167,7 @@ def evaluate_prediction(model: torch.nn.Module, data: Any, context: int, horizon
                              f"{context + horizon}")
         obs = batch.obs[:, :context + horizon].to(device)
         actions = batch.actions[:, :context + horizon].to(device)
-        pred = model.predict(obs, actions, context)
+        pred = predict(obs, actions, context)
         check_shape("model.predict output", pred, (obs.shape[0], horizon, *obs.shape[2:]))
         for k, v in frame_metrics(pred, obs[:, context:]).items():
             per[k].append(v.cpu().numpy())
@@ -213,6 +215,7 @@ def evaluate_imputation(model: torch.nn.Module, data: Any, mode: str = "random",
     "examples": {"truth", "masked", "imputed"} [keep, T, C, H, W], "mask_rate": float}``.
     """
     model = model.to(device).eval()
+    impute = model_method(model, "impute")
     g = torch.Generator().manual_seed(seed)
     seq_metrics: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     t_sum, t_cnt = None, None
@@ -222,7 +225,7 @@ def evaluate_imputation(model: torch.nn.Module, data: Any, mode: str = "random",
         B, T = batch.obs.shape[:2]
         mask = make_mask(B, T, mode, drop_prob, g)
         obs, actions, m = batch.obs.to(device), batch.actions.to(device), mask.to(device)
-        imputed = model.impute(obs, actions, m, method=method)
+        imputed = impute(obs, actions, m, method=method)
         check_shape("model.impute output", imputed, tuple(obs.shape))
         per_frame = frame_metrics(imputed, obs)  # each [B, T]
         miss = (1 - m)
@@ -239,6 +242,8 @@ def evaluate_imputation(model: torch.nn.Module, data: Any, mode: str = "random",
             ex["masked"].append((obs * m[..., None, None, None]).cpu().numpy())
             ex["imputed"].append(imputed.cpu().numpy())
     per = {k: np.concatenate(v) for k, v in seq_metrics.items()}
+    if t_sum is None or t_cnt is None:
+        raise ValueError("data: no sequences to evaluate")
     per_time = (t_sum / t_cnt.clamp(min=1)).numpy()
     per_time[t_cnt.numpy() == 0] = np.nan
     return {"per_sequence": per, "n_sequences": len(per["mse"]), "per_time_mse": per_time,

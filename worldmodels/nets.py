@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldmodels.checks import frame_shape
+
 __all__ = [
     "ConvEncoder",
     "SubPixelDecoder",
@@ -146,9 +148,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int], out_dim: int,
                  hidden: Sequence[int] = (256, 256), with_logvar: bool = True) -> None:
         super().__init__()
-        self.in_shape = tuple(int(s) for s in in_shape)
-        if len(self.in_shape) != 3:
-            raise ValueError(f"in_shape: expected (C, H, W), got {in_shape}")
+        self.in_shape = frame_shape(in_shape, "in_shape")
         self.out_dim = int(out_dim)
         n_in = math.prod(self.in_shape)
         self.body = _mlp([n_in, *hidden])

@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .atomic_io import atomic_path
 
+if TYPE_CHECKING:
+    import torch
 
-def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
+
+def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     """Normalise a clip to ``[T, H, W, 3]`` uint8.
 
     Accepts ``[T, H, W]``, ``[T, H, W, C]`` or ``[T, C, H, W]`` (C in {1, 3}), float in [0, 1]
     or uint8. Torch tensors are converted with ``.detach().cpu().numpy()``.
     """
-    if hasattr(frames, "detach"):
+    if not isinstance(frames, np.ndarray) and hasattr(frames, "detach"):
         frames = frames.detach().cpu().numpy()
     x = np.asarray(frames)
     if x.ndim == 3:

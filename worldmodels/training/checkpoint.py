@@ -35,7 +35,9 @@ class CheckpointError(RuntimeError):
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, numpy (global), torch CPU and CUDA RNG states as tensors / plain values."""
-    np_state = np.random.get_state()  # noqa: NPY002  (user code may draw from the global RNG: resume restores it)
+    np_state = np.random.get_state(legacy=True)  # noqa: NPY002  (user code may draw from the global RNG: resume restores it)
+    if not isinstance(np_state, tuple):  # a dict only if the global generator is not MT19937
+        raise CheckpointError(f"numpy's global RNG state is not an MT19937 tuple: {type(np_state).__name__}")
     state: dict[str, Any] = {
         "python": list(random.getstate()[1]) + [random.getstate()[0]],
         "python_gauss": random.getstate()[2],

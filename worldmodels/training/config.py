@@ -142,12 +142,12 @@ def _coerce(tp: Any, value: Any) -> Any:
         for a in args:
             if a is type(None):
                 continue
-            if dataclasses.is_dataclass(a) and isinstance(value, dict):
+            if isinstance(a, type) and dataclasses.is_dataclass(a) and isinstance(value, dict):
                 return config_from_dict(a, value)
             if typing.get_origin(a) is tuple and isinstance(value, (list, tuple)):
                 return _coerce(a, value)
         return value
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return config_from_dict(tp, value)
     if (origin is tuple or tp is tuple) and isinstance(value, (list, tuple)):
         if args and len(args) == 2 and args[1] is Ellipsis:

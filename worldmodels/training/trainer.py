@@ -14,12 +14,14 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 from torch.utils.data.distributed import DistributedSampler
@@ -27,6 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 from worldmodels import __version__
 from worldmodels.atomic_io import atomic_write_text, remove_stale_temps
 from worldmodels.base import Batch
+from worldmodels.checks import model_method
 from worldmodels.registry import model_name_of
 
 from .checkpoint import (
@@ -59,7 +62,8 @@ class _LossModule(nn.Module):
         self.model = model
 
     def forward(self, obs, actions, mask, rewards=None, states=None):
-        out = self.model.loss(Batch(obs=obs, actions=actions, mask=mask, rewards=rewards, states=states))
+        batch = Batch(obs=obs, actions=actions, mask=mask, rewards=rewards, states=states)
+        out = model_method(self.model, "loss")(batch)
         return out.loss, out.terms
 
 
@@ -94,6 +98,13 @@ def as_dataset(data: Any, split: str) -> tuple[Dataset, Any]:
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return data, _collate
     raise TypeError(f"data: expected a dataset folder, a Dataset or a DataLoader, got {type(data).__name__}")
+
+
+def dataset_size(dataset: Dataset) -> int:
+    """Number of items of a map-style ``dataset``; a ``TypeError`` if it has no ``__len__``."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"data: a map-style dataset with __len__ is needed, got {type(dataset).__name__}")
+    return len(dataset)
 
 
 class _DeferredInterrupt:
@@ -190,11 +201,16 @@ class Trainer:
             raise ValueError(f"batch_size: expected a multiple of world_size * grad_accum = {W * accum}, "
                              f"got {config.batch_size}")
         self.micro_batch = config.batch_size // (W * accum)
-        n = len(self.train_set)
+        n = dataset_size(self.train_set)
         self.steps_per_epoch = (n // W) // (self.micro_batch * accum)
         if self.steps_per_epoch < 1:
             raise ValueError(f"train_data: {n} sequences are fewer than one batch of {config.batch_size}")
-        self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
+        if config.steps is not None:
+            self.total_steps = config.steps
+        elif config.epochs is not None:
+            self.total_steps = config.epochs * self.steps_per_epoch
+        else:
+            raise ValueError("TrainConfig: give steps or epochs")
 
         self._build_optimizer()
         self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch, self.total_steps)
@@ -238,7 +254,9 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _build_optimizer(self) -> None:
         cfg = self.config
-        groups = self.model.parameter_groups() if hasattr(self.model, "parameter_groups") else {
+        parameter_groups: Callable[[], dict[str, list[nn.Parameter]]] | None = getattr(
+            self.model, "parameter_groups", None)
+        groups = parameter_groups() if parameter_groups is not None else {
             "all": [p for p in self.model.parameters() if p.requires_grad]}
         seen: dict[int, str] = {}
         param_groups = []
@@ -318,7 +336,8 @@ class Trainer:
             batch = to_batch(mb).to(self.device)
             frames += batch.num_frames()
             sync = (not self.dist.enabled) or i == n - 1
-            ctx = contextlib.nullcontext() if sync else self.loss_module.no_sync()
+            ddp = self.loss_module if isinstance(self.loss_module, DistributedDataParallel) else None
+            ctx = contextlib.nullcontext() if sync or ddp is None else ddp.no_sync()
             with ctx:
                 with self._autocast():
                     loss, terms = self.loss_module(batch.obs, batch.actions, batch.mask, batch.rewards, batch.states)
@@ -370,7 +389,7 @@ class Trainer:
             return {}
         cfg = self.config
         bs = cfg.val_batch_size or self.micro_batch
-        idx = list(range(len(self.val_set)))
+        idx = list(range(dataset_size(self.val_set)))
         batches = [idx[i:i + bs] for i in range(0, len(idx), bs)]
         if cfg.val_batches is not None:
             batches = batches[:cfg.val_batches]
@@ -388,7 +407,7 @@ class Trainer:
             for mb in self._loader(batches, self.val_set, self.val_collate):
                 batch = to_batch(mb).to(self.device)
                 with self._autocast():
-                    out = self.model.loss(batch)
+                    out = model_method(self.model, "loss")(batch)
                 w = batch.batch_size
                 vals = {"loss": out.loss, **out.terms}
                 for k, v in vals.items():
@@ -408,9 +427,10 @@ class Trainer:
     @torch.no_grad()
     def _log_media(self, max_sequences: int = 4) -> None:
         """TensorBoard only: a truth | open-loop prediction video of a few validation sequences."""
-        if self.logger.tb is None or self.val_set is None or not hasattr(self.model, "predict"):
+        if self.logger.tb is None or self.val_set is None or self.val_collate is None \
+                or not hasattr(self.model, "predict"):
             return
-        items = [self.val_set[i] for i in range(min(max_sequences, len(self.val_set)))]
+        items = [self.val_set[i] for i in range(min(max_sequences, dataset_size(self.val_set)))]
         batch = to_batch(self.val_collate(items)).to(self.device)
         T = batch.seq_len
         if T < 2:
@@ -419,7 +439,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            pred = self.model.predict(batch.obs, batch.actions, context)
+            pred = model_method(self.model, "predict")(batch.obs, batch.actions, context)
         except NotImplementedError:
             return
         finally:
@@ -649,7 +669,7 @@ class Trainer:
                     self.scheduler.step()
                     self.step += 1
                     pbar.update(1)
-                    if bad is not None:
+                    if scalars is None:  # a skipped update: (None, offending term)
                         self.bad_steps_total += 1
                         self.consecutive_bad += 1
                         self.logger.log("bad", self.step, {"consecutive": self.consecutive_bad})
