@@ -25,8 +25,6 @@ import numpy as np
 from worldmodels.atomic_io import atomic_write_text
 
 if TYPE_CHECKING:
-    import torch
-
     from worldmodels.base import WorldModel
 
 #: ``policy(obs [n, ...], info dict of [n, ...] arrays) -> actions [n, A] or [n]``
@@ -36,7 +34,7 @@ Policy = Callable[[np.ndarray, dict], np.ndarray | int]
 def make_vector_env(env_id: str, num_envs: int, max_episode_steps: int | None = None,
                     **env_kwargs) -> gym.vector.VectorEnv:
     """A ``SyncVectorEnv`` of ``num_envs`` copies with same-step autoreset (see ``MPCAgent``)."""
-    from worldmodels import envs  # noqa: F401  (registers the worldmodels/* ids)
+    import worldmodels.envs as envs  # noqa: F401  (registers the worldmodels/* ids)
 
     kw = dict(env_kwargs)
     if max_episode_steps is not None:
@@ -180,18 +178,6 @@ class RLLoopConfig:
     video: bool = True
 
 
-def _load_world_model(path: Path, device: str | torch.device) -> WorldModel:
-    """The model of the checkpoint at ``path`` on ``device``; an error unless it is a ``WorldModel``
-    (the planner needs its protocol)."""
-    from worldmodels.base import WorldModel
-    from worldmodels.training import load
-
-    model = load(path, device=device)
-    if not isinstance(model, WorldModel):
-        raise TypeError(f"{path}: holds a {type(model).__name__}, not a WorldModel")
-    return model
-
-
 def run_rl_loop(model: WorldModel, reward_head, dataset: str | os.PathLike, run_dir: str | os.PathLike,
                 config: RLLoopConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) the loop; returns the per-round records (also ``rounds.jsonl``).
@@ -203,7 +189,8 @@ def run_rl_loop(model: WorldModel, reward_head, dataset: str | os.PathLike, run_
     """
     import torch
 
-    from worldmodels.training import TrainConfig, Trainer
+    from worldmodels.base import as_world_model
+    from worldmodels.training import TrainConfig, Trainer, load
 
     from .mpc import MPCAgent, MPCConfig
     from .planners import make_planner
@@ -222,7 +209,7 @@ def run_rl_loop(model: WorldModel, reward_head, dataset: str | os.PathLike, run_
     records = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
     if records:
         last = run_dir / f"round_{records[-1]['round']:03d}"
-        model = _load_world_model(last / "model", device=config.device)
+        model = as_world_model(load(last / "model", device=config.device), str(last / "model"))
         reward_head = RewardHead.load(last / "reward_head.pt", device=config.device)
     drop_unfinished_rounds(data, len(records))
     device = torch.device(config.device)
@@ -254,7 +241,7 @@ def run_rl_loop(model: WorldModel, reward_head, dataset: str | os.PathLike, run_
                            val_every=config.train_steps, checkpoint_every=None, tensorboard=False)
         # a round stopped before it was recorded is redone from scratch (its data were dropped)
         Trainer(model, tcfg, rd / "model", str(data), str(data), overwrite=True).fit()
-        model = _load_world_model(rd / "model", device=device)
+        model = as_world_model(load(rd / "model", device=device), str(rd / "model"))
         from worldmodels.data import make_dataloader
 
         hcfg = RewardHeadConfig(**{**asdict(reward_head.config), "steps": config.reward_steps})

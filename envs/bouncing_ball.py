@@ -274,14 +274,15 @@ class BouncingBallEnv(gym.Env):
 
     # ------------------------------------------------------------------ helpers
     def _observation(self, pos=None) -> np.ndarray:
-        if self._frame is None:
+        frame = self._frame
+        if frame is None:
             x, y = pos if pos is not None else self._ball.position
             img = self._grid.disc(x, y, self.radius) | self._background
             for body, px in zip(self._paddles, getattr(self, "_paddle_x", ())):
                 py = body.position.y
                 img |= rasterize_segments(self.size, [(px, py - self._paddle_half, px, py + self._paddle_half)])
-            self._frame = (img.astype(np.uint8) * 255)[:, :, None]
-        return self._frame
+            frame = self._frame = (img.astype(np.uint8) * 255)[:, :, None]
+        return frame
 
     def _info(self, pos=None) -> dict[str, Any]:
         p = pos if pos is not None else self._ball.position

@@ -33,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from worldmodels import envs  # noqa: F401  (registers the ids)
+import worldmodels.envs as envs  # noqa: F401  (registers the ids)
 from worldmodels.atomic_io import atomic_write
 from worldmodels.envs.gym_pixels import (
     EnvNotSupported,

@@ -127,10 +127,11 @@ class PixelPendulumEnv(gym.Env):
         return self.state
 
     def _observation(self) -> np.ndarray:
-        if self._frame is None:
+        frame = self._frame
+        if frame is None:
             th = float(self._state()[0])
-            self._frame = self._render_rod(-math.sin(th), math.cos(th))  # theta = 0 points up
-        return self._frame
+            frame = self._frame = self._render_rod(-math.sin(th), math.cos(th))  # theta = 0 points up
+        return frame
 
     def _info(self) -> dict[str, Any]:
         th, thdot = self._state()

@@ -309,6 +309,14 @@ class WorldModel(nn.Module, ABC):
         return self.decode(latents)
 
 
+def as_world_model(model: nn.Module, source: str = "model") -> WorldModel:
+    """``model`` itself; a ``TypeError`` naming ``source`` (e.g. a checkpoint path) unless it is a
+    `WorldModel` (planners, model environments and RL loops need its protocol)."""
+    if not isinstance(model, WorldModel):
+        raise TypeError(f"{source}: holds a {type(model).__name__}, not a WorldModel (observe/imagine/decode)")
+    return model
+
+
 def supports_step(model: nn.Module) -> bool:
     """Whether ``model`` implements the stepwise protocol (``initial_state`` and ``step``)."""
     if not isinstance(model, WorldModel):

@@ -167,7 +167,7 @@ def env_spec(args: argparse.Namespace):
 
 def env_kwargs_from_json(text: str, env_id: str) -> dict:
     """The ``--env-kwargs`` JSON object: finite values, keys the environment ``env_id`` takes."""
-    from worldmodels import envs
+    import worldmodels.envs as envs
 
     try:
         extra = json.loads(text)

@@ -17,9 +17,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worldmodels.atomic_io import atomic_write_json
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from worldmodels.base import WorldModel
 
 from .validation import (
     DEVICE_CHOICES,
@@ -173,7 +178,7 @@ def fit_reward_head(args: argparse.Namespace, model, path: Path, device: str):
 
 def check_args(args: argparse.Namespace) -> None:
     """Every option, under its own name, before anything is loaded or written."""
-    from worldmodels import envs
+    import worldmodels.envs as envs
 
     check_choice("--env", args.env, sorted(envs.ENV_IDS))
     if args.oracle and args.env not in ORACLES:
@@ -379,9 +384,16 @@ def swingup_demo(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | 
     return result
 
 
-def load_world_model(path: str | Path, device: str = "cpu"):
+def load_world_model(path: str | Path, device: str = "cpu") -> WorldModel:
     """``worldmodels.training.load``, tolerating checkpoints that lack *buffers* the model class
-    gained since (e.g. training counters); missing parameters still raise."""
+    gained since (e.g. training counters); missing parameters still raise. A ``TypeError`` unless
+    the checkpoint holds a `WorldModel`."""
+    from worldmodels.base import as_world_model
+
+    return as_world_model(_load_tolerant(path, device), str(path))
+
+
+def _load_tolerant(path: str | Path, device: str) -> nn.Module:
     from worldmodels.training import CheckpointError, load
     from worldmodels.training.checkpoint import build_model, read_checkpoint
 

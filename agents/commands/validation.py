@@ -271,7 +271,7 @@ def check_planner(option: str, name: str, env_id: str, horizon: int | None = Non
     import gymnasium as gym
     from gymnasium import spaces
 
-    from worldmodels import envs  # noqa: F401  (registers the environments)
+    import worldmodels.envs as envs  # noqa: F401  (registers the environments)
     from worldmodels.agents.planners import PLANNERS, PRESETS, CategoricalCEM, make_planner
 
     check_choice(option, name, sorted(set(PRESETS) | set(PLANNERS)))

@@ -117,7 +117,7 @@ def check_args(args: argparse.Namespace) -> None:
                                  f"got {bad}")
         frames = int(manifest["seq_len"]) * (len(args.indices) if args.indices is not None else min(args.num, n))
     else:
-        from worldmodels import envs
+        import worldmodels.envs as envs
 
         check_choice("--env", args.env, sorted(envs.ENV_IDS))
         check_int("--steps", args.steps, 1, MAX_EPISODE_STEPS)
