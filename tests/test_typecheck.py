@@ -28,9 +28,9 @@ def _pyright_command() -> list[str]:
     try:
         r = subprocess.run([*cmd, "--version"], cwd=REPO, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"pyright cannot run here ({e}); pip install -e '.[lint]' and a Node.js runtime are needed")
+        pytest.skip(f"pyright cannot run here ({e}); pip install -e '.[test]' and a Node.js runtime are needed")
     if r.returncode != 0:
-        pytest.skip("pyright cannot run here (pip install -e '.[lint]'; the pip wrapper needs Node.js "
+        pytest.skip("pyright cannot run here (pip install -e '.[test]'; the pip wrapper needs Node.js "
                     f"or network access to fetch it): {(r.stdout + r.stderr).strip()[-300:]}")
     return cmd
 
