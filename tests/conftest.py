@@ -17,6 +17,16 @@ def restore_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, whatever WM_TEST_THREADS says (tiny tensors: more threads
+    only add overhead on a busy 2-core machine); the previous count is restored after it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tmp_run(tmp_path):
     """A fresh run folder for a test."""
     d = tmp_path / "run"

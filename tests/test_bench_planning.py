@@ -25,14 +25,6 @@ from worldmodels.kvae import KVAE
 from worldmodels.kvae.flops import imagine_step_flops
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def counted(fn, *args) -> int:
     with FlopCounterMode(display=False) as fc:
         fn(*args)

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from experiments.catalog import EXPERIMENTS
 from experiments.protocol import Protocol
@@ -23,14 +22,6 @@ from experiments.protocol import Protocol
 MULTI_SEED = {"kvae_imputation", "kvae_pendulum_elbo", "pendulum_swingup", "sb3_in_model"}
 #: scripts whose --quick run (command included) another test already runs; not run twice
 COVERED_ELSEWHERE = {"gpu_check": "tests/test_gpu_check.py"}
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda e: e.name)

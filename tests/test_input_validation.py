@@ -29,13 +29,7 @@ from worldmodels.gtmsm import GTMSM, GTMSMConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- environments

@@ -14,14 +14,6 @@ import torch
 from experiments import sb3_in_model as exp
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_state_observation_is_the_true_state():
     from worldmodels import envs  # noqa: F401
 

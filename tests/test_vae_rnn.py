@@ -9,14 +9,7 @@ from worldmodels.base import Batch
 from worldmodels.training import TrainConfig, Trainer, load
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is ~10x faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**kw):

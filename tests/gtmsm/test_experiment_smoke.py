@@ -5,15 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_gtmsm_navigation_experiment_smoke(tmp_path, one_thread):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from worldmodels.base import Batch
@@ -39,15 +38,6 @@ def mean_frame_mse(truth: torch.Tensor) -> float:
     train_obs, _, _ = worlds(64, seed=99)
     mean_frame = train_obs.mean((0, 1))
     return ((mean_frame - truth) ** 2).mean().item()
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: extra intra-op threads only add overhead (and contend on shared CI)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_tiny_thesis_gtmsm_beats_the_mean_frame(one_thread):
