@@ -158,3 +158,14 @@ def test_committed_results_page_and_readme_block_match_the_jsons():
     page, readme = tables.render(tables.RESULTS_DIR, tables.README.read_text())
     assert tables.DOCS_PAGE.read_text() == page, "docs/results.md is stale: run python -m experiments.tables"
     assert tables.README.read_text() == readme, "README results block is stale: run python -m experiments.tables"
+
+
+def test_no_committed_result_records_a_machine_path():
+    """Result JSONs (archived ones too) name files relative to the repository, never /work or /tmp."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    bad = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*.json"))
+           if re.search(r'"[^"]*(?:/work/|/tmp/|/home/|/root/)', p.read_text())]
+    assert bad == [], f"absolute paths recorded in {bad}"

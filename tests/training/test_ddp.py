@@ -23,8 +23,8 @@ def test_two_process_gloo_matches_single_process(tmp_path):
            SCRIPT, str(tmp_path / "ddp"), str(steps), str(batch), "--params-out", str(tmp_path / "params")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    p0 = torch.load(tmp_path / "params" / "rank0.pt")
-    p1 = torch.load(tmp_path / "params" / "rank1.pt")
+    p0 = torch.load(tmp_path / "params" / "rank0.pt", weights_only=True)
+    p1 = torch.load(tmp_path / "params" / "rank1.pt", weights_only=True)
     assert all(torch.equal(p0[k], p1[k]) for k in p0)  # ranks stay identical
 
     torch.manual_seed(0)
