@@ -69,7 +69,14 @@ class GTMSMConfig:
     isotropy_weight: float = 0.0
 
     # memory and prior
-    memory: bool = True  # False: standard-normal prior (the no-memory baseline)
+    memory: bool = True  # False: a prior over codes without memory (``memoryless_prior``)
+    #: the prior over codes when ``memory=False``: ``"standard_normal"`` (N(0, I); its
+    #: predictions decode z = 0, a constant frame), or ``"learned"``:
+    #: ``p(z_t | s_t) = N(mu(s_t), diag exp(lv(s_t)))``, an MLP of the state trained through the
+    #: ELBO (a trained memoryless baseline: it can learn what is seen at a place on average over
+    #: the training worlds, never what was seen in the current one)
+    memoryless_prior: Literal["standard_normal", "learned"] = "standard_normal"
+    memoryless_prior_hidden: tuple[int, ...] = (64, 64)
     k: int = 5
     delta: float = 1e-4
     #: mc: log-sum-exp Monte Carlo; bound: sum_k w_k KL(q || p_k)
@@ -92,6 +99,13 @@ class GTMSMConfig:
         self.obs_shape = frame_shape(self.obs_shape)
         self.hidden = tuple(int(h) for h in self.hidden)
         self.gate_hidden = tuple(int(h) for h in self.gate_hidden)
+        self.memoryless_prior_hidden = tuple(int(h) for h in self.memoryless_prior_hidden)
+        if self.memoryless_prior not in ("standard_normal", "learned"):
+            raise ValueError(f"memoryless_prior: expected 'standard_normal' or 'learned', "
+                             f"got {self.memoryless_prior!r}")
+        if self.memory and self.memoryless_prior != "standard_normal":
+            raise ValueError("memoryless_prior: only used without memory; set memory=False or leave "
+                             "it at 'standard_normal'")
         if self.encoder not in ("mlp", "conv"):
             raise ValueError(f"encoder: expected 'mlp' or 'conv', got {self.encoder!r}")
         if self.likelihood not in ("gaussian", "bernoulli"):

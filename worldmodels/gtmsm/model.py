@@ -142,6 +142,17 @@ class StatePath:
     kl: torch.Tensor
 
 
+def _code_prior_net(n_in: int, hidden: tuple[int, ...], z_dim: int) -> nn.Sequential:
+    """MLP ``[..., n_in] -> [..., 2 * z_dim]`` (mean, logvar) of a learned memoryless code prior."""
+    sizes = [n_in, *hidden, 2 * z_dim]
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
 class GTMSM(WorldModel):
     """GTM-SM world model; see the module docstring. ``GTMSM(GTMSMConfig(...))``.
 
@@ -165,6 +176,8 @@ class GTMSM(WorldModel):
         self.transition = StateTransition(config)
         self.landmark = (LandmarkInference(config.state_dim, config.landmark_k,
                                            config.landmark_hidden) if config.landmark else None)
+        self.code_prior = (_code_prior_net(config.key_dim, config.memoryless_prior_hidden, config.z_dim)
+                           if not config.memory and config.memoryless_prior == "learned" else None)
         self.latent_dim = config.state_dim + config.z_dim
         self.action_dim = config.action_dim
         self.log_r2 = 2.0 * math.log(config.transition_std)
@@ -483,6 +496,14 @@ class GTMSM(WorldModel):
         return dnd_read(memory, self.key_map(states), self.config.k, delta=self.config.delta,
                         backend=self.config.dnd_backend)
 
+    def learned_prior(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``p(z | s)`` of a memoryless model with ``memoryless_prior="learned"``: ``states
+        [..., S]`` -> ``(mean, logvar) [..., z_dim]``."""
+        if self.code_prior is None:
+            raise RuntimeError("learned_prior: this model was built without a learned memoryless prior")
+        mean, logvar = self.code_prior(self.key_map(states)).chunk(2, -1)
+        return mean, logvar.clamp(-12.0, 6.0)
+
     def _split_values(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         Dz = self.config.z_dim
         return values[..., :Dz], values[..., Dz:2 * Dz]
@@ -547,6 +568,8 @@ class GTMSM(WorldModel):
             mu_k, lv_k = self._split_values(read.values)
             kl_z = mixture_kl(mu_p, lv_p, read.weights, mu_k, lv_k, estimator=cfg.kl_estimator,
                               num_samples=cfg.kl_samples)
+        elif self.code_prior is not None:
+            kl_z = gaussian_kl(mu_p, lv_p, *self.learned_prior(path.sample[:, tau:]))
         else:
             kl_z = gaussian_kl(mu_p, lv_p)
         kl_s = path.kl[:, 1:].sum() / n_frames
@@ -568,6 +591,8 @@ class GTMSM(WorldModel):
                   "ssm": list(self.transition.parameters())}
         if self.landmark is not None:
             groups["landmark"] = list(self.landmark.parameters())
+        if self.code_prior is not None:
+            groups["prior"] = list(self.code_prior.parameters())
         return {k: [p for p in v if p.requires_grad] for k, v in groups.items()}
 
     # ----------------------------------------------------------------- planner protocol
@@ -631,10 +656,13 @@ class GTMSM(WorldModel):
     def prior_codes(self, memory: DNDMemory, states: torch.Tensor,
                     noise: PriorNoise | None = None) -> torch.Tensor:
         """Codes ``[M, Q, z_dim]`` of the prior at ``states [M, Q, S]`` (``memory`` holds ``M``
-        memories): the memory's mixture, or N(0, I) without memory; its mean, or a sample with
-        ``noise`` (fields ``[M, Q, ...]``, see ``draw_noise``)."""
+        memories): the memory's mixture, or without memory the learned ``p(z | s)`` or N(0, I);
+        its mean, or a sample with ``noise`` (fields ``[M, Q, ...]``, see ``draw_noise``)."""
         if self.config.memory:
             return self.prior_code(self.read_prior(memory, states), noise)
+        if self.code_prior is not None:
+            mean, logvar = self.learned_prior(states)
+            return mean if noise is None else mean + torch.exp(0.5 * logvar) * noise.code
         if noise is not None:
             return noise.code
         return states.new_zeros(*states.shape[:-1], self.config.z_dim)
