@@ -147,6 +147,20 @@ def test_tables_show_protocol_results_and_label_the_rest(tmp_path):
     assert "Not yet measured" in tables.render(tmp_path)[0].split("## Pendulum test ELBO")[1].split("## ")[0]
 
 
+def test_paper_values_keyed_by_method_get_a_column_and_the_comparability_note(tmp_path):
+    rec = _headline_record({"kvae": [3.0, 4.0, 5.0], "dmm": [1.0, 1.5, 2.0]})
+    rec["results"]["paper"] = {"kvae": 810.08, "dmm": 784.7}
+    (tmp_path / "kvae_pendulum_elbo.json").write_text(json.dumps(rec))
+    section = tables.render(tmp_path)[0].split("## Pendulum test ELBO")[1].split("## ")[0]
+    assert "| mean ± 95 % CI | paper |" in section
+    assert "| kvae | 3 | 4 | 5 | 4 ± " in section and section.split("| kvae |")[1].split("\n")[0].endswith(" 810.1 |")
+    assert "Beside the paper: the paper's column" in section
+    # paper numbers keyed otherwise (curves, settings) add no column
+    rec["results"]["paper"] = {"random_smooth": {"0.1": 0.006}}
+    (tmp_path / "kvae_pendulum_elbo.json").write_text(json.dumps(rec))
+    assert "paper |" not in tables.render(tmp_path)[0].split("## Pendulum test ELBO")[1].split("## ")[0]
+
+
 def test_readme_without_markers_fails_clearly():
     with pytest.raises(tables.MarkersMissing, match="results:start"):
         tables.replace_block("no markers here\n", "x")
