@@ -25,7 +25,7 @@ import torch
 
 from worldmodels.kalman.inputs import Problem, prepare
 from worldmodels.kalman.results import FilterResult, SmootherResult
-from worldmodels.kalman.sequential import backward_affine, filter_sequential, sample_noise_terms, smoother_sequential
+from worldmodels.kalman.sequential import backward_affine, filter_sequential, sample_noise_terms, smooth_sequential
 
 METHODS = ("sequential", "parallel")
 
@@ -71,12 +71,11 @@ def kalman_filter(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: tor
 
 
 def _smooth(pb: Problem, method: str) -> SmootherResult:
-    filt = _filter(pb, method)
-    if method == "parallel":
-        from worldmodels.kalman.parallel import smoother_parallel
-        mean, cov, cross = smoother_parallel(pb, filt)
-    else:
-        mean, cov, cross = smoother_sequential(pb, filt)
+    if method == "sequential":
+        return smooth_sequential(pb)
+    from worldmodels.kalman.parallel import filter_parallel, smoother_parallel
+    filt = filter_parallel(pb)
+    mean, cov, cross = smoother_parallel(pb, filt)
     return SmootherResult(mean=mean, cov=cov, cross_cov=cross, filter=filt)
 
 

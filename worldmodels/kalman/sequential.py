@@ -8,22 +8,19 @@ matrix stack, so ``X[..., t, :, :]`` picks step t.  Means are always ``[B, T, n]
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from worldmodels.kalman import batch_last
+from worldmodels.kalman import batch_last, shared
 from worldmodels.kalman.inputs import Problem
-from worldmodels.kalman.results import FilterResult
-from worldmodels.kalman.steps import gaussian_log_prob_chol, predict_rows, symmetrise, update_rows
-
-
-def _raise_if_not_pd(infos: torch.Tensor, what: str) -> None:
-    bad = infos != 0
-    if bool(bad.any()):
-        idx = bad.nonzero()[0].tolist()
-        raise ValueError(f"{what} is not positive definite (first failure at index {idx}); "
-                         "check the scale of Q, R, P0 and the observations, or use float64")
+from worldmodels.kalman.results import FilterResult, SmootherResult
+from worldmodels.kalman.shared import converged, repeat_last, steady_state_allowed
+from worldmodels.kalman.steps import (
+    gaussian_log_prob_chol,
+    predict_rows,
+    raise_if_not_pd,
+    symmetrise,
+    update_rows,
+)
 
 
 def _log_likelihood(pb: Problem, pred_mean: torch.Tensor, pred_cov: torch.Tensor) -> torch.Tensor:
@@ -31,7 +28,7 @@ def _log_likelihood(pb: Problem, pred_mean: torch.Tensor, pred_cov: torch.Tensor
     C = pb.C
     S = C @ pred_cov @ C.mT + pb.R
     L, info = torch.linalg.cholesky_ex(S)
-    _raise_if_not_pd(info, "innovation covariance C P C^T + R")
+    raise_if_not_pd(info, "innovation covariance C P C^T + R")
     v = pb.obs - (pred_mean.unsqueeze(-2) @ C.mT).squeeze(-2)
     ll = gaussian_log_prob_chol(v, L)                      # [B, T] (or broadcast)
     ll = ll.expand(pb.batch, pb.steps)
@@ -40,119 +37,13 @@ def _log_likelihood(pb: Problem, pred_mean: torch.Tensor, pred_cov: torch.Tensor
     return ll.sum(-1)
 
 
-def _steady_state_allowed(pb: Problem) -> bool:
-    """The steady-state shortcut is used only when no gradient flows into the covariances."""
-    return not (torch.is_grad_enabled()
-                and any(x.requires_grad for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0)))
-
-
-def _converged(P: torch.Tensor, P_prev: torch.Tensor) -> bool:
-    """``P`` equals ``P_prev`` up to a few units of rounding (relative to ``max |P|``)."""
-    tol = 4 * torch.finfo(P.dtype).eps
-    return bool(((P - P_prev).abs().amax() <= tol * P.abs().amax()).item())
-
-
-def _repeat_last(X: torch.Tensor, steps: int) -> torch.Tensor:
-    """``X [k, ...]`` -> ``[steps, ...]`` with entries >= k equal to ``X[k - 1]``."""
-    k = X.shape[0]
-    if k == steps:
-        return X
-    return torch.cat([X, X[-1:].expand(steps - k, *X.shape[1:])], 0)
-
-
-def _rows_matmul(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """``x [..., a] @ M [a, b]`` as one GEMM (``x`` made contiguous first)."""
-    return (x.reshape(-1, x.shape[-1]) @ M).reshape(*x.shape[:-1], M.shape[-1])
-
-
 def _steps_matmul_tm(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """Time-major ``x[t] @ M_t``: ``x [T, B, a]``, ``M [k, a, b]`` (steps >= k use ``M[k - 1]``)."""
     k, T = M.shape[0], x.shape[0]
     head = torch.bmm(x[:k], M) if x.is_contiguous() else torch.einsum("tba,tac->tbc", x[:k], M)
     if k == T:
         return head
-    return torch.cat([head, _rows_matmul(x[k:], M[-1])], 0)
-
-
-def _steps_matmul(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """Row-vector products ``x[:, t] @ M_t``: ``x [B, T, a]``, ``M [k, a, b]`` (k <= T; steps
-    >= k use ``M[k - 1]``) -> ``[B, T, b]``; one GEMM for the repeated part."""
-    k, T = M.shape[0], x.shape[1]
-    head = torch.einsum("bta,tac->btc", x[:, :k], M)
-    if k == T:
-        return head
-    return torch.cat([head, x[:, k:] @ M[-1]], 1)
-
-
-def filter_shared(pb: Problem) -> FilterResult:
-    """Filter when the covariance recursion is shared by the batch (see ``Problem.shared``).
-
-    Covariances are computed once on ``[n, n]`` (about a dozen single-matrix ops per step);
-    the means follow the affine recursion ``m_t|t = m_t-1|t-1 A^T G_t + c_t`` with
-    ``G_t = I - C^T K_t^T`` (one ``addmm`` per step); everything else is batched over time.
-    When no gradient is needed and the covariance reaches its steady state (it changes by less
-    than 4 units of rounding in one step), the remaining steps reuse it (steady-state filter):
-    the results then differ from the full recursion only at the level of float rounding.
-    """
-    A, C, Q, R = pb.A, pb.C, pb.Q, pb.R
-    n, m, T, batch = pb.n, pb.m, pb.steps, pb.batch
-    eye = torch.eye(n, dtype=Q.dtype, device=Q.device)
-    At, Ct = A.mT, C.mT
-    P = pb.P0
-    steady = _steady_state_allowed(pb)
-    P_pred, P_filt, gains, chols, infos = [], [], [], [], []
-    for t in range(T):
-        if steady and t >= 2 and _converged(P_filt[-1], P_filt[-2]):
-            break      # Riccati recursion at its fixed point: every later step repeats step t-1
-        if t > 0:
-            P = torch.addmm(Q, A @ P, At)
-        P_pred.append(P)
-        CP = C @ P
-        L, info = torch.linalg.cholesky_ex(torch.addmm(R, CP, Ct))
-        Kt = torch.cholesky_solve(CP, L)                   # K^T = S^-1 C P
-        KtT = Kt.mT
-        IKC = torch.addmm(eye, KtT, C, alpha=-1.0)
-        P = torch.addmm((KtT @ R) @ Kt, IKC @ P, IKC.mT)
-        P = (P + P.mT) * 0.5
-        P_filt.append(P)
-        gains.append(Kt)
-        chols.append(L)
-        infos.append(info)
-    # k distinct steps; steps >= k repeat step k - 1 (k = T without the shortcut)
-    _raise_if_not_pd(torch.stack(infos), "innovation covariance C P C^T + R")
-    P_pred = _repeat_last(symmetrise(torch.stack(P_pred)), T)     # [T, n, n]
-    P_filt = _repeat_last(torch.stack(P_filt), T)
-    # everything below is time-major [T, B, .] so per-step rows are contiguous
-    Kt = torch.stack(gains)                                # [k, m, n]
-    G = eye - Ct @ Kt                                      # [k, n, n], rows: m (I - C^T K^T)
-    obs = pb.obs.transpose(0, 1)                           # [T, B, m]
-    c = _steps_matmul_tm(obs, Kt)                          # [T, B, n]
-    if pb.Bu is not None:                                  # (pb.Bu[:, 0] is zero)
-        c = c + _steps_matmul_tm(pb.Bu.transpose(0, 1), G)
-    F = At @ G                                             # [k, n, n]
-    k = F.shape[0]
-    m_ = torch.addmm(c[0], pb.mu0, G[0])
-    means = [m_]
-    for t in range(1, T):
-        m_ = torch.addmm(c[t], m_, F[min(t, k - 1)])
-        means.append(m_)
-    filt_mean = torch.stack(means, 0)                      # [T, B, n]
-    pm = _rows_matmul(filt_mean[:-1], At)
-    if pb.Bu is not None:
-        pm = pm + pb.Bu.transpose(0, 1)[1:]
-    pred_mean = torch.cat([pb.mu0.unsqueeze(0), pm], 0)
-    # log-likelihood with the per-step Cholesky factors shared by the batch
-    L = torch.stack(chols)                                 # [k, m, m]
-    Linv = torch.linalg.solve_triangular(L, torch.eye(m, dtype=L.dtype, device=L.device).expand_as(L),
-                                         upper=False)
-    v = obs - _rows_matmul(pred_mean, Ct)                  # [T, B, m]
-    w = _steps_matmul_tm(v, Linv.mT)                       # rows of L_t^-1 v_t
-    logdet = _repeat_last(torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1), T)   # [T]
-    ll = (-0.5 * (w * w).sum(-1) - logdet.unsqueeze(-1)).sum(0) - 0.5 * T * m * math.log(2 * math.pi)
-    pred_mean, filt_mean = pred_mean.transpose(0, 1), filt_mean.transpose(0, 1)
-    return FilterResult(pred_mean=pred_mean, pred_cov=P_pred.expand(batch, T, n, n),
-                        filt_mean=filt_mean, filt_cov=P_filt.expand(batch, T, n, n),
-                        log_likelihood=ll)
+    return torch.cat([head, (x[k:].reshape(-1, x.shape[-1]) @ M[-1]).reshape(T - k, x.shape[1], -1)], 0)
 
 
 IMPLS = ("auto", "shared", "batch_first", "batch_last")
@@ -179,7 +70,7 @@ def filter_sequential(pb: Problem, impl: str = "auto") -> FilterResult:
     """
     impl = _choose(pb, impl)
     if impl == "shared":
-        return filter_shared(pb)
+        return shared.filter_shared(pb)
     if impl == "batch_last":
         return batch_last.filter_batch_last(pb)
     batch, T, n = pb.batch, pb.steps, pb.n
@@ -201,12 +92,26 @@ def filter_sequential(pb: Problem, impl: str = "auto") -> FilterResult:
         m, P = m_f, P_f
         fm.append(m)
         fP.append(P)
-    _raise_if_not_pd(torch.stack(infos, 1), "innovation covariance C P C^T + R")
+    raise_if_not_pd(torch.stack(infos, 1), "innovation covariance C P C^T + R")
     pred_mean = torch.cat(pm, -2)
     pred_cov = symmetrise(torch.stack(pP, 1))
     ll = _log_likelihood(pb, pred_mean, pred_cov)
     return FilterResult(pred_mean=pred_mean, pred_cov=pred_cov, filt_mean=torch.cat(fm, -2),
                         filt_cov=torch.stack(fP, 1), log_likelihood=ll)
+
+
+def smooth_sequential(pb: Problem, impl: str = "auto") -> SmootherResult:
+    """Filter and RTS smoother in one call (``impl`` as in :func:`filter_sequential`).
+
+    Problems with covariances shared by the batch (``"shared"``) use
+    :func:`worldmodels.kalman.shared.smoother_shared`, which reuses the filter's compact gains.
+    """
+    impl = _choose(pb, impl)
+    if impl == "shared":
+        return shared.smoother_shared(pb)
+    filt = filter_sequential(pb, impl)
+    mean, cov, cross = smoother_sequential(pb, filt, impl)
+    return SmootherResult(mean=mean, cov=cov, cross_cov=cross, filter=filt)
 
 
 def _compact_cov(pb: Problem, cov: torch.Tensor) -> torch.Tensor:
@@ -229,7 +134,7 @@ def smoother_elements(pb: Problem, filt: FilterResult, impl: str = "auto"
     Pf = _compact_cov(pb, filt.filt_cov)[..., :-1, :, :]
     Pp = _compact_cov(pb, filt.pred_cov)[..., 1:, :, :]
     T1 = Pf.shape[-3]
-    if Pf.dim() == 3 and T1 > 2 and _steady_state_allowed(pb):
+    if Pf.dim() == 3 and T1 > 2 and steady_state_allowed(pb):
         # steady state: trailing steps repeat one covariance pair, compute it once
         same = (Pf == Pf[-1]).flatten(1).all(1) & (Pp == Pp[-1]).flatten(1).all(1)
         tail = int(same.flip(0).int().cumprod(0).sum().item())
@@ -238,14 +143,14 @@ def smoother_elements(pb: Problem, filt: FilterResult, impl: str = "auto"
     A = pb.A_from(1)                                       # [n, n] or [B, T-1, n, n]
     AP = A @ Pf
     Lp, info = torch.linalg.cholesky_ex(Pp)
-    _raise_if_not_pd(info, "predicted covariance")
+    raise_if_not_pd(info, "predicted covariance")
     Jt = torch.cholesky_solve(AP, Lp)                      # J^T = Pp^-1 A Pf
     J = Jt.mT
     IJA = torch.eye(pb.n, dtype=Pf.dtype, device=Pf.device) - J @ A
     Lc = symmetrise((IJA @ Pf) @ IJA.mT + (J @ pb.Q) @ Jt)
     if Jt.dim() == 3:
         g = filt.filt_mean[:, :-1] - _steps_matmul_tm(filt.pred_mean[:, 1:].transpose(0, 1), Jt).transpose(0, 1)
-        Jt, Lc = _repeat_last(Jt, T1), _repeat_last(Lc, T1)
+        Jt, Lc = repeat_last(Jt, T1), repeat_last(Lc, T1)
     else:
         g = filt.filt_mean[:, :-1] - (filt.pred_mean[:, 1:].unsqueeze(-2) @ Jt).squeeze(-2)
     return Jt, g, Lc
@@ -296,7 +201,7 @@ def smoother_sequential(pb: Problem, filt: FilterResult, impl: str = "auto"
     covs[T - 1] = P
     # steady-state region of the filter: J_t and L_t are identical for t >= start
     start = T - 1
-    if P.dim() == 2 and _steady_state_allowed(pb):
+    if P.dim() == 2 and steady_state_allowed(pb):
         same = ((Jt == Jt[-1]).flatten(1).all(1) & (Lc == Lc[-1]).flatten(1).all(1)).flip(0)
         start = T - 1 - int(same.int().cumprod(0).sum().item())
     t = T - 2
@@ -309,7 +214,7 @@ def smoother_sequential(pb: Problem, filt: FilterResult, impl: str = "auto"
             P = torch.add(Lc[..., t, :, :], (Jt_t.mT @ P) @ Jt_t)
         P = (P + P.mT) * 0.5
         covs[t] = P
-        if start < t < T - 2 and _converged(P, P_next):
+        if start < t < T - 2 and converged(P, P_next):
             covs[start:t] = [P] * (t - start)      # backward recursion at its fixed point too
             t = start
         P_next = P
@@ -336,7 +241,7 @@ def cholesky_jitter(X: torch.Tensor, what: str) -> torch.Tensor:
             L, info = torch.linalg.cholesky_ex(X + (k * eps) * scale * eye)
             if not bool((info != 0).any()):
                 break
-        _raise_if_not_pd(info, what)
+        raise_if_not_pd(info, what)
     return L
 
 

@@ -17,6 +17,15 @@ def symmetrise(P: torch.Tensor) -> torch.Tensor:
     return (P + P.mT) * 0.5
 
 
+def raise_if_not_pd(infos: torch.Tensor, what: str) -> None:
+    """Raise ``ValueError`` if any Cholesky ``info`` in ``infos`` is non-zero (one host sync)."""
+    bad = infos != 0
+    if bool(bad.any()):
+        idx = bad.nonzero()[0].tolist()
+        raise ValueError(f"{what} is not positive definite (first failure at index {idx}); "
+                         "check the scale of Q, R, P0 and the observations, or use float64")
+
+
 def gaussian_log_prob_chol(v: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """log N(v; 0, L L^T) for residuals ``v`` ``[..., m]`` and lower Cholesky factors ``L`` ``[..., m, m]``."""
     w = torch.linalg.solve_triangular(L, v.unsqueeze(-1), upper=False).squeeze(-1)

@@ -1,0 +1,357 @@
+"""Kalman filter and RTS smoother when the covariance recursion is shared by the batch.
+
+With ``A``, ``C``, ``P0`` shared and nothing masked (``Problem.shared``) every covariance and
+gain depends on the step only.  They are computed once, on single ``[n, n]`` matrices, and kept
+as compact stacks ``[k, ., .]`` whose steps ``t >= k`` repeat step ``k - 1``: without gradients
+the Riccati recursion stops at its steady state (the covariance changes by at most
+``STEADY_ULPS`` units of rounding in one step), with gradients it runs every step (``k = T``).
+
+The means then follow affine recursions ``x_t = F_t x_{t-1} + c_t`` whose matrices are shared by
+the batch.  Where ``F_t`` is constant (the steady state) they are solved in blocks of about
+``sqrt(T)`` steps with a few large matrix products (:func:`affine_recursion`) instead of one
+small product per step; the results differ from the step-by-step recursion only by rounding.
+
+Layout inside: means and observations are feature-first ``[n or m, T, B]``, so a product with a
+shared matrix is one GEMM ``M @ X``.  Results are returned batch-first ``[B, T, ...]`` as views
+of time-major storage, like the other implementations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from worldmodels.kalman.inputs import Problem
+from worldmodels.kalman.results import FilterResult, SmootherResult
+from worldmodels.kalman.steps import raise_if_not_pd, symmetrise
+
+STEADY_ULPS = 4      # steady state: one step changes the covariance by at most this many ulps
+CHECK_EVERY = 8      # steps between two (vectorised, host-synchronising) steady-state checks
+MIN_BLOCKED = 16     # constant-matrix runs shorter than this are solved step by step
+
+
+def steady_state_allowed(pb: Problem) -> bool:
+    """The steady-state shortcut is used only when no gradient flows into the covariances.
+
+    (Steps whose covariances are equal in value still have different derivatives.)"""
+    return not (torch.is_grad_enabled()
+                and any(x.requires_grad for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0)))
+
+
+def first_converged(X: torch.Tensor) -> int | None:
+    """Smallest ``i >= 1`` with ``X[i]`` within ``STEADY_ULPS`` units of rounding of ``X[i - 1]``
+    (relative to ``max |X[i]|``), for a stack ``X`` ``[j, r, c]``; None if there is none."""
+    if X.shape[0] < 2:
+        return None
+    tol = STEADY_ULPS * torch.finfo(X.dtype).eps
+    new = X[1:]
+    ok = (new - X[:-1]).abs().amax((-2, -1)) <= tol * new.abs().amax((-2, -1))
+    hits = ok.nonzero()
+    return int(hits[0, 0].item()) + 1 if hits.shape[0] else None
+
+
+def converged(P: torch.Tensor, P_prev: torch.Tensor) -> bool:
+    """``P`` equals ``P_prev`` up to ``STEADY_ULPS`` units of rounding (relative to ``max |P|``)."""
+    return first_converged(torch.stack([P_prev, P])) is not None
+
+
+def repeat_last(X: torch.Tensor, steps: int) -> torch.Tensor:
+    """``X [k, ...]`` -> ``[steps, ...]`` with entries >= k equal to ``X[k - 1]`` (k <= steps)."""
+    k = X.shape[0]
+    if k == steps:
+        return X
+    return torch.cat([X, X[-1:].expand(steps - k, *X.shape[1:])], 0)
+
+
+def shift(X: torch.Tensor, s: int) -> torch.Tensor:
+    """Compact stack of step ``t + s`` from the compact stack ``X`` ``[k, ...]`` of step t."""
+    return X[min(s, X.shape[0] - 1):]
+
+
+@dataclass
+class SharedGains:
+    """Filter covariances and gains shared by the batch, compact (steps >= k repeat step k - 1).
+
+    ``pred_cov``, ``filt_cov`` ``[k, n, n]``; ``gain`` ``[k, n, m]`` (the Kalman gain K_t);
+    ``chol_inv`` ``[k, m, m]`` (L_t^-1 with L_t L_t^T = C P_t|t-1 C^T + R); ``half_logdet``
+    ``[k]`` (sum log diag L_t).
+    """
+
+    pred_cov: torch.Tensor
+    filt_cov: torch.Tensor
+    gain: torch.Tensor
+    chol_inv: torch.Tensor
+    half_logdet: torch.Tensor
+
+
+def filter_covariances(pb: Problem) -> SharedGains:
+    """Riccati recursion (Joseph form, Cholesky gains) on ``[n, n]``, stopped at the steady state
+    when :func:`steady_state_allowed`: the first step whose filtered covariance is within
+    ``STEADY_ULPS`` of the previous one ends it, and later steps repeat it."""
+    A, C, Q, R = pb.A, pb.C, pb.Q, pb.R
+    n, m, T = pb.n, pb.m, pb.steps
+    eye = torch.eye(n, dtype=Q.dtype, device=Q.device)
+    At, Ct = A.mT, C.mT
+    steady = steady_state_allowed(pb)
+    P = pb.P0
+    P_pred, P_filt, gains, chols, infos = [], [], [], [], []
+    k, t = T, 0
+    while t < k:
+        stop = min(T, t + CHECK_EVERY) if steady else T
+        for s in range(t, stop):
+            if s > 0:
+                P = torch.addmm(Q, A @ P, At)
+            P_pred.append(P)
+            CP = C @ P
+            L, info = torch.linalg.cholesky_ex(torch.addmm(R, CP, Ct))
+            Kt = torch.cholesky_solve(CP, L)               # K^T = S^-1 C P
+            K = Kt.mT
+            IKC = torch.addmm(eye, K, C, alpha=-1.0)
+            P = symmetrise(torch.addmm((K @ R) @ Kt, IKC @ P, IKC.mT))
+            P_filt.append(P)
+            gains.append(K)
+            chols.append(L)
+            infos.append(info)
+        if steady:
+            lo = max(0, t - 1)                             # include the last step of the previous chunk
+            i = first_converged(torch.stack(P_filt[lo:stop]))
+            if i is not None:
+                k = lo + i + 1                             # step lo + i repeats step lo + i - 1
+        t = stop
+    raise_if_not_pd(torch.stack(infos[:k]), "innovation covariance C P C^T + R")
+    L = torch.stack(chols[:k])
+    eye_m = torch.eye(m, dtype=L.dtype, device=L.device)
+    return SharedGains(
+        pred_cov=symmetrise(torch.stack(P_pred[:k])), filt_cov=torch.stack(P_filt[:k]),
+        gain=torch.stack(gains[:k]),
+        chol_inv=torch.linalg.solve_triangular(L, eye_m.expand_as(L), upper=False),
+        half_logdet=torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1))
+
+
+def _recording(*xs: torch.Tensor) -> bool:
+    """Whether autograd records operations on any of ``xs``."""
+    return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
+
+
+def steps_mm(M: torch.Tensor, X: torch.Tensor, bias: torch.Tensor | None = None,
+             alpha: float = 1.0) -> torch.Tensor:
+    """``bias_t + alpha M_t X_t`` for every step t: ``M`` ``[k, a, b]`` compact, ``X`` ``[b, T, B]``,
+    ``bias`` ``[a, T, B]`` or None -> ``[a, T, B]`` (contiguous).
+
+    One GEMM with the repeated matrix ``M[k - 1]`` over all steps, then the distinct head steps
+    (t < k - 1) are overwritten by one batched product."""
+    k, a, b = M.shape
+    T = X.shape[1]
+    X2 = X.reshape(b, -1)
+    if bias is None:
+        out = torch.mm(M[-1], X2) if alpha == 1.0 else torch.mm(M[-1], X2).mul_(alpha)
+    else:
+        out = torch.addmm(bias.reshape(a, -1), M[-1], X2, alpha=alpha)
+    out = out.view(a, T, -1)
+    h = min(k - 1, T)
+    if h:
+        head = torch.bmm(M[:h], X[:, :h].transpose(0, 1)).transpose(0, 1)
+        out[:, :h] = head * alpha if bias is None else torch.add(bias[:, :h], head, alpha=alpha)
+    return out
+
+
+def _affine_blocked(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, out: torch.Tensor,
+                    reverse: bool) -> None:
+    """Constant-matrix recursion written into ``out`` ``[n, S, B]`` (no autograd).
+
+    Forward: ``x_t = F x_{t-1} + c_t`` from ``x_{-1} = x0``; reverse: ``x_t = F x_{t+1} + c_t``
+    from ``x_S = x0``.  With ``nb`` blocks of ``L = floor(sqrt(S))`` steps: (1) solve every block
+    from zero at once (L GEMMs on ``[n, nb * B]``), (2) carry the block boundaries across blocks
+    (nb small products), (3) add ``F^i x_boundary`` to the i-th step after each boundary (one
+    GEMM); the remaining ``S - nb L < L`` steps are stepped one by one.
+    """
+    n, S, B = c.shape
+    if S < MIN_BLOCKED:
+        x = x0
+        for t in (range(S - 1, -1, -1) if reverse else range(S)):
+            x = torch.addmm(c[:, t], F, x, out=out[:, t])
+        return
+    L = math.isqrt(S)
+    nb = S // L
+    r = S - nb * L
+    span = slice(r, S) if reverse else slice(0, nb * L)    # the blocked steps; the rest is stepped
+    local = c.new_empty(L, n, nb, B)
+    local.copy_(c[:, span].reshape(n, nb, L, B).permute(2, 0, 1, 3))
+    flat = local.view(L, n, nb * B)
+    order = range(L - 2, -1, -1) if reverse else range(1, L)
+    for j in order:                                        # every block from zero at its boundary
+        flat[j].addmm_(F, flat[j + 1] if reverse else flat[j - 1])
+    powers = [F]
+    for _ in range(1, L):
+        powers.append(F @ powers[-1])                      # F^1 .. F^L
+    ends = local[0] if reverse else local[L - 1]           # [n, nb, B]: block value at the far boundary
+    bounds = [x0]
+    for b in (range(nb - 1, 0, -1) if reverse else range(nb - 1)):
+        bounds.append(torch.addmm(ends[:, b], powers[-1], bounds[-1]))
+    if reverse:
+        bounds.reverse()                                   # bounds[b]: x just after block b
+        powers.reverse()                                   # step j of a block is F^(L - j) x_after
+    x_bound = torch.stack(bounds, 1).view(n, nb * B)
+    flat.view(L * n, nb * B).addmm_(torch.stack(powers, 0).view(L * n, n), x_bound)
+    out[:, span].view(n, nb, L, B).copy_(local.permute(1, 2, 0, 3))
+    if reverse:
+        x = out[:, r]
+        for t in range(r - 1, -1, -1):
+            x = torch.addmm(c[:, t], F, x, out=out[:, t])
+    else:
+        x = out[:, nb * L - 1]
+        for t in range(nb * L, S):
+            x = torch.addmm(c[:, t], F, x, out=out[:, t])
+
+
+def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse: bool = False
+                     ) -> torch.Tensor:
+    """Solve an affine recursion with matrices shared by the batch (column vectors, feature-first).
+
+    Forward: ``x_t = F_t x_{t-1} + c_t`` for t = 0..S-1 from ``x_{-1} = x0``; reverse:
+    ``x_t = F_t x_{t+1} + c_t`` for t = S-1..0 from ``x_S = x0``.  ``x0`` ``[n, B]``, ``c``
+    ``[n, S, B]``, ``F`` ``[h, n, n]`` compact (``F_t = F[min(t, h - 1)]``).
+
+    Returns ``[n, S + 1, B]``: the solution with ``x0`` in front (forward) or at the end (reverse).
+    Without autograd the constant run t >= h - 1 is solved blockwise (:func:`_affine_blocked`).
+    """
+    n, S, B = c.shape
+    h = F.shape[0]
+    if _recording(x0, c, F):
+        xs, x = [x0], x0
+        for t in (range(S - 1, -1, -1) if reverse else range(S)):
+            x = torch.addmm(c[:, t], F[min(t, h - 1)], x)
+            xs.append(x)
+        if reverse:
+            xs.reverse()
+        return torch.stack(xs, 1)
+    head = min(h - 1, S)                                   # steps with their own matrix
+    out = c.new_empty(n, S + 1, B)
+    if reverse:
+        out[:, S] = x0
+        sol = out[:, :S]
+        if head < S:
+            _affine_blocked(x0, c[:, head:], F[-1], sol[:, head:], reverse=True)
+        x = out[:, head]
+        for t in range(head - 1, -1, -1):
+            x = torch.addmm(c[:, t], F[t], x, out=sol[:, t])
+        return out
+    out[:, 0] = x0
+    sol = out[:, 1:]
+    x = x0
+    for t in range(head):
+        x = torch.addmm(c[:, t], F[t], x, out=sol[:, t])
+    if head < S:
+        _affine_blocked(x, c[:, head:], F[-1], sol[:, head:], reverse=False)
+    return out
+
+
+def _batch_first(X: torch.Tensor) -> torch.Tensor:
+    """Feature-first ``[n, T, B]`` -> ``[B, T, n]`` (a view of time-major ``[T, B, n]`` storage)."""
+    return X.permute(1, 2, 0).contiguous().transpose(0, 1)
+
+
+def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predicted and filtered means (feature-first ``[n, T, B]``) and the log-likelihood ``[B]``.
+
+    ``m_t|t = G_t (A m_t-1|t-1 + B u_t) + K_t a_t`` with ``G_t = I - K_t C``: an affine recursion
+    with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``)."""
+    A, C = pb.A, pb.C
+    n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
+    k = g.gain.shape[0]
+    Y = pb.obs.permute(2, 1, 0).contiguous()               # [m, T, B]
+    G = torch.eye(n, dtype=A.dtype, device=A.device) - g.gain @ C    # [k, n, n]
+    c = steps_mm(g.gain, Y)
+    Bu = None
+    if pb.Bu is not None:                                  # (pb.Bu[:, 0] is zero)
+        Bu = pb.Bu.permute(2, 1, 0).contiguous()           # [n, T, B]
+        c = steps_mm(G, Bu, bias=c)
+    mu0 = pb.mu0.t().contiguous()                          # [n, B]
+    ext = affine_recursion(mu0, c, torch.cat([G[:1], shift(G @ A, 1)], 0))   # [mu0, filtered]
+    filt = ext[:, 1:]
+    prev = ext[:, :T].reshape(n, -1)
+    pred = (A @ prev if Bu is None else torch.addmm(Bu.reshape(n, -1), A, prev)).view(n, T, B)
+    pred[:, 0] = mu0
+    V = torch.addmm(Y.view(m, -1), C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
+    W = steps_mm(g.chol_inv, V)                            # L_t^-1 v_t
+    logdet = g.half_logdet.sum() + (T - k) * g.half_logdet[-1]
+    ll = -0.5 * (W * W).sum((0, 1)) - logdet - 0.5 * T * m * math.log(2 * math.pi)
+    return pred, filt, ll
+
+
+def _filter_result(pb: Problem, g: SharedGains, pred: torch.Tensor, filt: torch.Tensor,
+                   ll: torch.Tensor) -> FilterResult:
+    B, T, n = pb.batch, pb.steps, pb.n
+    return FilterResult(pred_mean=_batch_first(pred),
+                        pred_cov=repeat_last(g.pred_cov, T).expand(B, T, n, n),
+                        filt_mean=_batch_first(filt),
+                        filt_cov=repeat_last(g.filt_cov, T).expand(B, T, n, n),
+                        log_likelihood=ll)
+
+
+def filter_shared(pb: Problem) -> FilterResult:
+    """Kalman filter for ``pb.shared`` problems (see the module docstring)."""
+    g = filter_covariances(pb)
+    return _filter_result(pb, g, *_filter_means(pb, g))
+
+
+def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tensor, steps: int,
+                          steady: bool) -> torch.Tensor:
+    """``P_t = Lc_t + J_t P_{t+1} J_t^T`` backwards from ``P_{T-1} = P_last``: ``[T, n, n]``.
+
+    ``J``, ``Lc`` ``[kk, n, n]`` compact.  In their constant run (t >= kk - 1) the recursion
+    is stopped once it reaches its fixed point (when ``steady``) and the remaining steps of the
+    run repeat it."""
+    T, lo = steps, J.shape[0] - 1
+    covs = [P_last]                                        # covs[r] is step T - 1 - r
+    P, t = P_last, T - 2
+    Jc, Jct, Lcc = J[-1], J[-1].mT, Lc[-1]
+    while t >= lo:
+        stop = max(lo - 1, t - CHECK_EVERY) if steady else lo - 1
+        for _ in range(t, stop, -1):
+            P = symmetrise(torch.addmm(Lcc, Jc @ P, Jct))
+            covs.append(P)
+        if steady:
+            first = T - 2 - t                              # index of step t + 1
+            i = first_converged(torch.stack(covs[first:]))
+            if i is not None:
+                s = t + 1 - i                              # step s repeats step s + 1
+                del covs[T - s:]
+                P = covs[-1]
+                covs.extend([P] * (s - lo))
+                t = lo - 1
+                break
+        t = stop
+    for s in range(min(t, lo - 1), -1, -1):
+        P = symmetrise(torch.addmm(Lc[s], J[s] @ P, J[s].mT))
+        covs.append(P)
+    covs.reverse()
+    return torch.stack(covs, 0)
+
+
+def smoother_shared(pb: Problem) -> SmootherResult:
+    """Kalman filter and RTS smoother for ``pb.shared`` problems (see the module docstring)."""
+    g = filter_covariances(pb)
+    pred, filt, ll = _filter_means(pb, g)
+    fres = _filter_result(pb, g, pred, filt, ll)
+    B, T, n = pb.batch, pb.steps, pb.n
+    if T == 1:
+        return SmootherResult(mean=fres.filt_mean, cov=fres.filt_cov,
+                              cross_cov=fres.filt_cov.new_zeros(B, 0, n, n), filter=fres)
+    A, Q = pb.A, pb.Q
+    kk = min(g.gain.shape[0], T - 1)                       # distinct smoother gains, t = 0..T-2
+    Pf = g.filt_cov[:kk]
+    Pp = repeat_last(shift(g.pred_cov, 1), kk)[:kk]        # P_t+1|t
+    Lp, info = torch.linalg.cholesky_ex(Pp)
+    raise_if_not_pd(info, "predicted covariance")
+    J = torch.cholesky_solve(A @ Pf, Lp).mT                # J_t = P_t|t A^T P_t+1|t^-1
+    IJA = torch.eye(n, dtype=A.dtype, device=A.device) - J @ A
+    Lc = symmetrise((IJA @ Pf) @ IJA.mT + (J @ Q) @ J.mT)  # Joseph-like, PSD in low precision
+    c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
+    mean = affine_recursion(filt[:, -1], c, J, reverse=True)
+    cov = _smoothed_covariances(g.filt_cov[-1], J, Lc, T, steady_state_allowed(pb))
+    cross = cov[1:] @ repeat_last(J, T - 1).mT             # Cov(z_t+1, z_t | all)
+    return SmootherResult(mean=_batch_first(mean), cov=cov.expand(B, T, n, n),
+                          cross_cov=cross.expand(B, T - 1, n, n), filter=fres)
