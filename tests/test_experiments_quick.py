@@ -19,7 +19,8 @@ from experiments.catalog import EXPERIMENTS
 from experiments.protocol import Protocol
 
 #: headline experiments that train several seeds in one command (>= 3 by default, also in --quick)
-MULTI_SEED = {"kvae_imputation", "kvae_pendulum_elbo", "pendulum_swingup", "sb3_in_model"}
+MULTI_SEED = {"kvae_imputation", "kvae_pendulum_elbo", "pendulum_swingup", "sb3_in_model", "gtmsm_navigation",
+              "navigation_goal"}
 #: scripts whose --quick run (command included) another test already runs; not run twice
 COVERED_ELSEWHERE = {"gpu_check": "tests/test_gpu_check.py"}
 
