@@ -28,7 +28,7 @@ from worldmodels.kalman.results import FilterResult, SmootherResult
 from worldmodels.kalman.steps import raise_if_not_pd, symmetrise
 
 STEADY_ULPS = 4      # steady state: one step changes the covariance by at most this many ulps
-CHECK_EVERY = 8      # steps between two (vectorised, host-synchronising) steady-state checks
+CHECK_EVERY = 4      # steps between two (vectorised, host-synchronising) steady-state checks
 MIN_BLOCKED = 16     # constant-matrix runs shorter than this are solved step by step
 
 
@@ -130,92 +130,148 @@ def filter_covariances(pb: Problem) -> SharedGains:
         half_logdet=torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1))
 
 
-def _recording(*xs: torch.Tensor) -> bool:
+def _recording(*xs: torch.Tensor | None) -> bool:
     """Whether autograd records operations on any of ``xs``."""
-    return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
+    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
+
+
+def _problem_recording(pb: Problem) -> bool:
+    return _recording(pb.obs, pb.A, pb.C, pb.Q, pb.R, pb.mu0, pb.P0, pb.Bu)
 
 
 def steps_mm(M: torch.Tensor, X: torch.Tensor, bias: torch.Tensor | None = None,
-             alpha: float = 1.0) -> torch.Tensor:
+             alpha: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """``bias_t + alpha M_t X_t`` for every step t: ``M`` ``[k, a, b]`` compact, ``X`` ``[b, T, B]``,
-    ``bias`` ``[a, T, B]`` or None -> ``[a, T, B]`` (contiguous).
+    ``bias`` ``[a, T, B]`` or None -> ``[a, T, B]`` (written into ``out`` if given; ``out`` may
+    be ``bias``; no autograd then).
 
     One GEMM with the repeated matrix ``M[k - 1]`` over all steps, then the distinct head steps
-    (t < k - 1) are overwritten by one batched product."""
+    (t < k - 1) are overwritten by one batched product (computed first, so ``out`` may alias)."""
     k, a, b = M.shape
     T = X.shape[1]
-    X2 = X.reshape(b, -1)
-    if bias is None:
-        out = torch.mm(M[-1], X2) if alpha == 1.0 else torch.mm(M[-1], X2).mul_(alpha)
-    else:
-        out = torch.addmm(bias.reshape(a, -1), M[-1], X2, alpha=alpha)
-    out = out.view(a, T, -1)
     h = min(k - 1, T)
+    head = None
     if h:
         head = torch.bmm(M[:h], X[:, :h].transpose(0, 1)).transpose(0, 1)
-        out[:, :h] = head * alpha if bias is None else torch.add(bias[:, :h], head, alpha=alpha)
+        head = head * alpha if bias is None else torch.add(bias[:, :h], head, alpha=alpha)
+    X2 = X.reshape(b, -1)
+    if out is None:
+        if bias is None:
+            res = torch.mm(M[-1], X2) if alpha == 1.0 else torch.mm(M[-1], X2).mul_(alpha)
+        else:
+            res = torch.addmm(bias.reshape(a, -1), M[-1], X2, alpha=alpha)
+        out = res.view(a, T, -1)
+    else:
+        o2 = out.view(a, -1)
+        if bias is None:
+            torch.mm(M[-1], X2, out=o2)
+            if alpha != 1.0:
+                o2.mul_(alpha)
+        else:
+            torch.addmm(bias.reshape(a, -1), M[-1], X2, alpha=alpha, out=o2)
+    if head is not None:
+        out[:, :h] = head
     return out
 
 
-def _affine_blocked(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, out: torch.Tensor,
-                    reverse: bool) -> None:
-    """Constant-matrix recursion written into ``out`` ``[n, S, B]`` (no autograd).
+def _affine_blocked_(x0: torch.Tensor, buf: torch.Tensor, F: torch.Tensor, reverse: bool,
+                     scratch: torch.Tensor | None) -> None:
+    """Constant-matrix recursion in place: ``buf`` ``[n, S, B]`` holds ``c`` and receives ``x``.
 
     Forward: ``x_t = F x_{t-1} + c_t`` from ``x_{-1} = x0``; reverse: ``x_t = F x_{t+1} + c_t``
     from ``x_S = x0``.  With ``nb`` blocks of ``L = floor(sqrt(S))`` steps: (1) solve every block
-    from zero at once (L GEMMs on ``[n, nb * B]``), (2) carry the block boundaries across blocks
-    (nb small products), (3) add ``F^i x_boundary`` to the i-th step after each boundary (one
-    GEMM); the remaining ``S - nb L < L`` steps are stepped one by one.
+    from zero at once (L GEMMs on ``[n, nb * B + n]``; the extra n columns start from ``F`` and
+    so produce the powers ``F^1 .. F^L``), (2) carry the block boundaries across blocks (nb small
+    products), (3) add ``F^i x_boundary`` to the i-th step after each boundary (one GEMM); the
+    other ``S - nb L < L`` steps are stepped.  The block solutions live in ``scratch`` when it
+    holds ``L n (nb B + n)`` elements.
     """
-    n, S, B = c.shape
+    n, S, B = buf.shape
+    cols = buf.unbind(1)
     if S < MIN_BLOCKED:
         x = x0
         for t in (range(S - 1, -1, -1) if reverse else range(S)):
-            x = torch.addmm(c[:, t], F, x, out=out[:, t])
+            x = cols[t].addmm_(F, x)
         return
     L = math.isqrt(S)
     nb = S // L
     r = S - nb * L
+    W = nb * B + n
     span = slice(r, S) if reverse else slice(0, nb * L)    # the blocked steps; the rest is stepped
-    local = c.new_empty(L, n, nb, B)
-    local.copy_(c[:, span].reshape(n, nb, L, B).permute(2, 0, 1, 3))
-    flat = local.view(L, n, nb * B)
-    order = range(L - 2, -1, -1) if reverse else range(1, L)
-    for j in order:                                        # every block from zero at its boundary
-        flat[j].addmm_(F, flat[j + 1] if reverse else flat[j - 1])
-    powers = [F]
-    for _ in range(1, L):
-        powers.append(F @ powers[-1])                      # F^1 .. F^L
-    ends = local[0] if reverse else local[L - 1]           # [n, nb, B]: block value at the far boundary
+    if scratch is not None and scratch.numel() >= L * n * W:
+        local = scratch.view(-1)[:L * n * W].view(L, n, W)
+    else:
+        local = buf.new_empty(L, n, W)
+    blocks = local[:, :, :nb * B]
+    blocks.view(L, n, nb, B).copy_(buf[:, span].reshape(n, nb, L, B).permute(2, 0, 1, 3))
+    local[:, :, nb * B:].zero_()
+    first, last = (L - 1, 0) if reverse else (0, L - 1)
+    local[first, :, nb * B:] = F
+    rows = local.unbind(0)
+    for j in (range(L - 2, -1, -1) if reverse else range(1, L)):   # every block from zero
+        rows[j].addmm_(F, rows[j + 1] if reverse else rows[j - 1])
+    # step j of a block gets F^(j+1) x_before (forward) or F^(L-j) x_after (reverse): local[j]'s
+    # power columns either way
+    powers = local[:, :, nb * B:].reshape(L * n, n)
+    FL = rows[last][:, nb * B:]
+    ends = rows[last][:, :nb * B].view(n, nb, B).unbind(1)   # block values at the far boundary
     bounds = [x0]
     for b in (range(nb - 1, 0, -1) if reverse else range(nb - 1)):
-        bounds.append(torch.addmm(ends[:, b], powers[-1], bounds[-1]))
+        bounds.append(torch.addmm(ends[b], FL, bounds[-1]))
     if reverse:
         bounds.reverse()                                   # bounds[b]: x just after block b
-        powers.reverse()                                   # step j of a block is F^(L - j) x_after
-    x_bound = torch.stack(bounds, 1).view(n, nb * B)
-    flat.view(L * n, nb * B).addmm_(torch.stack(powers, 0).view(L * n, n), x_bound)
-    out[:, span].view(n, nb, L, B).copy_(local.permute(1, 2, 0, 3))
+    blocks.view(L * n, nb * B).addmm_(powers, torch.stack(bounds, 1).view(n, nb * B))
+    buf[:, span].view(n, nb, L, B).copy_(blocks.view(L, n, nb, B).permute(1, 2, 0, 3))
+    x = cols[r] if reverse else cols[nb * L - 1]
+    for t in (range(r - 1, -1, -1) if reverse else range(nb * L, S)):
+        x = cols[t].addmm_(F, x)
+
+
+def scratch_size(n: int, steps: int, batch: int) -> int:
+    """Elements of a scratch buffer that :func:`affine_solve_` never outgrows for ``[n, <= steps, batch]``."""
+    return n * (steps * batch + n * (math.isqrt(max(steps, 1)) + 1))
+
+
+def affine_solve_(buf: torch.Tensor, F: torch.Tensor, reverse: bool = False,
+                  scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """In-place (no autograd) :func:`affine_recursion`: ``buf`` ``[n, S + 1, B]`` holds ``x0`` in
+    its boundary slot (first forward, last reverse) and ``c`` in the others, and receives the
+    solution there.  The constant run of ``F`` is solved blockwise (:func:`_affine_blocked_`).
+    Returns ``buf``."""
+    S = buf.shape[1] - 1
+    h = F.shape[0]
+    head = min(h - 1, S)                                   # steps with their own matrix
+    Fs = F.unbind(0)
     if reverse:
-        x = out[:, r]
-        for t in range(r - 1, -1, -1):
-            x = torch.addmm(c[:, t], F, x, out=out[:, t])
-    else:
-        x = out[:, nb * L - 1]
-        for t in range(nb * L, S):
-            x = torch.addmm(c[:, t], F, x, out=out[:, t])
+        sol, x = buf[:, :S], buf[:, S]
+        if head < S:
+            _affine_blocked_(x, sol[:, head:], Fs[-1], True, scratch)
+        cols = sol.unbind(1)
+        if head < S:
+            x = cols[head]
+        for t in range(head - 1, -1, -1):
+            x = cols[t].addmm_(Fs[t], x)
+        return buf
+    sol, x = buf[:, 1:], buf[:, 0]
+    cols = sol.unbind(1)
+    for t in range(head):
+        x = cols[t].addmm_(Fs[t], x)
+    if head < S:
+        _affine_blocked_(x, sol[:, head:], Fs[-1], False, scratch)
+    return buf
 
 
-def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse: bool = False
-                     ) -> torch.Tensor:
+def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse: bool = False,
+                     scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Solve an affine recursion with matrices shared by the batch (column vectors, feature-first).
 
     Forward: ``x_t = F_t x_{t-1} + c_t`` for t = 0..S-1 from ``x_{-1} = x0``; reverse:
     ``x_t = F_t x_{t+1} + c_t`` for t = S-1..0 from ``x_S = x0``.  ``x0`` ``[n, B]``, ``c``
     ``[n, S, B]``, ``F`` ``[h, n, n]`` compact (``F_t = F[min(t, h - 1)]``).
 
-    Returns ``[n, S + 1, B]``: the solution with ``x0`` in front (forward) or at the end (reverse).
-    Without autograd the constant run t >= h - 1 is solved blockwise (:func:`_affine_blocked`).
+    Returns ``[n, S + 1, B]``: the solution with ``x0`` in front (forward) or at the end
+    (reverse).  Differentiable (step by step) when autograd records; otherwise solved in place
+    by :func:`affine_solve_`.
     """
     n, S, B = c.shape
     h = F.shape[0]
@@ -227,33 +283,35 @@ def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse
         if reverse:
             xs.reverse()
         return torch.stack(xs, 1)
-    head = min(h - 1, S)                                   # steps with their own matrix
-    out = c.new_empty(n, S + 1, B)
-    if reverse:
-        out[:, S] = x0
-        sol = out[:, :S]
-        if head < S:
-            _affine_blocked(x0, c[:, head:], F[-1], sol[:, head:], reverse=True)
-        x = out[:, head]
-        for t in range(head - 1, -1, -1):
-            x = torch.addmm(c[:, t], F[t], x, out=sol[:, t])
-        return out
-    out[:, 0] = x0
-    sol = out[:, 1:]
-    x = x0
-    for t in range(head):
-        x = torch.addmm(c[:, t], F[t], x, out=sol[:, t])
-    if head < S:
-        _affine_blocked(x, c[:, head:], F[-1], sol[:, head:], reverse=False)
-    return out
+    buf = c.new_empty(n, S + 1, B)
+    buf[:, S if reverse else 0] = x0
+    (buf[:, :S] if reverse else buf[:, 1:]).copy_(c)
+    return affine_solve_(buf, F, reverse, scratch)
 
 
-def _batch_first(X: torch.Tensor) -> torch.Tensor:
-    """Feature-first ``[n, T, B]`` -> ``[B, T, n]`` (a view of time-major ``[T, B, n]`` storage)."""
-    return X.permute(1, 2, 0).contiguous().transpose(0, 1)
+def _whitened_sq_norm(Linv: torch.Tensor, V: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """``sum_t |Linv_t v_t|^2`` per sequence: ``Linv`` ``[k, m, m]`` compact lower-triangular,
+    ``V`` ``[m, T, B]`` -> ``[B]``.  ``in_place`` overwrites ``V`` (no autograd, no temporaries)."""
+    if not in_place:
+        W = steps_mm(Linv, V)
+        return (W * W).sum((0, 1))
+    m, T = V.shape[0], V.shape[1]
+    h = min(Linv.shape[0] - 1, T)
+    total = None
+    if h:
+        Wh = torch.bmm(Linv[:h], V[:, :h].transpose(0, 1))
+        total = (Wh * Wh).sum((0, 1))
+    tail, Lt = V[:, h:], Linv[-1]
+    for i in range(m - 1, -1, -1):                         # rows i use rows j <= i: bottom-up
+        tail[i].mul_(Lt[i, i])
+        for j in range(i):
+            tail[i].addcmul_(tail[j], Lt[i, j])
+    sq = tail.square_().sum((0, 1))
+    return sq if total is None else sq + total
 
 
-def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _filter_means(pb: Problem, g: SharedGains, scratch: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predicted and filtered means (feature-first ``[n, T, B]``) and the log-likelihood ``[B]``.
 
     ``m_t|t = G_t (A m_t-1|t-1 + B u_t) + K_t a_t`` with ``G_t = I - K_t C``: an affine recursion
@@ -261,24 +319,41 @@ def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tens
     A, C = pb.A, pb.C
     n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
     k = g.gain.shape[0]
+    recording = _problem_recording(pb)
     Y = pb.obs.permute(2, 1, 0).contiguous()               # [m, T, B]
     G = torch.eye(n, dtype=A.dtype, device=A.device) - g.gain @ C    # [k, n, n]
-    c = steps_mm(g.gain, Y)
-    Bu = None
-    if pb.Bu is not None:                                  # (pb.Bu[:, 0] is zero)
-        Bu = pb.Bu.permute(2, 1, 0).contiguous()           # [n, T, B]
-        c = steps_mm(G, Bu, bias=c)
+    F = torch.cat([G[:1], shift(G @ A, 1)], 0)
+    Bu = None if pb.Bu is None else pb.Bu.permute(2, 1, 0).contiguous()   # [n, T, B]; Bu_0 = 0
     mu0 = pb.mu0.t().contiguous()                          # [n, B]
-    ext = affine_recursion(mu0, c, torch.cat([G[:1], shift(G @ A, 1)], 0))   # [mu0, filtered]
+    if recording:
+        c = steps_mm(g.gain, Y)
+        if Bu is not None:
+            c = steps_mm(G, Bu, bias=c)
+        ext = affine_recursion(mu0, c, F)                  # [n, T + 1, B]: mu0, then filtered
+    else:
+        ext = Y.new_empty(n, T + 1, B)
+        ext[:, 0] = mu0
+        c = steps_mm(g.gain, Y, out=ext[:, 1:])
+        if Bu is not None:
+            steps_mm(G, Bu, bias=c, out=c)
+        affine_solve_(ext, F, scratch=scratch)
     filt = ext[:, 1:]
     prev = ext[:, :T].reshape(n, -1)
     pred = (A @ prev if Bu is None else torch.addmm(Bu.reshape(n, -1), A, prev)).view(n, T, B)
     pred[:, 0] = mu0
-    V = torch.addmm(Y.view(m, -1), C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
-    W = steps_mm(g.chol_inv, V)                            # L_t^-1 v_t
+    if recording:
+        V = torch.addmm(Y.view(m, -1), C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
+    else:
+        V = Y.view(m, -1).addmm_(C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
     logdet = g.half_logdet.sum() + (T - k) * g.half_logdet[-1]
-    ll = -0.5 * (W * W).sum((0, 1)) - logdet - 0.5 * T * m * math.log(2 * math.pi)
+    quad = _whitened_sq_norm(g.chol_inv, V, in_place=not recording)
+    ll = -0.5 * quad - logdet - 0.5 * T * m * math.log(2 * math.pi)
     return pred, filt, ll
+
+
+def _batch_first(X: torch.Tensor) -> torch.Tensor:
+    """Feature-first ``[n, T, B]`` -> ``[B, T, n]`` (a view of time-major ``[T, B, n]`` storage)."""
+    return X.permute(1, 2, 0).contiguous().transpose(0, 1)
 
 
 def _filter_result(pb: Problem, g: SharedGains, pred: torch.Tensor, filt: torch.Tensor,
@@ -334,7 +409,8 @@ def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tenso
 def smoother_shared(pb: Problem) -> SmootherResult:
     """Kalman filter and RTS smoother for ``pb.shared`` problems (see the module docstring)."""
     g = filter_covariances(pb)
-    pred, filt, ll = _filter_means(pb, g)
+    scratch = None if _problem_recording(pb) else pb.obs.new_empty(scratch_size(pb.n, pb.steps, pb.batch))
+    pred, filt, ll = _filter_means(pb, g, scratch)
     fres = _filter_result(pb, g, pred, filt, ll)
     B, T, n = pb.batch, pb.steps, pb.n
     if T == 1:
@@ -349,8 +425,14 @@ def smoother_shared(pb: Problem) -> SmootherResult:
     J = torch.cholesky_solve(A @ Pf, Lp).mT                # J_t = P_t|t A^T P_t+1|t^-1
     IJA = torch.eye(n, dtype=A.dtype, device=A.device) - J @ A
     Lc = symmetrise((IJA @ Pf) @ IJA.mT + (J @ Q) @ J.mT)  # Joseph-like, PSD in low precision
-    c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
-    mean = affine_recursion(filt[:, -1], c, J, reverse=True)
+    if _problem_recording(pb):
+        c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
+        mean = affine_recursion(filt[:, -1], c, J, reverse=True)
+    else:
+        mean = filt.new_empty(n, T, B)
+        mean[:, -1] = filt[:, -1]
+        steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0, out=mean[:, :-1])
+        affine_solve_(mean, J, reverse=True, scratch=scratch)
     cov = _smoothed_covariances(g.filt_cov[-1], J, Lc, T, steady_state_allowed(pb))
     cross = cov[1:] @ repeat_last(J, T - 1).mT             # Cov(z_t+1, z_t | all)
     return SmootherResult(mean=_batch_first(mean), cov=cov.expand(B, T, n, n),
