@@ -57,6 +57,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("navigation_goal", "image-navigation goal rate with GTM-SM's memory vs a random walk and an "
                "oracle on held-out episodes; 3 training seeds (gtmsm_navigation's thesis models)",
                "~4 min after gtmsm_navigation (its models are reused), ~20 min alone", "~5 s", "headline"),
+    Experiment("navigation_actor", "image-navigation goal rate of a goal-conditioned discrete actor trained only "
+               "in GTM-SM's imagination vs GTM-SM's CEM planner, a random walk and an oracle on navigation_goal's "
+               "held-out episodes, with decisions/s; 3 training seeds",
+               "~20 min after gtmsm_navigation (its models are reused)", "~10 s", "headline"),
     Experiment("demo_robustness", "the demo's swing-up recipe over training seeds x RL rounds x horizons "
                "(chosen on tuning starts, reported on held-out ones)", "~3 h", "~30 s", "study"),
     Experiment("kvae_scenes", "KVAE on the gravity and polygon scenes (thesis 6.5.3): alpha maps, "

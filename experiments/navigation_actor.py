@@ -50,7 +50,7 @@ from torch.nn import functional as F
 
 from experiments import gtmsm_navigation
 from experiments._results import output_dir, save_results
-from experiments.navigation_goal import EPISODE_SEEDS, episode_summary, navigation_args, run_episodes
+from experiments.navigation_goal import EPISODE_SEEDS, AgentFactory, episode_summary, navigation_args, run_episodes
 from experiments.protocol import Protocol, SeedSet, budget_record, config_hash, mean_ci, paired_claim, prepare_run_dir
 from worldmodels.agents.policy import (
     POLICY_FILE,
@@ -73,12 +73,10 @@ LABELS = {"actor": "actor (mode, trained in GTM-SM)", "gtmsm_cem": "GTM-SM CEM p
           "random_walk": "random walk", "oracle": "oracle (true positions)"}
 #: the actor's settings (``--quick`` shrinks updates, batch, horizon and starts)
 ACTOR_DEFAULTS = dict(discrete=True, actor_grad="reinforce", hidden=(128, 128), horizon=15, discount=0.95,
-                      return_lambda=0.95, updates=1500, batch_size=128, actor_lr=1e-3, critic_lr=1e-3,
+                      return_lambda=0.95, updates=3000, batch_size=128, actor_lr=1e-3, critic_lr=1e-3,
                       entropy_coef=3e-3, target_tau=0.02, log_every=50)
 QUICK_ACTOR = dict(updates=6, batch_size=8, horizon=3, log_every=2)
 
-#: ``make(n, goals [n, 2], goal_views [n, H, W, C], hist_obs, hist_act) -> act(obs [n, ...], states [n, 2], t)``
-AgentFactory = Callable[..., Callable[[np.ndarray, np.ndarray, int], Any]]
 #: ``cem(model, timer)``: the planner's agent factory for one GTM-SM, its decisions timed
 CEMFactory = Callable[[GTMSM, "DecisionTimer"], AgentFactory]
 

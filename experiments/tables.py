@@ -37,6 +37,7 @@ TITLES = {
     "pendulum_swingup": "Pendulum swing-up from pixels (latent MPC)",
     "sb3_in_model": "Pendulum from pixels: SB3 trained only in the model",
     "navigation_goal": "Image-navigation goal rate (GTM-SM memory)",
+    "navigation_actor": "Image-navigation goal rate of a discrete actor trained in GTM-SM's imagination",
 }
 
 
