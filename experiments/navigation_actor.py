@@ -64,6 +64,7 @@ from worldmodels.agents.policy import (
     train_actor_critic,
 )
 from worldmodels.agents.policy.starts import cat_states
+from worldmodels.atomic_io import atomic_write_json
 from worldmodels.dnd import DNDMemory, dnd_read
 from worldmodels.gtmsm import GTMSM, GTMSMBelief
 
@@ -193,7 +194,7 @@ def prepare_actor(args: argparse.Namespace, seed: int, model: GTMSM, model_dir: 
     record = {"start_states_s": start_s, "train_s": metrics["seconds"],
               "seconds_per_update": metrics["seconds"] / config.updates, "config_hash": config_hash(run_config),
               "metrics": metrics}
-    record_file.write_text(json.dumps(record, indent=1))
+    atomic_write_json(record_file, record)
     return ac, record
 
 
@@ -262,8 +263,8 @@ def actor_agent(model: GTMSM, actor_critic: ActorCritic, device: torch.device, t
 
 
 def reference_agents(args: argparse.Namespace, device: torch.device, rng: np.random.Generator
-                     ) -> tuple[Callable[[], Any], AgentFactory, AgentFactory, CEMFactory]:
-    """``(planner(), random walk, oracle, cem(model, timer))`` with the settings of
+                     ) -> tuple[AgentFactory, AgentFactory, CEMFactory]:
+    """``(random walk, oracle, cem(model, timer))`` with the settings of
     ``experiments.navigation_goal`` (categorical CEM, 4 iterations, elites a tenth of the population)."""
     from worldmodels.agents.costs import QuadraticCost
     from worldmodels.agents.mpc import MPCAgent, MPCConfig, image_obs_to_tensor
@@ -299,7 +300,7 @@ def reference_agents(args: argparse.Namespace, device: torch.device, rng: np.ran
             return timer.wrap(lambda o, s, t: agent.act(o))
         return make
 
-    return planner, random_walk, oracle, cem
+    return random_walk, oracle, cem
 
 
 def portable(record: dict[str, Any]) -> dict[str, Any]:
@@ -319,15 +320,18 @@ def dataset_world_seeds(dataset_seed: int, split: str, count: int) -> list[int]:
     return [int(np.random.SeedSequence([dataset_seed, code, i, 0]).generate_state(2)[0]) for i in range(count)]
 
 
-def check_training_worlds(spec: Any, evaluation: SeedSet) -> dict[str, Any]:
+def check_training_worlds(spec: Any, evaluation: SeedSet, start_sequences: int) -> dict[str, Any]:
     """Check that no world of the dataset's train and valid splits (what the GTM-SM and the actor
-    learn from) is an evaluation episode's world; returns what was checked."""
+    learn from) is an evaluation episode's world; returns what was checked and the training
+    sequences whose beginnings are the actor's start states."""
     counts = {s: int(spec.splits[s]) for s in ("train", "valid")}
     seen = {w for split, n in counts.items() for w in dataset_world_seeds(spec.seed, split, n)}
     common = sorted(seen & set(evaluation.seeds))
     if common:
         raise ValueError(f"evaluation episodes {common[:10]} reuse worlds of the training data")
+    starts = SeedSet.span(TRAIN_SEQUENCES, 0, min(start_sequences, counts["train"]))
     return {"namespace": evaluation.namespace, "dataset": spec.name, "splits": counts,
+            "actor_start_sequences": starts.to_json(),
             "rule": "reset seed of sequence i = SeedSequence([dataset seed, split, i, 0]).generate_state(2)[0]",
             "disjoint_from_evaluation": True}
 
@@ -397,11 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = list(episodes.seeds)
     t0 = time.time()
     spec, train_set, _ = gtmsm_navigation.load_data(nav)
-    worlds = check_training_worlds(spec, episodes)
+    worlds = check_training_worlds(spec, episodes, args.start_sequences)
     base = gtmsm_navigation.gtmsm_config(nav, train_set[0]["obs"].shape[1:], train_set.actions.shape[-1])
 
     rng = np.random.default_rng(args.episode_seed)  # the random walk draws as navigation_goal's does
-    _, random_walk, oracle, cem = reference_agents(args, device, rng)
+    random_walk, oracle, cem = reference_agents(args, device, rng)
     common = (seeds, args.explore, args.budget, args.min_distance, progress)
     refs = {"random_walk": run_episodes("random walk", random_walk, *common),
             "oracle": run_episodes("oracle", oracle, *common)}
@@ -471,7 +475,7 @@ def summarize(args: argparse.Namespace, nav: argparse.Namespace, per_seed: dict[
         "per_seed": {str(s): per_seed[s] for s in seeds},
         "references": refs,
         "env_steps": {"dataset_frames": dataset_frames,
-                      "actor_start_frames": min(args.start_sequences, dataset_frames) * (args.explore + 1),
+                      "actor_start_frames": worlds["actor_start_sequences"]["count"] * (args.explore + 1),
                       "note": "the GTM-SM learns from the frames of the dataset's train split (the first "
                               "tau + train_predict of each sequence); the actor's start states memorise the first "
                               "explore + 1 of some of the same sequences, so it needs no further env step; the "
