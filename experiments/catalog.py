@@ -47,7 +47,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("gtmsm_navigation", "GTM-SM 256-step prediction in image navigation (thesis 7.4.1): the thesis "
                "model and the frames-posterior variant vs a trained VAE-RNN, a trained memoryless state-space "
                "model, the mean frame and the reconstruction floor; 3 training seeds",
-               "~65 min (3 seeds x 4 models x 2000 updates on one thread of a loaded CPU)", "~10 s", "headline"),
+               "~65 min (3 seeds x 4 models x 2000 updates, one thread; ~90 min on a heavily loaded CPU)", "~10 s",
+               "headline"),
     Experiment("pendulum_swingup", "pendulum swing-up from pixels with latent MPC, normalised score vs the "
                "oracle on held-out starts; 3 training seeds", "~1.5 h (estimate)", "~30 s", "headline"),
     Experiment("sb3_in_model", "Stable-Baselines3 SAC trained only inside the pendulum KVAE, evaluated from pixels "

@@ -476,6 +476,7 @@ def load_data(args: argparse.Namespace) -> tuple[Any, ShardSequences, ShardSeque
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    t_start = time.time()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     spec, train_set, test_set = load_data(args)
@@ -509,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "threads": torch.get_num_threads(), "median_s": step_s},
         "models": {k: LABELS[k] for k in names},
         "n_test_worlds": n_test,
+        "wall_seconds": time.time() - t_start,  # this invocation (resumed training counts only its part)
     })
     protocol = Protocol(tuple(args.seeds), SeedSet.span(f"{spec.name}/test sequence", 0, n_test),
                         SeedSet.span(f"{spec.name}/valid sequence", 0, spec.splits.get("valid", 0)),
