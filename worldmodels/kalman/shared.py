@@ -12,8 +12,8 @@ the batch.  Where ``F_t`` is constant (the steady state) they are solved in bloc
 small product per step; the results differ from the step-by-step recursion only by rounding.
 
 Layout inside: means and observations are feature-first ``[n or m, T, B]``, so a product with a
-shared matrix is one GEMM ``M @ X``.  Results are returned batch-first ``[B, T, ...]`` as views
-of time-major storage, like the other implementations.
+shared matrix is one GEMM ``M @ X``.  Means are returned batch-first ``[B, T, n]`` as views of
+that storage (no copy; ``.contiguous()`` makes one), covariances as broadcast views.
 """
 
 from __future__ import annotations
@@ -87,16 +87,24 @@ class SharedGains:
 
 
 def filter_covariances(pb: Problem) -> SharedGains:
-    """Riccati recursion (Joseph form, Cholesky gains) on ``[n, n]``, stopped at the steady state
-    when :func:`steady_state_allowed`: the first step whose filtered covariance is within
-    ``STEADY_ULPS`` of the previous one ends it, and later steps repeat it."""
+    """Riccati recursion on ``[n, n]`` in information form, stopped at the steady state when
+    :func:`steady_state_allowed` (the first step whose filtered covariance is within
+    ``STEADY_ULPS`` of the previous one ends it; later steps repeat it).
+
+    Per step: ``P_t|t = (P_t|t-1^-1 + C^T R^-1 C)^-1`` and ``P_t+1|t = A P_t|t A^T + Q``, both
+    through Cholesky factors (no subtraction, so both stay positive definite), 6 small ops.
+    Gains, innovation factors and log-determinants are then computed for all steps at once.
+    """
     A, C, Q, R = pb.A, pb.C, pb.Q, pb.R
-    n, m, T = pb.n, pb.m, pb.steps
-    eye = torch.eye(n, dtype=Q.dtype, device=Q.device)
-    At, Ct = A.mT, C.mT
+    m, T = pb.m, pb.steps
+    At = A.mT
+    LR, info_r = torch.linalg.cholesky_ex(R)
+    raise_if_not_pd(info_r, "observation noise covariance R")
+    RinvC = torch.cholesky_solve(C, LR)                    # R^-1 C
+    info_gain = C.mT @ RinvC                               # C^T R^-1 C
     steady = steady_state_allowed(pb)
     P = pb.P0
-    P_pred, P_filt, gains, chols, infos = [], [], [], [], []
+    P_pred, P_filt, infos = [], [], []
     k, t = T, 0
     while t < k:
         stop = min(T, t + CHECK_EVERY) if steady else T
@@ -104,28 +112,25 @@ def filter_covariances(pb: Problem) -> SharedGains:
             if s > 0:
                 P = torch.addmm(Q, A @ P, At)
             P_pred.append(P)
-            CP = C @ P
-            L, info = torch.linalg.cholesky_ex(torch.addmm(R, CP, Ct))
-            Kt = torch.cholesky_solve(CP, L)               # K^T = S^-1 C P
-            K = Kt.mT
-            IKC = torch.addmm(eye, K, C, alpha=-1.0)
-            P = symmetrise(torch.addmm((K @ R) @ Kt, IKC @ P, IKC.mT))
+            Lp, info_p = torch.linalg.cholesky_ex(P)
+            Lf, info_f = torch.linalg.cholesky_ex(torch.cholesky_inverse(Lp) + info_gain)
+            P = torch.cholesky_inverse(Lf)
             P_filt.append(P)
-            gains.append(K)
-            chols.append(L)
-            infos.append(info)
+            infos += [info_p, info_f]
         if steady:
             lo = max(0, t - 1)                             # include the last step of the previous chunk
             i = first_converged(torch.stack(P_filt[lo:stop]))
             if i is not None:
                 k = lo + i + 1                             # step lo + i repeats step lo + i - 1
         t = stop
-    raise_if_not_pd(torch.stack(infos[:k]), "innovation covariance C P C^T + R")
-    L = torch.stack(chols[:k])
+    raise_if_not_pd(torch.stack(infos[:2 * k]), "predicted or filtered covariance")
+    pred_cov = symmetrise(torch.stack(P_pred[:k]))
+    filt_cov = torch.stack(P_filt[:k])
+    L, info = torch.linalg.cholesky_ex(torch.baddbmm(R, C @ pred_cov, C.mT.expand(k, -1, -1)))
+    raise_if_not_pd(info, "innovation covariance C P C^T + R")
     eye_m = torch.eye(m, dtype=L.dtype, device=L.device)
     return SharedGains(
-        pred_cov=symmetrise(torch.stack(P_pred[:k])), filt_cov=torch.stack(P_filt[:k]),
-        gain=torch.stack(gains[:k]),
+        pred_cov=pred_cov, filt_cov=filt_cov, gain=filt_cov @ RinvC.mT,     # K = P_t|t C^T R^-1
         chol_inv=torch.linalg.solve_triangular(L, eye_m.expand_as(L), upper=False),
         half_logdet=torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1))
 
@@ -352,8 +357,8 @@ def _filter_means(pb: Problem, g: SharedGains, scratch: torch.Tensor | None = No
 
 
 def _batch_first(X: torch.Tensor) -> torch.Tensor:
-    """Feature-first ``[n, T, B]`` -> ``[B, T, n]`` (a view of time-major ``[T, B, n]`` storage)."""
-    return X.permute(1, 2, 0).contiguous().transpose(0, 1)
+    """Feature-first ``[n, T, B]`` -> ``[B, T, n]`` view (no copy: the returned means are strided)."""
+    return X.permute(2, 1, 0)
 
 
 def _filter_result(pb: Problem, g: SharedGains, pred: torch.Tensor, filt: torch.Tensor,
@@ -372,38 +377,50 @@ def filter_shared(pb: Problem) -> FilterResult:
     return _filter_result(pb, g, *_filter_means(pb, g))
 
 
+def stein_steps(P: torch.Tensor, J: torch.Tensor, Lc: torch.Tensor, count: int) -> torch.Tensor:
+    """``P_i = Lc + J P_{i-1} J^T`` for i = 1..count from ``P_0 = P`` (all ``[n, n]``): ``[count, n, n]``.
+
+    Closed form ``P_i = sum_{l<i} J^l Lc J^lT + J^i P J^iT``, batched over i; the powers of J
+    come from log2(count) doublings, so the Python cost does not grow with ``count``."""
+    eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
+    pw = torch.stack([eye, J], 0)                          # J^0 .. J^(m-1)
+    while pw.shape[0] < count + 1:
+        pw = torch.cat([pw, (pw[-1] @ J) @ pw], 0)         # J^m J^l = J^(m+l)
+    head, tail = pw[:count], pw[1:count + 1]
+    sums = ((head @ Lc) @ head.mT).cumsum(0)
+    return symmetrise(sums + (tail @ P) @ tail.mT)
+
+
 def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tensor, steps: int,
                           steady: bool) -> torch.Tensor:
     """``P_t = Lc_t + J_t P_{t+1} J_t^T`` backwards from ``P_{T-1} = P_last``: ``[T, n, n]``.
 
-    ``J``, ``Lc`` ``[kk, n, n]`` compact.  In their constant run (t >= kk - 1) the recursion
-    is stopped once it reaches its fixed point (when ``steady``) and the remaining steps of the
-    run repeat it."""
+    ``J``, ``Lc`` ``[kk, n, n]`` compact.  Their constant run (t >= kk - 1) is solved in closed
+    form (:func:`stein_steps`) in chunks, stopped once the recursion reaches its fixed point
+    (when ``steady``; the rest of the run repeats it); the distinct steps t < kk - 1 are stepped.
+    """
     T, lo = steps, J.shape[0] - 1
-    covs = [P_last]                                        # covs[r] is step T - 1 - r
-    P, t = P_last, T - 2
-    Jc, Jct, Lcc = J[-1], J[-1].mT, Lc[-1]
-    while t >= lo:
-        stop = max(lo - 1, t - CHECK_EVERY) if steady else lo - 1
-        for _ in range(t, stop, -1):
-            P = symmetrise(torch.addmm(Lcc, Jc @ P, Jct))
-            covs.append(P)
-        if steady:
-            first = T - 2 - t                              # index of step t + 1
-            i = first_converged(torch.stack(covs[first:]))
-            if i is not None:
-                s = t + 1 - i                              # step s repeats step s + 1
-                del covs[T - s:]
-                P = covs[-1]
-                covs.extend([P] * (s - lo))
-                t = lo - 1
-                break
-        t = stop
-    for s in range(min(t, lo - 1), -1, -1):
-        P = symmetrise(torch.addmm(Lc[s], J[s] @ P, J[s].mT))
-        covs.append(P)
-    covs.reverse()
-    return torch.stack(covs, 0)
+    n = P_last.shape[-1]
+    parts = [P_last.unsqueeze(0)]                          # reverse time order: T-1, T-2, ...
+    P, remaining, count = P_last, T - 1 - lo, 16
+    while remaining > 0:
+        count = min(count, remaining)
+        seq = stein_steps(P, J[-1], Lc[-1], count)
+        i = first_converged(torch.cat([P.unsqueeze(0), seq], 0)) if steady else None
+        if i is not None:                                  # seq[i - 1] repeats its predecessor
+            parts += [seq[:i], seq[i - 1:i].expand(remaining - i, n, n)]
+            P = seq[i - 1]
+            break
+        parts.append(seq)
+        P, remaining, count = seq[-1], remaining - count, 2 * count
+    Js, Ls = J.unbind(0), Lc.unbind(0)
+    trans = []
+    for s in range(lo - 1, -1, -1):
+        P = symmetrise(torch.addmm(Ls[s], Js[s] @ P, Js[s].mT))
+        trans.append(P)
+    if trans:
+        parts.append(torch.stack(trans, 0))
+    return torch.cat(parts, 0).flip(0)
 
 
 def smoother_shared(pb: Problem) -> SmootherResult:
