@@ -84,6 +84,44 @@ def check_spd(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} must be positive definite (Cholesky factorisation failed)")
 
 
+def _spd_ok(x: torch.Tensor) -> torch.Tensor:
+    """0-dim bool tensor: ``x`` is finite, symmetric and positive definite (as :func:`check_spd`)."""
+    x = x.detach()
+    scale = x.abs().amax().clamp_min(torch.finfo(x.dtype).tiny)
+    asym = (x - x.mT).abs().amax()
+    _, info = torch.linalg.cholesky_ex(x)
+    return torch.isfinite(x).all() & (asym <= 1e-5 * scale) & (info == 0).all()
+
+
+def _validate(tensors: dict[str, torch.Tensor], mask: torch.Tensor | None) -> None:
+    """Raise ``ValueError`` unless Q, R, P0 are symmetric PD and the other inputs are finite
+    (``obs`` only where ``mask`` is True).
+
+    Fast path, one host sync: the SPD tests and one finite sum over everything else (a
+    non-finite entry makes the sum non-finite; an overflowing sum of finite entries only sends
+    us to the exact per-tensor checks, which also name the culprit)."""
+    spd = ("Q", "R", "P0")
+    others = [name for name in tensors if name not in spd and (name != "obs" or mask is None)]
+    total = torch.stack([tensors[name].sum() for name in others]).sum()
+    if bool(torch.stack([_spd_ok(tensors[name]) for name in spd] + [torch.isfinite(total)]).all()):
+        if mask is None:
+            return
+    else:
+        for name in spd:
+            check_spd(name, tensors[name])
+        for name in others:
+            if name != "obs" and not torch.isfinite(tensors[name]).all():
+                raise ValueError(f"{name} contains NaN or inf values")
+    obs = tensors["obs"]
+    finite = torch.isfinite(obs).all(-1)
+    if mask is not None:
+        finite = finite | ~mask
+    if not bool(finite.all()):
+        b, t = (~finite).nonzero()[0].tolist()
+        raise ValueError(f"obs contains NaN or inf at an observed step (batch {b}, step {t}); "
+                         "mark missing steps with mask = 0")
+
+
 def _shared_or_varying(name: str, x: torch.Tensor, rows: int, cols: int | None, batch: int,
                        steps: int, rows_label: str, cols_label: str) -> None:
     if not isinstance(x, torch.Tensor):
@@ -151,22 +189,7 @@ def prepare(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: torch.Ten
         if bool(mask_b.all()):
             mask_b = None
     if validate:
-        check_spd("Q", Q)
-        check_spd("R", R)
-        check_spd("P0", P0)
-        for name in ("A", "C", "mu0") + (("B", "controls") if controls is not None else ()):
-            if not torch.isfinite(tensors[name]).all():
-                raise ValueError(f"{name} contains NaN or inf values")
-        # fast path: one reduction (a non-finite entry makes the sum non-finite; an overflowing
-        # sum of finite entries only sends us to the exact check below)
-        quick = mask_b is None and bool(torch.isfinite(obs.sum()))
-        finite = torch.isfinite(obs).all(-1) if not quick else None
-        if finite is not None and mask_b is not None:
-            finite = finite | ~mask_b
-        if finite is not None and not bool(finite.all()):
-            b, t = (~finite).nonzero()[0].tolist()
-            raise ValueError(f"obs contains NaN or inf at an observed step (batch {b}, step {t}); "
-                             "mark missing steps with mask = 0")
+        _validate(tensors, mask_b)
     if mask_b is not None:
         obs = torch.where(mask_b.unsqueeze(-1), obs, torch.zeros((), dtype=obs.dtype, device=obs.device))
     if controls is not None and B is not None:

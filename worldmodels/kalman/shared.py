@@ -74,13 +74,15 @@ def shift(X: torch.Tensor, s: int) -> torch.Tensor:
 class SharedGains:
     """Filter covariances and gains shared by the batch, compact (steps >= k repeat step k - 1).
 
-    ``pred_cov``, ``filt_cov`` ``[k, n, n]``; ``gain`` ``[k, n, m]`` (the Kalman gain K_t);
+    ``pred_cov``, ``filt_cov`` ``[k, n, n]``; ``pred_prec`` ``[k, n, n]`` (P_t|t-1^-1); ``gain``
+    ``[k, n, m]`` (the Kalman gain K_t);
     ``chol_inv`` ``[k, m, m]`` (L_t^-1 with L_t L_t^T = C P_t|t-1 C^T + R); ``half_logdet``
     ``[k]`` (sum log diag L_t).
     """
 
     pred_cov: torch.Tensor
     filt_cov: torch.Tensor
+    pred_prec: torch.Tensor
     gain: torch.Tensor
     chol_inv: torch.Tensor
     half_logdet: torch.Tensor
@@ -104,7 +106,7 @@ def filter_covariances(pb: Problem) -> SharedGains:
     info_gain = C.mT @ RinvC                               # C^T R^-1 C
     steady = steady_state_allowed(pb)
     P = pb.P0
-    P_pred, P_filt, infos = [], [], []
+    P_pred, P_filt, Y_pred, infos = [], [], [], []
     k, t = T, 0
     while t < k:
         stop = min(T, t + CHECK_EVERY) if steady else T
@@ -113,7 +115,9 @@ def filter_covariances(pb: Problem) -> SharedGains:
                 P = torch.addmm(Q, A @ P, At)
             P_pred.append(P)
             Lp, info_p = torch.linalg.cholesky_ex(P)
-            Lf, info_f = torch.linalg.cholesky_ex(torch.cholesky_inverse(Lp) + info_gain)
+            Y = torch.cholesky_inverse(Lp)
+            Y_pred.append(Y)
+            Lf, info_f = torch.linalg.cholesky_ex(Y + info_gain)
             P = torch.cholesky_inverse(Lf)
             P_filt.append(P)
             infos += [info_p, info_f]
@@ -130,7 +134,8 @@ def filter_covariances(pb: Problem) -> SharedGains:
     raise_if_not_pd(info, "innovation covariance C P C^T + R")
     eye_m = torch.eye(m, dtype=L.dtype, device=L.device)
     return SharedGains(
-        pred_cov=pred_cov, filt_cov=filt_cov, gain=filt_cov @ RinvC.mT,     # K = P_t|t C^T R^-1
+        pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=torch.stack(Y_pred[:k]),
+        gain=filt_cov @ RinvC.mT,                          # K = P_t|t C^T R^-1
         chol_inv=torch.linalg.solve_triangular(L, eye_m.expand_as(L), upper=False),
         half_logdet=torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1))
 
@@ -192,9 +197,8 @@ def _affine_blocked_(x0: torch.Tensor, buf: torch.Tensor, F: torch.Tensor, rever
     holds ``L n (nb B + n)`` elements.
     """
     n, S, B = buf.shape
-    cols = buf.unbind(1)
     if S < MIN_BLOCKED:
-        x = x0
+        x, cols = x0, buf.unbind(1)
         for t in (range(S - 1, -1, -1) if reverse else range(S)):
             x = cols[t].addmm_(F, x)
         return
@@ -227,9 +231,9 @@ def _affine_blocked_(x0: torch.Tensor, buf: torch.Tensor, F: torch.Tensor, rever
         bounds.reverse()                                   # bounds[b]: x just after block b
     blocks.view(L * n, nb * B).addmm_(powers, torch.stack(bounds, 1).view(n, nb * B))
     buf[:, span].view(n, nb, L, B).copy_(blocks.view(L, n, nb, B).permute(1, 2, 0, 3))
-    x = cols[r] if reverse else cols[nb * L - 1]
+    x = buf[:, r] if reverse else buf[:, nb * L - 1]
     for t in (range(r - 1, -1, -1) if reverse else range(nb * L, S)):
-        x = cols[t].addmm_(F, x)
+        x = buf[:, t].addmm_(F, x)
 
 
 def scratch_size(n: int, steps: int, batch: int) -> int:
@@ -251,14 +255,13 @@ def affine_solve_(buf: torch.Tensor, F: torch.Tensor, reverse: bool = False,
         sol, x = buf[:, :S], buf[:, S]
         if head < S:
             _affine_blocked_(x, sol[:, head:], Fs[-1], True, scratch)
-        cols = sol.unbind(1)
-        if head < S:
-            x = cols[head]
+            x = sol[:, head]
+        cols = sol[:, :head].unbind(1)
         for t in range(head - 1, -1, -1):
             x = cols[t].addmm_(Fs[t], x)
         return buf
     sol, x = buf[:, 1:], buf[:, 0]
-    cols = sol.unbind(1)
+    cols = sol[:, :head].unbind(1)
     for t in range(head):
         x = cols[t].addmm_(Fs[t], x)
     if head < S:
@@ -306,11 +309,13 @@ def _whitened_sq_norm(Linv: torch.Tensor, V: torch.Tensor, in_place: bool) -> to
     if h:
         Wh = torch.bmm(Linv[:h], V[:, :h].transpose(0, 1))
         total = (Wh * Wh).sum((0, 1))
-    tail, Lt = V[:, h:], Linv[-1]
+    tail = V[:, h:]
+    rows, Lt = tail.unbind(0), Linv[-1].unbind(0)
     for i in range(m - 1, -1, -1):                         # rows i use rows j <= i: bottom-up
-        tail[i].mul_(Lt[i, i])
+        li = Lt[i].unbind(0)
+        rows[i].mul_(li[i])
         for j in range(i):
-            tail[i].addcmul_(tail[j], Lt[i, j])
+            rows[i].addcmul_(rows[j], li[j])
     sq = tail.square_().sum((0, 1))
     return sq if total is None else sq + total
 
@@ -413,14 +418,14 @@ def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tenso
             break
         parts.append(seq)
         P, remaining, count = seq[-1], remaining - count, 2 * count
-    Js, Ls = J.unbind(0), Lc.unbind(0)
+    Js, Jts, Ls = J.unbind(0), J.mT.unbind(0), Lc.unbind(0)
     trans = []
     for s in range(lo - 1, -1, -1):
-        P = symmetrise(torch.addmm(Ls[s], Js[s] @ P, Js[s].mT))
+        P = torch.addmm(Ls[s], Js[s] @ P, Jts[s])
         trans.append(P)
     if trans:
         parts.append(torch.stack(trans, 0))
-    return torch.cat(parts, 0).flip(0)
+    return symmetrise(torch.cat(parts, 0).flip(0))
 
 
 def smoother_shared(pb: Problem) -> SmootherResult:
@@ -436,12 +441,10 @@ def smoother_shared(pb: Problem) -> SmootherResult:
     A, Q = pb.A, pb.Q
     kk = min(g.gain.shape[0], T - 1)                       # distinct smoother gains, t = 0..T-2
     Pf = g.filt_cov[:kk]
-    Pp = repeat_last(shift(g.pred_cov, 1), kk)[:kk]        # P_t+1|t
-    Lp, info = torch.linalg.cholesky_ex(Pp)
-    raise_if_not_pd(info, "predicted covariance")
-    J = torch.cholesky_solve(A @ Pf, Lp).mT                # J_t = P_t|t A^T P_t+1|t^-1
+    Yp = repeat_last(shift(g.pred_prec, 1), kk)[:kk]       # P_t+1|t^-1
+    J = (Pf @ A.mT) @ Yp                                   # J_t = P_t|t A^T P_t+1|t^-1
     IJA = torch.eye(n, dtype=A.dtype, device=A.device) - J @ A
-    Lc = symmetrise((IJA @ Pf) @ IJA.mT + (J @ Q) @ J.mT)  # Joseph-like, PSD in low precision
+    Lc = (IJA @ Pf) @ IJA.mT + (J @ Q) @ J.mT              # Joseph-like, PSD in low precision
     if _problem_recording(pb):
         c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
         mean = affine_recursion(filt[:, -1], c, J, reverse=True)
