@@ -320,17 +320,21 @@ def _whitened_sq_norm(Linv: torch.Tensor, V: torch.Tensor, in_place: bool) -> to
     return sq if total is None else sq + total
 
 
-def _filter_means(pb: Problem, g: SharedGains, scratch: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _filter_means(pb: Problem, g: SharedGains, scratch: torch.Tensor | None = None,
+                  obs_buf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predicted and filtered means (feature-first ``[n, T, B]``) and the log-likelihood ``[B]``.
 
     ``m_t|t = G_t (A m_t-1|t-1 + B u_t) + K_t a_t`` with ``G_t = I - K_t C``: an affine recursion
-    with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``)."""
+    with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``).  ``scratch``: for the recursion;
+    ``obs_buf``: holds the feature-first observations (then their whitened innovations)."""
     A, C = pb.A, pb.C
     n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
     k = g.gain.shape[0]
     recording = _problem_recording(pb)
-    Y = pb.obs.permute(2, 1, 0).contiguous()               # [m, T, B]
+    if obs_buf is None:
+        Y = pb.obs.permute(2, 1, 0).contiguous()           # [m, T, B]
+    else:
+        Y = obs_buf.view(-1)[:m * T * B].view(m, T, B).copy_(pb.obs.permute(2, 1, 0))
     G = torch.eye(n, dtype=A.dtype, device=A.device) - g.gain @ C    # [k, n, n]
     F = torch.cat([G[:1], shift(G @ A, 1)], 0)
     Bu = None if pb.Bu is None else pb.Bu.permute(2, 1, 0).contiguous()   # [n, T, B]; Bu_0 = 0
@@ -431,10 +435,15 @@ def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tenso
 def smoother_shared(pb: Problem) -> SmootherResult:
     """Kalman filter and RTS smoother for ``pb.shared`` problems (see the module docstring)."""
     g = filter_covariances(pb)
-    scratch = None if _problem_recording(pb) else pb.obs.new_empty(scratch_size(pb.n, pb.steps, pb.batch))
-    pred, filt, ll = _filter_means(pb, g, scratch)
-    fres = _filter_result(pb, g, pred, filt, ll)
     B, T, n = pb.batch, pb.steps, pb.n
+    bufs = None
+    if not _problem_recording(pb):
+        # two buffers serve five arrays: the smoothed means use the first, which is the filter's
+        # scratch before; the second holds the observations, then is the smoother's scratch
+        size = max(scratch_size(n, T, B), pb.m * T * B)
+        bufs = pb.obs.new_empty(size), pb.obs.new_empty(size)
+    pred, filt, ll = _filter_means(pb, g, *(bufs or (None, None)))
+    fres = _filter_result(pb, g, pred, filt, ll)
     if T == 1:
         return SmootherResult(mean=fres.filt_mean, cov=fres.filt_cov,
                               cross_cov=fres.filt_cov.new_zeros(B, 0, n, n), filter=fres)
@@ -445,14 +454,14 @@ def smoother_shared(pb: Problem) -> SmootherResult:
     J = (Pf @ A.mT) @ Yp                                   # J_t = P_t|t A^T P_t+1|t^-1
     IJA = torch.eye(n, dtype=A.dtype, device=A.device) - J @ A
     Lc = (IJA @ Pf) @ IJA.mT + (J @ Q) @ J.mT              # Joseph-like, PSD in low precision
-    if _problem_recording(pb):
+    if bufs is None:
         c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
         mean = affine_recursion(filt[:, -1], c, J, reverse=True)
     else:
-        mean = filt.new_empty(n, T, B)
+        mean = bufs[0][:n * T * B].view(n, T, B)
         mean[:, -1] = filt[:, -1]
         steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0, out=mean[:, :-1])
-        affine_solve_(mean, J, reverse=True, scratch=scratch)
+        affine_solve_(mean, J, reverse=True, scratch=bufs[1])
     cov = _smoothed_covariances(g.filt_cov[-1], J, Lc, T, steady_state_allowed(pb))
     cross = cov[1:] @ repeat_last(J, T - 1).mT             # Cov(z_t+1, z_t | all)
     return SmootherResult(mean=_batch_first(mean), cov=cov.expand(B, T, n, n),
