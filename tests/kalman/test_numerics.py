@@ -92,7 +92,7 @@ def test_steady_state_shortcut_matches_full_recursion(monkeypatch):
     monkeypatch.setattr(shared, "first_converged", spy)
     fast = kalman_smoother(**kw)
     assert any(i is not None for i in found)
-    assert len(found) < 100 // shared.CHECK_EVERY       # the shortcut was taken, early
+    assert len(found) < 14                          # the shortcut was taken, early (< 100 steps)
     found.clear()
     A = kw["A"].clone().requires_grad_(True)
     full = kalman_smoother(**dict(kw, A=A))

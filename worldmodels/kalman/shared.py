@@ -28,7 +28,8 @@ from worldmodels.kalman.results import FilterResult, SmootherResult
 from worldmodels.kalman.steps import raise_if_not_pd, symmetrise
 
 STEADY_ULPS = 4      # steady state: one step changes the covariance by at most this many ulps
-CHECK_EVERY = 4      # steps between two (vectorised, host-synchronising) steady-state checks
+CHECK_FIRST = 4      # steps before the first (vectorised, host-synchronising) steady-state check;
+                     # each later check comes one step later than the previous interval
 MIN_BLOCKED = 16     # constant-matrix runs shorter than this are solved step by step
 
 
@@ -107,9 +108,10 @@ def filter_covariances(pb: Problem) -> SharedGains:
     steady = steady_state_allowed(pb)
     P = pb.P0
     P_pred, P_filt, Y_pred, infos = [], [], [], []
-    k, t = T, 0
+    k, t, chunk = T, 0, CHECK_FIRST
     while t < k:
-        stop = min(T, t + CHECK_EVERY) if steady else T
+        stop = min(T, t + chunk) if steady else T
+        chunk += 1
         for s in range(t, stop):
             if s > 0:
                 P = torch.addmm(Q, A @ P, At)
@@ -411,7 +413,7 @@ def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tenso
     T, lo = steps, J.shape[0] - 1
     n = P_last.shape[-1]
     parts = [P_last.unsqueeze(0)]                          # reverse time order: T-1, T-2, ...
-    P, remaining, count = P_last, T - 1 - lo, 16
+    P, remaining, count = P_last, T - 1 - lo, 16           # steps of the first closed-form chunk
     while remaining > 0:
         count = min(count, remaining)
         seq = stein_steps(P, J[-1], Lc[-1], count)
