@@ -47,8 +47,7 @@ def first_converged(X: torch.Tensor) -> int | None:
     if X.shape[0] < 2:
         return None
     tol = STEADY_ULPS * torch.finfo(X.dtype).eps
-    new = X[1:]
-    ok = (new - X[:-1]).abs().amax((-2, -1)) <= tol * new.abs().amax((-2, -1))
+    ok = X.diff(dim=0).abs().amax((-2, -1)) <= tol * X[1:].abs().amax((-2, -1))
     hits = ok.nonzero()
     return int(hits[0, 0].item()) + 1 if hits.shape[0] else None
 
@@ -129,11 +128,11 @@ def filter_covariances(pb: Problem) -> SharedGains:
             if i is not None:
                 k = lo + i + 1                             # step lo + i repeats step lo + i - 1
         t = stop
-    raise_if_not_pd(torch.stack(infos[:2 * k]), "predicted or filtered covariance")
     pred_cov = symmetrise(torch.stack(P_pred[:k]))
     filt_cov = torch.stack(P_filt[:k])
     L, info = torch.linalg.cholesky_ex(torch.baddbmm(R, C @ pred_cov, C.mT.expand(k, -1, -1)))
-    raise_if_not_pd(info, "innovation covariance C P C^T + R")
+    raise_if_not_pd(torch.cat([torch.stack(infos[:2 * k]), info]),
+                    "predicted, filtered or innovation covariance")
     eye_m = torch.eye(m, dtype=L.dtype, device=L.device)
     return SharedGains(
         pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=torch.stack(Y_pred[:k]),
@@ -340,7 +339,7 @@ def _filter_means(pb: Problem, g: SharedGains, scratch: torch.Tensor | None = No
     G = torch.eye(n, dtype=A.dtype, device=A.device) - g.gain @ C    # [k, n, n]
     F = torch.cat([G[:1], shift(G @ A, 1)], 0)
     Bu = None if pb.Bu is None else pb.Bu.permute(2, 1, 0).contiguous()   # [n, T, B]; Bu_0 = 0
-    mu0 = pb.mu0.t().contiguous()                          # [n, B]
+    mu0 = pb.mu0.t()                                       # [n, B]
     if recording:
         c = steps_mm(g.gain, Y)
         if Bu is not None:
