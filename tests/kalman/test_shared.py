@@ -1,0 +1,187 @@
+"""The shared-covariance smoother (worldmodels.kalman.shared): exact against the dense oracle and
+the per-sequence implementation beyond its steady state, in float64 and float32; its blocked
+affine recursions and closed-form Stein sums equal plain step-by-step loops; gradients flow;
+the public API takes it exactly when A, C, P0 are shared and nothing is masked."""
+
+import pytest
+import torch
+from kalman_oracle import oracle, random_problem
+
+from worldmodels.kalman import kalman_filter, kalman_smoother, shared
+from worldmodels.kalman.inputs import prepare
+from worldmodels.kalman.sequential import filter_sequential, smoother_sequential
+
+FIELDS = ("mean", "cov", "cross_cov")
+
+
+def _reference(kw):
+    """Smoother by the per-sequence implementation (its own oracle tests cover it)."""
+    pb = prepare(**kw)
+    f = filter_sequential(pb, "batch_first")
+    mean, cov, cross = smoother_sequential(pb, f, "batch_first")
+    return dict(mean=mean, cov=cov, cross_cov=cross, ll=f.log_likelihood, filt_mean=f.filt_mean,
+                pred_mean=f.pred_mean, filt_cov=f.filt_cov, pred_cov=f.pred_cov)
+
+
+def _assert_close(res, ref, tol):
+    f = res.filter
+    got = dict(mean=res.mean, cov=res.cov, cross_cov=res.cross_cov, ll=f.log_likelihood,
+               filt_mean=f.filt_mean, pred_mean=f.pred_mean, filt_cov=f.filt_cov, pred_cov=f.pred_cov)
+    for name, want in ref.items():
+        if name not in got:
+            continue
+        assert got[name].shape == want.shape, name
+        if want.numel() == 0:
+            continue
+        scale = max(1.0, want.abs().max().item())
+        err = (got[name].double() - want.double()).abs().max().item()
+        assert err <= tol * scale, f"{name}: max abs error {err:.3g} (scale {scale:.3g})"
+
+
+def _steady_index(kw) -> int:
+    return shared.filter_covariances(prepare(**kw)).gain.shape[0]
+
+
+@pytest.mark.parametrize("seed,steps", [(0, 40), (2, 40), (4, 7)])
+@pytest.mark.parametrize("controls", [True, False])
+def test_matches_dense_oracle_past_the_steady_state(seed, steps, controls):
+    kw = random_problem(batch=3, steps=steps, n=3, m=2, controls=controls, seed=seed)
+    if steps == 40:
+        assert _steady_index(kw) < steps - shared.MIN_BLOCKED    # steady state and a blocked run
+    with torch.no_grad():
+        _assert_close(kalman_smoother(**kw), oracle(kw), 1e-8)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 17, 250])
+def test_matches_per_sequence_implementation_float64(steps):
+    kw = random_problem(batch=4, steps=steps, n=4, m=2, seed=steps)
+    with torch.no_grad():
+        _assert_close(kalman_smoother(**kw), _reference(kw), 1e-9)
+
+
+@pytest.mark.parametrize("steps", [100, 1000])
+def test_float32_matches_float64(steps):
+    """float32 results stay within float32 rounding of the float64 ones over long sequences."""
+    kw = random_problem(batch=8, steps=steps, n=4, m=2, seed=7)
+    with torch.no_grad():
+        r32 = kalman_smoother(**{k: v.float() for k, v in kw.items()})
+        ref = _reference(kw)
+    _assert_close(r32, ref, 2e-5)
+    assert (torch.linalg.eigvalsh(r32.cov[0].double()) > 0).all()
+
+
+def test_filter_api_equals_smoother_forward_pass():
+    kw = random_problem(batch=3, steps=60, n=3, m=2, seed=1)
+    with torch.no_grad():
+        f = kalman_filter(**kw)
+        s = kalman_smoother(**kw)
+    for name in ("pred_mean", "filt_mean", "pred_cov", "filt_cov", "log_likelihood"):
+        torch.testing.assert_close(getattr(f, name), getattr(s.filter, name), rtol=0, atol=0)
+
+
+def test_steady_state_only_without_gradients_into_covariances():
+    """Stops early without gradients; runs every step when A needs one; obs needing a gradient
+    keeps the shortcut (the covariances do not depend on obs) and still differentiates."""
+    kw = random_problem(batch=3, steps=80, n=3, m=2, seed=0)
+    assert _steady_index(kw) < 40
+    A = kw["A"].clone().requires_grad_(True)
+    assert _steady_index(dict(kw, A=A)) == 80
+    obs = kw["obs"].clone().requires_grad_(True)
+    assert _steady_index(dict(kw, obs=obs)) < 40
+    res = kalman_smoother(**dict(kw, obs=obs))
+    res.mean.sum().backward()
+    assert obs.grad is not None and torch.isfinite(obs.grad).all() and obs.grad.abs().sum() > 0
+
+
+def test_gradcheck_through_observations_past_the_steady_state():
+    kw = random_problem(batch=2, steps=30, n=2, m=2, p=1, seed=3)
+    args = [kw[k].clone().requires_grad_(True) for k in ("obs", "mu0", "controls")]
+
+    def run(obs, mu0, controls):
+        r = kalman_smoother(**dict(kw, obs=obs, mu0=mu0, controls=controls))
+        return r.log_likelihood, r.mean, r.filter.pred_mean
+
+    assert _steady_index(kw) < 20
+    assert torch.autograd.gradcheck(run, args, fast_mode=True)
+
+
+@pytest.mark.parametrize("case,fast", [
+    (dict(), True),
+    (dict(controls=False), True),
+    (dict(varying=True), False),
+    (dict(mask=True), False),
+    (dict(batched_prior=True), False),
+])
+def test_api_takes_the_shared_path_exactly_when_it_applies(monkeypatch, case, fast):
+    calls = []
+    real = shared.smoother_shared
+
+    def spy(pb):
+        calls.append(pb)
+        return real(pb)
+
+    monkeypatch.setattr(shared, "smoother_shared", spy)
+    kw = random_problem(batch=2, steps=6, n=3, m=2, seed=5, **case)
+    with torch.no_grad():
+        res = kalman_smoother(**kw)
+    assert bool(calls) == fast
+    _assert_close(res, oracle(kw), 1e-8)
+
+
+def _loop(x0, c, F, reverse):
+    h, S = F.shape[0], c.shape[1]
+    xs, x = [x0], x0
+    for t in (range(S - 1, -1, -1) if reverse else range(S)):
+        x = F[min(t, h - 1)] @ x + c[:, t]
+        xs.append(x)
+    if reverse:
+        xs.reverse()
+    return torch.stack(xs, 1)
+
+
+@pytest.mark.parametrize("steps", [1, 5, 15, 16, 17, 36, 50, 101, 400])
+@pytest.mark.parametrize("head", [1, 3, 40])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_affine_recursion_equals_step_by_step_loop(steps, head, reverse):
+    g = torch.Generator().manual_seed(steps + head)
+    n, B = 3, 5
+    c = torch.randn(n, steps, B, generator=g, dtype=torch.float64)
+    x0 = torch.randn(n, B, generator=g, dtype=torch.float64)
+    F = 0.4 * torch.randn(head, n, n, generator=g, dtype=torch.float64)
+    want = _loop(x0, c, F, reverse)
+    scratch = torch.empty(shared.scratch_size(n, steps, B), dtype=torch.float64)
+    for got in (shared.affine_recursion(x0, c, F, reverse),
+                shared.affine_recursion(x0, c, F, reverse, scratch=scratch)):
+        assert got.shape == (n, steps + 1, B)
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+    x0.requires_grad_(True)
+    got = shared.affine_recursion(x0, c, F, reverse)               # differentiable path
+    torch.testing.assert_close(got.detach(), want, rtol=1e-11, atol=1e-11)
+    assert got.requires_grad
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 16, 33])
+def test_stein_steps_equal_the_recursion(count):
+    g = torch.Generator().manual_seed(count)
+    J = 0.3 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+    X = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    Lc, P = X @ X.T, torch.eye(3, dtype=torch.float64)
+    want = []
+    for _ in range(count):
+        P = Lc + J @ P @ J.T
+        want.append(P)
+    torch.testing.assert_close(shared.stein_steps(torch.eye(3, dtype=torch.float64), J, Lc, count),
+                               torch.stack(want), rtol=1e-12, atol=1e-12)
+
+
+def test_first_converged_finds_the_first_repeat():
+    eps = torch.finfo(torch.float32).eps
+    X = torch.ones(6, 2, 2)
+    X[0] *= 2.0
+    X[1] *= 1.5
+    X[2] *= 1.0 + 2 * eps
+    assert shared.first_converged(X) == 3                    # X[3] within 4 ulps of X[2]
+    X[2] = 1.0 + 20 * eps
+    assert shared.first_converged(X) == 4                    # 20 ulps apart: not yet
+    assert shared.first_converged(X[:4]) is None
+    assert shared.first_converged(X[:1]) is None
