@@ -1,7 +1,7 @@
 """Benchmark of the Kalman core: batched RTS smoother (filter + smoother) timings.
 
-Problem: B = 256 sequences, T in {20, 100, 500}, state n = 4, observation m = 2, float32, CPU.
-Measured in the same run (anchors are optional and skipped when not installed):
+Problem: B = 256 sequences, T in {20, 100, 500, 1000}, state n = 4, observation m = 2, float32,
+CPU.  Measured in the same run (anchors are optional and skipped when not installed):
 
 * ``torch_shared``: ``kalman_smoother`` with shared A, C, P0 (the covariance recursion is
   computed once for the batch; the default code path for this problem).
@@ -12,19 +12,29 @@ Measured in the same run (anchors are optional and skipped when not installed):
 * ``dynamax``: ``jax.jit(jax.vmap(lgssm_smoother))`` (compiled before timing).
 * ``pykalman``: ``KalmanFilter.smooth`` looped over the sequences (T = 100 only; slow).
 
+The per-sequence, parallel and training-step variants run only for T <= ``--slow-max-steps``.
 Every figure is the median of ``--repeats`` runs after a warm-up (``min_*``: the minimum).
 ``paired_ratio_*`` compares torch and dynamax timed in alternating blocks (see
-:func:`paired_ratio`), the robust comparison on a shared, loaded CPU.  Run::
+:func:`paired_ratio`), the robust comparison on a shared, loaded CPU; ``paired_cpu_ratio_*``
+is the same with process CPU time (all threads of the process, so XLA's worker threads count)
+instead of wall time, which preemption by other processes does not inflate.
 
-    python -m experiments.bench_kalman            # writes experiments/results/bench_kalman.json + .png
+Fairness: ``--threads N`` sets torch's intra-op threads and, unless ``XLA_FLAGS`` is already
+set, XLA's (``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` for N = 1),
+before jax is imported.  The JSON records both, the load average at the start and end, and the
+other processes that used the CPU while it ran.  Run::
+
+    python -m experiments.bench_kalman --threads 1   # writes experiments/results/bench_kalman.json + .png
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,20 +83,27 @@ def median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None] =
     return 1e3 * statistics.median(times)
 
 
-def torch_timings(p: dict[str, np.ndarray], repeats: int, device: str) -> tuple[dict, np.ndarray]:
+def torch_timings(p: dict[str, np.ndarray], repeats: int, device: str, slow: bool = True
+                  ) -> tuple[dict, np.ndarray]:
+    """Median ms of the torch variants (the per-sequence, parallel and training-step ones only if
+    ``slow``) and the smoothed means of ``torch_shared``."""
     kw = {k: torch.from_numpy(v).to(device) for k, v in p.items()}
     obs = kw.pop("obs")
     batch, n = obs.shape[0], kw["A"].shape[0]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    out: dict[str, float] = {}
+    out: dict[str, float | None] = {}
+    kw_seq = dict(kw, P0=kw["P0"].expand(batch, n, n))
     with torch.inference_mode():
         out["torch_shared"] = median_ms(lambda: kalman_smoother(obs, **kw), repeats, sync, "torch_shared")
-        kw_seq = dict(kw, P0=kw["P0"].expand(batch, n, n))
-        out["torch_per_sequence"] = median_ms(lambda: kalman_smoother(obs, **kw_seq), repeats, sync,
-                                              "torch_per_sequence")
-        out["torch_parallel"] = median_ms(lambda: kalman_smoother(obs, **kw, method="parallel"),
-                                          max(3, repeats // 3), sync)
         means = kalman_smoother(obs, **kw).mean.cpu().numpy()
+        if slow:
+            out["torch_per_sequence"] = median_ms(lambda: kalman_smoother(obs, **kw_seq), repeats, sync,
+                                                  "torch_per_sequence")
+            out["torch_parallel"] = median_ms(lambda: kalman_smoother(obs, **kw, method="parallel"),
+                                              max(3, repeats // 3), sync)
+    if not slow:
+        out.update(torch_per_sequence=None, torch_parallel=None, torch_train_step=None)
+        return out, means
     A = kw["A"].clone().requires_grad_(True)
 
     def train_step():
@@ -98,24 +115,76 @@ def torch_timings(p: dict[str, np.ndarray], repeats: int, device: str) -> tuple[
 
 
 def paired_ratio(fn_a: Callable[[], object], fn_b: Callable[[], object], rounds: int,
-                 block: int = 5) -> float:
+                 block: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
     """Median over ``rounds`` of median-time(a) / median-time(b), each round timing a block of
     ``block`` calls of ``a`` then of ``b`` (after one discarded warm-up call each).
 
     On a shared CPU the load changes from second to second; comparing the two within a round
     makes their ratio much more stable than the ratio of two separately measured medians, and
     the warm-up call keeps one library's thread-pool wake-up or cache refill out of the other's
-    timing."""
-    def block_ms(fn):
+    timing.  ``clock``: wall time by default; ``time.process_time`` measures the CPU time of
+    the whole process instead."""
+    def block_time(fn):
         fn()
         times = []
         for _ in range(block):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
         return statistics.median(times)
 
-    return statistics.median(block_ms(fn_a) / block_ms(fn_b) for _ in range(rounds))
+    return statistics.median(block_time(fn_a) / block_time(fn_b) for _ in range(rounds))
+
+
+def xla_thread_flags(threads: int) -> str | None:
+    """Set ``XLA_FLAGS`` for ``threads`` = 1 (single-threaded XLA CPU) unless already set; must run
+    before jax is imported.  Returns the flags in effect."""
+    if threads == 1 and "XLA_FLAGS" not in os.environ:
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return os.environ.get("XLA_FLAGS")
+
+
+def _cpu_ticks() -> dict[int, int]:
+    ticks = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks[int(d.name)] = int(fields[11]) + int(fields[12])      # utime + stime
+            except (OSError, IndexError, ValueError):
+                pass
+    return ticks
+
+
+def _process_name(pid: int) -> str:
+    """``python -m <module>`` for Python modules, else the executable's name (never arguments)."""
+    try:
+        argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    args = [a.decode(errors="replace") for a in argv if a]
+    if not args:
+        return "?"
+    if "-m" in args[:-1]:
+        return f"python -m {args[args.index('-m') + 1]}"
+    return os.path.basename(args[0])
+
+
+def busy_processes(interval: float = 1.0, min_share: float = 0.1) -> list[dict[str, object]]:
+    """Other processes that used at least ``min_share`` of a core during ``interval`` seconds
+    (Linux ``/proc``; empty elsewhere): name and share of a core."""
+    if not Path("/proc/self/stat").exists():
+        return []
+    hz = os.sysconf("SC_CLK_TCK")
+    before = _cpu_ticks()
+    time.sleep(interval)
+    after = _cpu_ticks()
+    busy = []
+    for pid, t in after.items():
+        share = (t - before.get(pid, t)) / hz / interval
+        if pid != os.getpid() and share >= min_share:
+            busy.append({"process": _process_name(pid), "core_share": round(share, 2)})
+    return sorted(busy, key=lambda b: -float(b["core_share"]))  # type: ignore[arg-type]
 
 
 def dynamax_function(p: dict[str, np.ndarray]) -> Callable[[], np.ndarray] | None:
@@ -199,32 +268,43 @@ def plot(results: dict, path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, nargs="+", default=[20, 100, 500])
+    ap.add_argument("--steps", type=int, nargs="+", default=[20, 100, 500, 1000])
+    ap.add_argument("--slow-max-steps", type=int, default=500,
+                    help="largest T for the per-sequence, parallel and training-step variants")
     ap.add_argument("--state-dim", type=int, default=4)
     ap.add_argument("--obs-dim", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--paired-rounds", type=int, default=15,
+                    help="rounds of the paired torch/dynamax comparison (blocks of 5 calls each)")
+    ap.add_argument("--threads", type=int, default=1, help="torch (and, for 1, XLA) intra-op threads")
     ap.add_argument("--pykalman-steps", type=int, nargs="*", default=[100],
                     help="T values for which the (slow) pykalman loop is timed")
     ap.add_argument("--pykalman-seqs", type=int, default=256,
                     help="sequences pykalman smooths (time is scaled to --batch)")
     ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--notes", default="", help="a note on the machine's state, stored in the JSON")
     ap.add_argument("--name", default="bench_kalman")
     ap.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
     ap.add_argument("--quick", action="store_true", help="T = 20, 2 repeats, no anchors (a smoke run)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.batch, args.steps, args.repeats, args.no_anchors = 32, [20], 2, True
+        args.batch, args.steps, args.repeats, args.paired_rounds, args.no_anchors = 32, [20], 2, 3, True
     torch.set_num_threads(args.threads)
+    xla_flags = xla_thread_flags(args.threads)
+    environment = {"load_average_1_5_15min": {"start": list(os.getloadavg())},
+                   "busy_processes": {"start": busy_processes()},
+                   "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                   "xla_flags": xla_flags}
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results: dict[str, dict] = {}
     for T in tqdm(args.steps, desc="bench_kalman"):
         p = make_problem(args.batch, T, args.state_dim, args.obs_dim, args.seed)
-        row, means = torch_timings(p, args.repeats, "cpu")
+        slow = T <= args.slow_max_steps
+        row, means = torch_timings(p, args.repeats, "cpu", slow)
         if "cuda" in devices:
-            gpu, _ = torch_timings(p, args.repeats, "cuda")
+            gpu, _ = torch_timings(p, args.repeats, "cuda", slow)
             row.update({f"gpu_{k}": v for k, v in gpu.items()})
         row["dynamax"] = row["pykalman"] = None
         if not args.no_anchors:
@@ -235,15 +315,20 @@ def main(argv: list[str] | None = None) -> int:
                 obs = kw.pop("obs")
                 kw_seq = dict(kw, P0=kw["P0"].expand(args.batch, *kw["P0"].shape))
                 with torch.inference_mode():
+                    shared = lambda obs=obs, kw=kw: kalman_smoother(obs, **kw)  # noqa: E731
                     row["paired_ratio_torch_shared_to_dynamax"] = paired_ratio(
-                        lambda obs=obs, kw=kw: kalman_smoother(obs, **kw), dyn_fn, max(3, args.repeats // 3))
-                    row["paired_ratio_torch_per_sequence_to_dynamax"] = paired_ratio(
-                        lambda obs=obs, kw=kw_seq: kalman_smoother(obs, **kw), dyn_fn, 3, block=3)
+                        shared, dyn_fn, args.paired_rounds)
+                    row["paired_cpu_ratio_torch_shared_to_dynamax"] = paired_ratio(
+                        shared, dyn_fn, args.paired_rounds, clock=time.process_time)
+                    if slow:
+                        row["paired_ratio_torch_per_sequence_to_dynamax"] = paired_ratio(
+                            lambda obs=obs, kw=kw_seq: kalman_smoother(obs, **kw), dyn_fn, 3, block=3)
             if dyn is not None:
                 row["dynamax"] = dyn[0]
                 row["dynamax_max_abs_diff_means"] = float(np.abs(dyn[1] - means).max())
                 row["ratio_torch_shared_to_dynamax"] = row["torch_shared"] / dyn[0]
-                row["ratio_torch_per_sequence_to_dynamax"] = row["torch_per_sequence"] / dyn[0]
+                if row["torch_per_sequence"] is not None:
+                    row["ratio_torch_per_sequence_to_dynamax"] = row["torch_per_sequence"] / dyn[0]
             if T in args.pykalman_steps:
                 pk = pykalman_timing(p, min(args.pykalman_seqs, args.batch))
                 if pk is not None:
@@ -255,10 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         MIN_TIMES.clear()
         results[str(T)] = row
         tqdm.write(f"T={T}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if v is not None))
+    environment["load_average_1_5_15min"]["end"] = list(os.getloadavg())
+    environment["busy_processes"]["end"] = busy_processes()
+    results["environment"] = environment
+    results["notes"] = args.notes
     config = dict(vars(args), dtype="float32", devices=devices)
     path = save_results(args.name, config, results, module="bench_kalman", args=argv,
                         seed=args.seed, out_dir=output_dir(args.out_dir, args.quick))
-    plot(results, path.with_suffix(".png"))
+    plot({k: v for k, v in results.items() if k.isdigit()}, path.with_suffix(".png"))
     print(f"wrote {path}")
     return 0
 
