@@ -1,6 +1,6 @@
 """The shared-covariance smoother (worldmodels.kalman.shared): exact against the dense oracle and
-the per-sequence implementation beyond its steady state, in float64 and float32; its blocked
-affine recursions and closed-form Stein sums equal plain step-by-step loops; gradients flow;
+the per-sequence implementation beyond its steady state, in float64 and float32; its affine
+recursions and closed-form Stein sums equal plain step-by-step loops; gradients flow;
 the public API takes it exactly when A, C, P0 are shared and nothing is masked."""
 
 import pytest
@@ -47,7 +47,7 @@ def _steady_index(kw) -> int:
 def test_matches_dense_oracle_past_the_steady_state(seed, steps, controls):
     kw = random_problem(batch=3, steps=steps, n=3, m=2, controls=controls, seed=seed)
     if steps == 40:
-        assert _steady_index(kw) < steps - shared.MIN_BLOCKED    # steady state and a blocked run
+        assert _steady_index(kw) < steps - 10                    # well past the steady state
     with torch.no_grad():
         _assert_close(kalman_smoother(**kw), oracle(kw), 1e-8)
 
@@ -139,7 +139,7 @@ def _loop(x0, c, F, reverse):
     return torch.stack(xs, 1)
 
 
-@pytest.mark.parametrize("steps", [1, 5, 15, 16, 17, 36, 50, 101, 400])
+@pytest.mark.parametrize("steps", [1, 5, 17, 101])
 @pytest.mark.parametrize("head", [1, 3, 40])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_affine_recursion_equals_step_by_step_loop(steps, head, reverse):
@@ -149,11 +149,9 @@ def test_affine_recursion_equals_step_by_step_loop(steps, head, reverse):
     x0 = torch.randn(n, B, generator=g, dtype=torch.float64)
     F = 0.4 * torch.randn(head, n, n, generator=g, dtype=torch.float64)
     want = _loop(x0, c, F, reverse)
-    scratch = torch.empty(shared.scratch_size(n, steps, B), dtype=torch.float64)
-    for got in (shared.affine_recursion(x0, c, F, reverse),
-                shared.affine_recursion(x0, c, F, reverse, scratch=scratch)):
-        assert got.shape == (n, steps + 1, B)
-        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+    got = shared.affine_recursion(x0, c, F, reverse)                # in place, no autograd
+    assert got.shape == (n, steps + 1, B)
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
     x0.requires_grad_(True)
     got = shared.affine_recursion(x0, c, F, reverse)               # differentiable path
     torch.testing.assert_close(got.detach(), want, rtol=1e-11, atol=1e-11)

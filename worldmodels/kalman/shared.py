@@ -7,9 +7,11 @@ the Riccati recursion stops at its steady state (the covariance changes by at mo
 ``STEADY_ULPS`` units of rounding in one step), with gradients it runs every step (``k = T``).
 
 The means then follow affine recursions ``x_t = F_t x_{t-1} + c_t`` whose matrices are shared by
-the batch.  Where ``F_t`` is constant (the steady state) they are solved in blocks of about
-``sqrt(T)`` steps with a few large matrix products (:func:`affine_recursion`) instead of one
-small product per step; the results differ from the step-by-step recursion only by rounding.
+the batch (:func:`affine_recursion`): everything else (the inputs ``c_t``, predictions,
+innovations, log-likelihood) is a few whole-sequence matrix products, and without autograd the
+recursions run in place, one ``addmm_`` per step.  (Solving the constant-matrix run in blocks of
+about sqrt(T) steps with large products was measured slower on a loaded 2-core CPU at T = 100 to
+1000: the extra passes over memory cost more than the per-step calls they save.)
 
 Layout inside: means and observations are feature-first ``[n or m, T, B]``, so a product with a
 shared matrix is one GEMM ``M @ X``.  Means are returned batch-first ``[B, T, n]`` as views of
@@ -30,7 +32,6 @@ from worldmodels.kalman.steps import raise_if_not_pd, symmetrise
 STEADY_ULPS = 4      # steady state: one step changes the covariance by at most this many ulps
 CHECK_FIRST = 4      # steps before the first (vectorised, host-synchronising) steady-state check;
                      # each later check comes one step later than the previous interval
-MIN_BLOCKED = 16     # constant-matrix runs shorter than this are solved step by step
 
 
 def steady_state_allowed(pb: Problem) -> bool:
@@ -185,93 +186,28 @@ def steps_mm(M: torch.Tensor, X: torch.Tensor, bias: torch.Tensor | None = None,
     return out
 
 
-def _affine_blocked_(x0: torch.Tensor, buf: torch.Tensor, F: torch.Tensor, reverse: bool,
-                     scratch: torch.Tensor | None) -> None:
-    """Constant-matrix recursion in place: ``buf`` ``[n, S, B]`` holds ``c`` and receives ``x``.
-
-    Forward: ``x_t = F x_{t-1} + c_t`` from ``x_{-1} = x0``; reverse: ``x_t = F x_{t+1} + c_t``
-    from ``x_S = x0``.  With ``nb`` blocks of ``L = floor(sqrt(S))`` steps: (1) solve every block
-    from zero at once (L GEMMs on ``[n, nb * B + n]``; the extra n columns start from ``F`` and
-    so produce the powers ``F^1 .. F^L``), (2) carry the block boundaries across blocks (nb small
-    products), (3) add ``F^i x_boundary`` to the i-th step after each boundary (one GEMM); the
-    other ``S - nb L < L`` steps are stepped.  The block solutions live in ``scratch`` when it
-    holds ``L n (nb B + n)`` elements.
-    """
-    n, S, B = buf.shape
-    if S < MIN_BLOCKED:
-        x, cols = x0, buf.unbind(1)
-        for t in (range(S - 1, -1, -1) if reverse else range(S)):
-            x = cols[t].addmm_(F, x)
-        return
-    L = math.isqrt(S)
-    nb = S // L
-    r = S - nb * L
-    W = nb * B + n
-    span = slice(r, S) if reverse else slice(0, nb * L)    # the blocked steps; the rest is stepped
-    if scratch is not None and scratch.numel() >= L * n * W:
-        local = scratch.view(-1)[:L * n * W].view(L, n, W)
-    else:
-        local = buf.new_empty(L, n, W)
-    blocks = local[:, :, :nb * B]
-    blocks.view(L, n, nb, B).copy_(buf[:, span].reshape(n, nb, L, B).permute(2, 0, 1, 3))
-    local[:, :, nb * B:].zero_()
-    first, last = (L - 1, 0) if reverse else (0, L - 1)
-    local[first, :, nb * B:] = F
-    rows = local.unbind(0)
-    for j in (range(L - 2, -1, -1) if reverse else range(1, L)):   # every block from zero
-        rows[j].addmm_(F, rows[j + 1] if reverse else rows[j - 1])
-    # step j of a block gets F^(j+1) x_before (forward) or F^(L-j) x_after (reverse): local[j]'s
-    # power columns either way
-    powers = local[:, :, nb * B:].reshape(L * n, n)
-    FL = rows[last][:, nb * B:]
-    ends = rows[last][:, :nb * B].view(n, nb, B).unbind(1)   # block values at the far boundary
-    bounds = [x0]
-    for b in (range(nb - 1, 0, -1) if reverse else range(nb - 1)):
-        bounds.append(torch.addmm(ends[b], FL, bounds[-1]))
-    if reverse:
-        bounds.reverse()                                   # bounds[b]: x just after block b
-    blocks.view(L * n, nb * B).addmm_(powers, torch.stack(bounds, 1).view(n, nb * B))
-    buf[:, span].view(n, nb, L, B).copy_(blocks.view(L, n, nb, B).permute(1, 2, 0, 3))
-    x = buf[:, r] if reverse else buf[:, nb * L - 1]
-    for t in (range(r - 1, -1, -1) if reverse else range(nb * L, S)):
-        x = buf[:, t].addmm_(F, x)
-
-
-def scratch_size(n: int, steps: int, batch: int) -> int:
-    """Elements of a scratch buffer that :func:`affine_solve_` never outgrows for ``[n, <= steps, batch]``."""
-    return n * (steps * batch + n * (math.isqrt(max(steps, 1)) + 1))
-
-
-def affine_solve_(buf: torch.Tensor, F: torch.Tensor, reverse: bool = False,
-                  scratch: torch.Tensor | None = None) -> torch.Tensor:
+def affine_solve_(buf: torch.Tensor, F: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """In-place (no autograd) :func:`affine_recursion`: ``buf`` ``[n, S + 1, B]`` holds ``x0`` in
     its boundary slot (first forward, last reverse) and ``c`` in the others, and receives the
-    solution there.  The constant run of ``F`` is solved blockwise (:func:`_affine_blocked_`).
-    Returns ``buf``."""
+    solution there: one in-place ``addmm_`` on a contiguous ``[n, B]`` slice per step.  Returns
+    ``buf``."""
     S = buf.shape[1] - 1
     h = F.shape[0]
-    head = min(h - 1, S)                                   # steps with their own matrix
     Fs = F.unbind(0)
+    cols = buf.unbind(1)
     if reverse:
-        sol, x = buf[:, :S], buf[:, S]
-        if head < S:
-            _affine_blocked_(x, sol[:, head:], Fs[-1], True, scratch)
-            x = sol[:, head]
-        cols = sol[:, :head].unbind(1)
-        for t in range(head - 1, -1, -1):
-            x = cols[t].addmm_(Fs[t], x)
-        return buf
-    sol, x = buf[:, 1:], buf[:, 0]
-    cols = sol[:, :head].unbind(1)
-    for t in range(head):
-        x = cols[t].addmm_(Fs[t], x)
-    if head < S:
-        _affine_blocked_(x, sol[:, head:], Fs[-1], False, scratch)
+        x = cols[S]
+        for t in range(S - 1, -1, -1):
+            x = cols[t].addmm_(Fs[min(t, h - 1)], x)
+    else:
+        x = cols[0]
+        for t in range(S):
+            x = cols[t + 1].addmm_(Fs[min(t, h - 1)], x)
     return buf
 
 
-def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse: bool = False,
-                     scratch: torch.Tensor | None = None) -> torch.Tensor:
+def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse: bool = False
+                     ) -> torch.Tensor:
     """Solve an affine recursion with matrices shared by the batch (column vectors, feature-first).
 
     Forward: ``x_t = F_t x_{t-1} + c_t`` for t = 0..S-1 from ``x_{-1} = x0``; reverse:
@@ -279,8 +215,8 @@ def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse
     ``[n, S, B]``, ``F`` ``[h, n, n]`` compact (``F_t = F[min(t, h - 1)]``).
 
     Returns ``[n, S + 1, B]``: the solution with ``x0`` in front (forward) or at the end
-    (reverse).  Differentiable (step by step) when autograd records; otherwise solved in place
-    by :func:`affine_solve_`.
+    (reverse).  Differentiable when autograd records; otherwise solved in place by
+    :func:`affine_solve_`.
     """
     n, S, B = c.shape
     h = F.shape[0]
@@ -295,7 +231,7 @@ def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse
     buf = c.new_empty(n, S + 1, B)
     buf[:, S if reverse else 0] = x0
     (buf[:, :S] if reverse else buf[:, 1:]).copy_(c)
-    return affine_solve_(buf, F, reverse, scratch)
+    return affine_solve_(buf, F, reverse)
 
 
 def _whitened_sq_norm(Linv: torch.Tensor, V: torch.Tensor, in_place: bool) -> torch.Tensor:
@@ -321,21 +257,16 @@ def _whitened_sq_norm(Linv: torch.Tensor, V: torch.Tensor, in_place: bool) -> to
     return sq if total is None else sq + total
 
 
-def _filter_means(pb: Problem, g: SharedGains, scratch: torch.Tensor | None = None,
-                  obs_buf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predicted and filtered means (feature-first ``[n, T, B]``) and the log-likelihood ``[B]``.
 
     ``m_t|t = G_t (A m_t-1|t-1 + B u_t) + K_t a_t`` with ``G_t = I - K_t C``: an affine recursion
-    with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``).  ``scratch``: for the recursion;
-    ``obs_buf``: holds the feature-first observations (then their whitened innovations)."""
+    with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``)."""
     A, C = pb.A, pb.C
     n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
     k = g.gain.shape[0]
     recording = _problem_recording(pb)
-    if obs_buf is None:
-        Y = pb.obs.permute(2, 1, 0).contiguous()           # [m, T, B]
-    else:
-        Y = obs_buf.view(-1)[:m * T * B].view(m, T, B).copy_(pb.obs.permute(2, 1, 0))
+    Y = pb.obs.permute(2, 1, 0).contiguous()               # [m, T, B]
     G = torch.eye(n, dtype=A.dtype, device=A.device) - g.gain @ C    # [k, n, n]
     F = torch.cat([G[:1], shift(G @ A, 1)], 0)
     Bu = None if pb.Bu is None else pb.Bu.permute(2, 1, 0).contiguous()   # [n, T, B]; Bu_0 = 0
@@ -351,7 +282,7 @@ def _filter_means(pb: Problem, g: SharedGains, scratch: torch.Tensor | None = No
         c = steps_mm(g.gain, Y, out=ext[:, 1:])
         if Bu is not None:
             steps_mm(G, Bu, bias=c, out=c)
-        affine_solve_(ext, F, scratch=scratch)
+        affine_solve_(ext, F)
     filt = ext[:, 1:]
     prev = ext[:, :T].reshape(n, -1)
     pred = (A @ prev if Bu is None else torch.addmm(Bu.reshape(n, -1), A, prev)).view(n, T, B)
@@ -437,13 +368,7 @@ def smoother_shared(pb: Problem) -> SmootherResult:
     """Kalman filter and RTS smoother for ``pb.shared`` problems (see the module docstring)."""
     g = filter_covariances(pb)
     B, T, n = pb.batch, pb.steps, pb.n
-    bufs = None
-    if not _problem_recording(pb):
-        # two buffers serve five arrays: the smoothed means use the first, which is the filter's
-        # scratch before; the second holds the observations, then is the smoother's scratch
-        size = max(scratch_size(n, T, B), pb.m * T * B)
-        bufs = pb.obs.new_empty(size), pb.obs.new_empty(size)
-    pred, filt, ll = _filter_means(pb, g, *(bufs or (None, None)))
+    pred, filt, ll = _filter_means(pb, g)
     fres = _filter_result(pb, g, pred, filt, ll)
     if T == 1:
         return SmootherResult(mean=fres.filt_mean, cov=fres.filt_cov,
@@ -455,14 +380,14 @@ def smoother_shared(pb: Problem) -> SmootherResult:
     J = (Pf @ A.mT) @ Yp                                   # J_t = P_t|t A^T P_t+1|t^-1
     IJA = torch.eye(n, dtype=A.dtype, device=A.device) - J @ A
     Lc = (IJA @ Pf) @ IJA.mT + (J @ Q) @ J.mT              # Joseph-like, PSD in low precision
-    if bufs is None:
+    if _problem_recording(pb):
         c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
         mean = affine_recursion(filt[:, -1], c, J, reverse=True)
     else:
-        mean = bufs[0][:n * T * B].view(n, T, B)
+        mean = filt.new_empty(n, T, B)
         mean[:, -1] = filt[:, -1]
         steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0, out=mean[:, :-1])
-        affine_solve_(mean, J, reverse=True, scratch=bufs[1])
+        affine_solve_(mean, J, reverse=True)
     cov = _smoothed_covariances(g.filt_cov[-1], J, Lc, T, steady_state_allowed(pb))
     cross = cov[1:] @ repeat_last(J, T - 1).mT             # Cov(z_t+1, z_t | all)
     return SmootherResult(mean=_batch_first(mean), cov=cov.expand(B, T, n, n),
