@@ -85,12 +85,13 @@ def check_spd(name: str, x: torch.Tensor) -> None:
 
 
 def _spd_ok(x: torch.Tensor) -> torch.Tensor:
-    """0-dim bool tensor: ``x`` is finite, symmetric and positive definite (as :func:`check_spd`)."""
+    """Bool ``[...]``: each matrix of ``x`` ``[..., k, k]`` is finite, symmetric and positive
+    definite (as :func:`check_spd`, which checks a whole tensor at once)."""
     x = x.detach()
-    scale = x.abs().amax().clamp_min(torch.finfo(x.dtype).tiny)
-    asym = (x - x.mT).abs().amax()
+    scale = x.abs().amax((-2, -1)).clamp_min(torch.finfo(x.dtype).tiny)
+    asym = (x - x.mT).abs().amax((-2, -1))
     _, info = torch.linalg.cholesky_ex(x)
-    return torch.isfinite(x).all() & (asym <= 1e-5 * scale) & (info == 0).all()
+    return torch.isfinite(x).flatten(-2).all(-1) & (asym <= 1e-5 * scale) & (info == 0)
 
 
 def _validate(tensors: dict[str, torch.Tensor], mask: torch.Tensor | None) -> None:
@@ -103,7 +104,13 @@ def _validate(tensors: dict[str, torch.Tensor], mask: torch.Tensor | None) -> No
     spd = ("Q", "R", "P0")
     others = [name for name in tensors if name not in spd and (name != "obs" or mask is None)]
     total = torch.stack([tensors[name].sum() for name in others]).sum()
-    if bool(torch.stack([_spd_ok(tensors[name]) for name in spd] + [torch.isfinite(total)]).all()):
+    Q, R, P0 = (tensors[name] for name in spd)
+    flags = [torch.isfinite(total).reshape(1), _spd_ok(R).reshape(-1)]
+    if P0.dim() == 2:                                      # one batched test for Q and P0
+        flags.append(_spd_ok(torch.stack([Q, P0])))
+    else:
+        flags += [_spd_ok(Q).reshape(-1), _spd_ok(P0).reshape(-1)]
+    if bool(torch.cat(flags).all()):
         if mask is None:
             return
     else:

@@ -102,12 +102,11 @@ def filter_covariances(pb: Problem) -> SharedGains:
     m, T = pb.m, pb.steps
     At = A.mT
     LR, info_r = torch.linalg.cholesky_ex(R)
-    raise_if_not_pd(info_r, "observation noise covariance R")
     RinvC = torch.cholesky_solve(C, LR)                    # R^-1 C
     info_gain = C.mT @ RinvC                               # C^T R^-1 C
     steady = steady_state_allowed(pb)
     P = pb.P0
-    P_pred, P_filt, Y_pred, infos = [], [], [], []
+    P_pred, P_filt, Y_pred, infos = [], [], [], [info_r]
     k, t, chunk = T, 0, CHECK_FIRST
     while t < k:
         stop = min(T, t + chunk) if steady else T
@@ -132,8 +131,8 @@ def filter_covariances(pb: Problem) -> SharedGains:
     pred_cov = symmetrise(torch.stack(P_pred[:k]))
     filt_cov = torch.stack(P_filt[:k])
     L, info = torch.linalg.cholesky_ex(torch.baddbmm(R, C @ pred_cov, C.mT.expand(k, -1, -1)))
-    raise_if_not_pd(torch.cat([torch.stack(infos[:2 * k]), info]),
-                    "predicted, filtered or innovation covariance")
+    raise_if_not_pd(torch.cat([torch.stack(infos[:2 * k + 1]), info]),
+                    "R, a predicted, filtered or innovation covariance")
     eye_m = torch.eye(m, dtype=L.dtype, device=L.device)
     return SharedGains(
         pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=torch.stack(Y_pred[:k]),
