@@ -191,17 +191,21 @@ def affine_solve_(buf: torch.Tensor, F: torch.Tensor, reverse: bool = False) -> 
     solution there: one in-place ``addmm_`` on a contiguous ``[n, B]`` slice per step.  Returns
     ``buf``."""
     S = buf.shape[1] - 1
-    h = F.shape[0]
     Fs = F.unbind(0)
+    head, Fc = min(len(Fs) - 1, S), Fs[-1]                 # steps t < head have their own F_t
     cols = buf.unbind(1)
     if reverse:
         x = cols[S]
-        for t in range(S - 1, -1, -1):
-            x = cols[t].addmm_(Fs[min(t, h - 1)], x)
+        for col in cols[S - 1:head - 1 if head else None:-1]:
+            x = col.addmm_(Fc, x)
+        for t in range(head - 1, -1, -1):
+            x = cols[t].addmm_(Fs[t], x)
     else:
         x = cols[0]
-        for t in range(S):
-            x = cols[t + 1].addmm_(Fs[min(t, h - 1)], x)
+        for t in range(head):
+            x = cols[t + 1].addmm_(Fs[t], x)
+        for col in cols[head + 1:]:
+            x = col.addmm_(Fc, x)
     return buf
 
 
