@@ -50,7 +50,15 @@ from torch.nn import functional as F
 
 from experiments import gtmsm_navigation
 from experiments._results import output_dir, save_results
-from experiments.navigation_goal import EPISODE_SEEDS, AgentFactory, episode_summary, navigation_args, run_episodes
+from experiments.navigation_goal import (
+    EPISODE_SEEDS,
+    NUM_ACTIONS,
+    AgentFactory,
+    episode_summary,
+    navigation_args,
+    reference_agents,
+    run_episodes,
+)
 from experiments.protocol import Protocol, SeedSet, budget_record, config_hash, mean_ci, paired_claim, prepare_run_dir
 from worldmodels.agents.policy import (
     POLICY_FILE,
@@ -68,7 +76,6 @@ from worldmodels.atomic_io import atomic_write_json
 from worldmodels.dnd import DNDMemory, dnd_read
 from worldmodels.gtmsm import GTMSM, GTMSMBelief
 
-NUM_ACTIONS = 5
 TRAIN_SEQUENCES = "image_navigation/train sequence"
 LABELS = {"actor": "actor (mode, trained in GTM-SM)", "gtmsm_cem": "GTM-SM CEM planner",
           "random_walk": "random walk", "oracle": "oracle (true positions)"}
@@ -77,9 +84,6 @@ ACTOR_DEFAULTS = dict(discrete=True, actor_grad="reinforce", hidden=(128, 128), 
                       return_lambda=0.95, updates=3000, batch_size=128, actor_lr=1e-3, critic_lr=1e-3,
                       entropy_coef=3e-3, target_tau=0.02, log_every=50)
 QUICK_ACTOR = dict(updates=6, batch_size=8, horizon=3, log_every=2)
-
-#: ``cem(model, timer)``: the planner's agent factory for one GTM-SM, its decisions timed
-CEMFactory = Callable[[GTMSM, "DecisionTimer"], AgentFactory]
 
 
 # --- goals in GTM-SM's memory -------------------------------------------------------------------
@@ -262,47 +266,6 @@ def actor_agent(model: GTMSM, actor_critic: ActorCritic, device: torch.device, t
     return make
 
 
-def reference_agents(args: argparse.Namespace, device: torch.device, rng: np.random.Generator
-                     ) -> tuple[AgentFactory, AgentFactory, CEMFactory]:
-    """``(random walk, oracle, cem(model, timer))`` with the settings of
-    ``experiments.navigation_goal`` (categorical CEM, 4 iterations, elites a tenth of the population)."""
-    from worldmodels.agents.costs import QuadraticCost
-    from worldmodels.agents.mpc import MPCAgent, MPCConfig, image_obs_to_tensor
-    from worldmodels.agents.oracle import GridOracle
-    from worldmodels.agents.planners import make_planner
-
-    def planner():
-        return make_planner("categorical", num_actions=NUM_ACTIONS, horizon=args.horizon, population=args.population,
-                            num_elites=max(args.population // 10, 2), iterations=4)
-
-    def random_walk(n, goals, goal_views, hist_obs, hist_act):
-        return lambda o, s, t: rng.integers(0, 4, n)
-
-    def oracle(n, goals, goal_views, hist_obs, hist_act):
-        agent = MPCAgent(GridOracle(), planner(), QuadraticCost(torch.as_tensor(goals, dtype=torch.float32)),
-                         MPCConfig(context=1, seed=args.episode_seed), num_envs=n,
-                         obs_to_tensor=lambda x: torch.as_tensor(x, dtype=torch.float32), device=device)
-        return lambda o, s, t: agent.act(s)
-
-    def cem(model: GTMSM, timer: DecisionTimer) -> AgentFactory:
-        def make(n, goals, goal_views, hist_obs, hist_act):
-            with torch.no_grad():
-                goal_code = model.encode(image_obs_to_tensor(goal_views).to(device))[0]  # [n, z]
-            S = model.config.state_dim
-            target = torch.cat([torch.zeros(n, S, device=device), goal_code], -1)
-            weight = torch.cat([torch.zeros(S), torch.ones(goal_code.shape[-1])]).to(device)
-            agent = MPCAgent(model, planner(), QuadraticCost(target, state_weight=weight),
-                             MPCConfig(context=args.explore + args.budget + 1, seed=args.episode_seed),
-                             num_envs=n, device=device)
-            for t, o in enumerate(hist_obs[:-1]):  # the exploration enters the agent's history
-                agent._push(image_obs_to_tensor(o))
-                agent._act[:, -1] = F.one_hot(torch.as_tensor(hist_act[t]), NUM_ACTIONS).float()
-            return timer.wrap(lambda o, s, t: agent.act(o))
-        return make
-
-    return random_walk, oracle, cem
-
-
 def portable(record: dict[str, Any]) -> dict[str, Any]:
     """A training record without the machine paths of its run folder and checkpoint."""
     summary = {k: v for k, v in record.get("summary", {}).items() if k not in ("checkpoint", "run_dir")}
@@ -421,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         timers = {"actor": DecisionTimer(), "gtmsm_cem": DecisionTimer()}
         runs[f"actor seed {seed}"] = run_episodes(f"actor seed {seed}", actor_agent(model, ac, device, timers["actor"]),
                                                   *common)
-        runs[f"GTM-SM CEM seed {seed}"] = run_episodes(f"cem seed {seed}", cem(model, timers["gtmsm_cem"]), *common)
+        runs[f"GTM-SM CEM seed {seed}"] = run_episodes(f"cem seed {seed}", cem(model, timers["gtmsm_cem"].wrap),
+                                                       *common)
         per_seed[seed] = {"actor": episode_summary(runs[f"actor seed {seed}"]),
                           "gtmsm_cem": episode_summary(runs[f"GTM-SM CEM seed {seed}"]),
                           "acting": {k: t.record() for k, t in timers.items()},

@@ -42,6 +42,7 @@ from experiments.protocol import Protocol, SeedSet, budget_record, mean_ci, pair
 
 ENV_ID = "worldmodels/ImageNavigation-v0"
 EPISODE_SEEDS = "ImageNavigation-v0 episode seed"
+NUM_ACTIONS = 5  # up, down, left, right, stay
 LABELS = {"gtmsm": "GTM-SM (thesis)", "random_walk": "random walk", "oracle": "oracle (true positions)"}
 
 #: ``make_agent(n, goals [n, 2], goal_views [n, H, W, C], hist_obs, hist_act) -> act(obs, states, t)``
@@ -161,26 +162,28 @@ def navigation_args(args: argparse.Namespace) -> argparse.Namespace:
     return gtmsm_navigation.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-    nav = navigation_args(args)
-    progress = not args.no_progress
-    device = torch.device(args.device)
-    seeds = list(range(args.episode_seed, args.episode_seed + args.episodes))
+#: ``act(obs [n, ...], states [n, 2], t) -> actions [n]`` of one batch of episodes
+Act = Callable[[np.ndarray, np.ndarray, int], Any]
 
+
+def reference_agents(args: argparse.Namespace, device: torch.device, rng: np.random.Generator
+                     ) -> tuple[AgentFactory, AgentFactory, Callable[..., AgentFactory]]:
+    """``(random walk, oracle, cem(model, wrap=None))``: the goal phase's policies.
+
+    The random walk draws uniform moves from ``rng``; the oracle runs categorical CEM (4 iterations,
+    elites a tenth of ``args.population``, horizon ``args.horizon``) on the true grid position towards
+    the true goal; ``cem(model)`` runs the same planner in a GTM-SM's latent space, scoring the squared
+    distance of the imagined code to the goal crop's encoding, with the exploration in its memory.
+    ``wrap(act) -> act`` (e.g. a timer) wraps the planner's decisions.
+    """
     from worldmodels.agents.costs import QuadraticCost
     from worldmodels.agents.mpc import MPCAgent, MPCConfig, image_obs_to_tensor
     from worldmodels.agents.oracle import GridOracle
     from worldmodels.agents.planners import make_planner
-    from worldmodels.gtmsm import GTMSM
 
     def planner():
-        return make_planner("categorical", num_actions=5, horizon=args.horizon, population=args.population,
+        return make_planner("categorical", num_actions=NUM_ACTIONS, horizon=args.horizon, population=args.population,
                             num_elites=max(args.population // 10, 2), iterations=4)
-
-    rng = np.random.default_rng(args.episode_seed)
 
     def random_walk(n, goals, goal_views, hist_obs, hist_act):
         return lambda o, s, t: rng.integers(0, 4, n)
@@ -191,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          obs_to_tensor=lambda x: torch.as_tensor(x, dtype=torch.float32), device=device)
         return lambda o, s, t: agent.act(s)
 
-    def latent(model: GTMSM) -> AgentFactory:
+    def cem(model, wrap: Callable[[Act], Act] | None = None) -> AgentFactory:
         def make(n, goals, goal_views, hist_obs, hist_act):
             with torch.no_grad():
                 goal_code = model.encode(image_obs_to_tensor(goal_views).to(device))[0]  # [n, z]
@@ -203,10 +206,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                              device=device)
             for t, o in enumerate(hist_obs[:-1]):  # the exploration enters the agent's history
                 agent._push(image_obs_to_tensor(o))
-                agent._act[:, -1] = torch.nn.functional.one_hot(torch.as_tensor(hist_act[t]), 5).float()
-            return lambda o, s, t: agent.act(o)
+                agent._act[:, -1] = torch.nn.functional.one_hot(torch.as_tensor(hist_act[t]), NUM_ACTIONS).float()
+            act: Act = lambda o, s, t: agent.act(o)  # noqa: E731
+            return act if wrap is None else wrap(act)
         return make
 
+    return random_walk, oracle, cem
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    nav = navigation_args(args)
+    progress = not args.no_progress
+    device = torch.device(args.device)
+    seeds = list(range(args.episode_seed, args.episode_seed + args.episodes))
+
+    from worldmodels.gtmsm import GTMSM
+
+    random_walk, oracle, latent = reference_agents(args, device, np.random.default_rng(args.episode_seed))
     common = (seeds, args.explore, args.budget, args.min_distance, progress)
     t0 = time.time()
     refs = {"random_walk": run_episodes("random walk", random_walk, *common),
