@@ -20,7 +20,7 @@ from experiments.protocol import Protocol
 
 #: headline experiments that train several seeds in one command (>= 3 by default, also in --quick)
 MULTI_SEED = {"kvae_imputation", "kvae_pendulum_elbo", "pendulum_swingup", "sb3_in_model", "gtmsm_navigation",
-              "navigation_goal"}
+              "navigation_goal", "navigation_actor"}
 #: scripts whose --quick run (command included) another test already runs; not run twice
 COVERED_ELSEWHERE = {"gpu_check": "tests/test_gpu_check.py"}
 
