@@ -15,8 +15,9 @@ the update and add nothing to the log-likelihood; their observations may be NaN.
 (see :func:`worldmodels.kalman.sequential.filter_sequential`); ``method="parallel"`` uses an
 associative scan (O(log T) depth; for GPUs and long sequences).  Both give the same results up
 to float rounding.  Returned covariances that are identical for every sequence (shared ``A``,
-``C``, ``P0``, no mask) are broadcast views (``expand``): call ``.contiguous()`` before writing
-into them in place.
+``C``, ``P0``, no mask) are broadcast views (``expand``), and the means of that case are strided
+views of feature-first storage (see :mod:`worldmodels.kalman.shared`): call ``.contiguous()``
+before writing into them in place or reshaping them.
 """
 
 from __future__ import annotations

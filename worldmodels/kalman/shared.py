@@ -1,7 +1,8 @@
 """Kalman filter and RTS smoother when the covariance recursion is shared by the batch.
 
 With ``A``, ``C``, ``P0`` shared and nothing masked (``Problem.shared``) every covariance and
-gain depends on the step only.  They are computed once, on single ``[n, n]`` matrices, and kept
+gain depends on the step only.  They are computed once, on single ``[n, n]`` matrices (the filter
+in information form, the smoothed covariances of the steady run in closed form), and kept
 as compact stacks ``[k, ., .]`` whose steps ``t >= k`` repeat step ``k - 1``: without gradients
 the Riccati recursion stops at its steady state (the covariance changes by at most
 ``STEADY_ULPS`` units of rounding in one step), with gradients it runs every step (``k = T``).
@@ -95,7 +96,7 @@ def filter_covariances(pb: Problem) -> SharedGains:
     ``STEADY_ULPS`` of the previous one ends it; later steps repeat it).
 
     Per step: ``P_t|t = (P_t|t-1^-1 + C^T R^-1 C)^-1`` and ``P_t+1|t = A P_t|t A^T + Q``, both
-    through Cholesky factors (no subtraction, so both stay positive definite), 6 small ops.
+    through Cholesky factors (no subtraction, so both stay positive definite): seven small ops.
     Gains, innovation factors and log-determinants are then computed for all steps at once.
     """
     A, C, Q, R = pb.A, pb.C, pb.Q, pb.R
