@@ -34,7 +34,7 @@ TITLES = {
     "kvae_imputation": "KVAE imputation (bouncing ball, thesis fig. 6.3)",
     "kvae_pendulum_elbo": "Pendulum test ELBO (thesis table 6.1)",
     "gtmsm_navigation": "GTM-SM 256-step prediction (image navigation, thesis 7.4.1)",
-    "pendulum_swingup": "Pendulum swing-up from pixels (latent MPC)",
+    "pendulum_swingup": "Pendulum swing-up from pixels (latent MPC, learned value, actor)",
     "sb3_in_model": "Pendulum from pixels: SB3 trained only in the model",
     "navigation_goal": "Image-navigation goal rate (GTM-SM memory)",
     "navigation_actor": "Image-navigation goal rate of a discrete actor trained in GTM-SM's imagination",
