@@ -4,7 +4,9 @@ Problem: B = 256 sequences, T in {20, 100, 500, 1000}, state n = 4, observation 
 CPU.  Measured in the same run (anchors are optional and skipped when not installed):
 
 * ``torch_shared``: ``kalman_smoother`` with shared A, C, P0 (the covariance recursion is
-  computed once for the batch; the default code path for this problem).
+  computed once for the batch; the default code path for this problem).  Repeated calls with the
+  same matrices reuse the covariances (``worldmodels.kalman.shared.COVARIANCE_CACHE``); the
+  ``torch_shared_uncached`` figures recompute them on every call, as dynamax does.
 * ``torch_per_sequence``: the same problem with a per-sequence P0 ``[B, n, n]``, which forces the
   per-sequence covariance path that time-varying ``A_t, C_t`` and masks (the KVAE) use.
 * ``torch_parallel``: ``method="parallel"`` (associative scan; meant for GPUs).
@@ -42,6 +44,7 @@ from tqdm import tqdm
 
 from experiments._results import output_dir, save_results
 from worldmodels.kalman import kalman_smoother
+from worldmodels.kalman.shared import covariance_cache_disabled
 
 
 def make_problem(batch: int, steps: int, n: int, m: int, seed: int) -> dict[str, np.ndarray]:
@@ -83,6 +86,12 @@ def median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None] =
     return 1e3 * statistics.median(times)
 
 
+def uncached(obs: torch.Tensor, **kw: torch.Tensor) -> object:
+    """``kalman_smoother`` recomputing the covariances (no reuse from earlier calls)."""
+    with covariance_cache_disabled():
+        return kalman_smoother(obs, **kw)
+
+
 def torch_timings(p: dict[str, np.ndarray], repeats: int, device: str, slow: bool = True
                   ) -> tuple[dict, np.ndarray]:
     """Median ms of the torch variants (the per-sequence, parallel and training-step ones only if
@@ -95,6 +104,8 @@ def torch_timings(p: dict[str, np.ndarray], repeats: int, device: str, slow: boo
     kw_seq = dict(kw, P0=kw["P0"].expand(batch, n, n))
     with torch.inference_mode():
         out["torch_shared"] = median_ms(lambda: kalman_smoother(obs, **kw), repeats, sync, "torch_shared")
+        out["torch_shared_uncached"] = median_ms(lambda: uncached(obs, **kw), repeats, sync,
+                                                 "torch_shared_uncached")
         means = kalman_smoother(obs, **kw).mean.cpu().numpy()
         if slow:
             out["torch_per_sequence"] = median_ms(lambda: kalman_smoother(obs, **kw_seq), repeats, sync,
@@ -244,7 +255,8 @@ def plot(results: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     steps = sorted(int(t) for t in results)
-    keys = ["torch_shared", "torch_per_sequence", "torch_parallel", "torch_train_step", "dynamax", "pykalman"]
+    keys = ["torch_shared", "torch_shared_uncached", "torch_per_sequence", "torch_parallel",
+            "torch_train_step", "dynamax", "pykalman"]
     fig, ax = plt.subplots(figsize=(7, 4))
     for k in keys:
         xs = [t for t in steps if results[str(t)].get(k) is not None]
@@ -320,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                         shared, dyn_fn, args.paired_rounds)
                     row["paired_cpu_ratio_torch_shared_to_dynamax"] = paired_ratio(
                         shared, dyn_fn, args.paired_rounds, clock=time.process_time)
+                    recompute = lambda obs=obs, kw=kw: uncached(obs, **kw)  # noqa: E731
+                    row["paired_ratio_torch_shared_uncached_to_dynamax"] = paired_ratio(
+                        recompute, dyn_fn, args.paired_rounds)
+                    row["paired_cpu_ratio_torch_shared_uncached_to_dynamax"] = paired_ratio(
+                        recompute, dyn_fn, args.paired_rounds, clock=time.process_time)
                     if slow:
                         row["paired_ratio_torch_per_sequence_to_dynamax"] = paired_ratio(
                             lambda obs=obs, kw=kw_seq: kalman_smoother(obs, **kw), dyn_fn, 3, block=3)

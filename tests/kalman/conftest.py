@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from worldmodels.kalman import shared
+
 
 @pytest.fixture(autouse=True)
 def _one_intra_op_thread():
@@ -8,5 +10,6 @@ def _one_intra_op_thread():
     threading makes them ~20x slower (OpenMP barriers), so these tests use one thread."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
+    shared.COVARIANCE_CACHE.clear()          # every test starts without cached covariances
     yield
     torch.set_num_threads(old)

@@ -183,3 +183,63 @@ def test_first_converged_finds_the_first_repeat():
     assert shared.first_converged(X) == 4                    # 20 ulps apart: not yet
     assert shared.first_converged(X[:4]) is None
     assert shared.first_converged(X[:1]) is None
+
+
+def _spy_riccati(monkeypatch):
+    calls = []
+    real = shared.filter_covariances
+
+    def spy(pb):
+        calls.append(pb.steps)
+        return real(pb)
+
+    monkeypatch.setattr(shared, "filter_covariances", spy)
+    return calls
+
+
+def test_covariance_cache_reuses_equal_matrices_only(monkeypatch):
+    calls = _spy_riccati(monkeypatch)
+    kw = random_problem(batch=3, steps=30, n=3, m=2, seed=8)
+    with torch.no_grad():
+        first = kalman_smoother(**kw)
+        again = kalman_smoother(**{k: v.clone() for k, v in kw.items()})   # equal values, new tensors
+        assert len(calls) == 1
+        for name in ("mean", "cov", "cross_cov", "log_likelihood"):
+            assert torch.equal(getattr(first, name), getattr(again, name)), name
+        kalman_smoother(**dict(kw, obs=kw["obs"] + 1.0))                   # other data: still cached
+        assert len(calls) == 1
+        kalman_smoother(**{**kw, "obs": kw["obs"][:, :20], "controls": kw["controls"][:, :20]})
+        assert len(calls) == 2                                              # other T: recomputed
+        for name in ("A", "C", "Q", "R", "P0"):
+            changed = kw[name].clone()
+            changed[0, 0] += 1e-3
+            res = kalman_smoother(**dict(kw, **{name: changed}))
+            with shared.covariance_cache_disabled():
+                ref = kalman_smoother(**dict(kw, **{name: changed}))
+            torch.testing.assert_close(res.cov, ref.cov, rtol=0, atol=0)
+            torch.testing.assert_close(res.mean, ref.mean, rtol=0, atol=0)
+        assert len(calls) == 2 + 2 * 5                                      # every change missed
+
+
+def test_covariance_cache_cannot_be_written_through_results():
+    kw = random_problem(batch=2, steps=12, n=3, m=2, seed=9)
+    with torch.no_grad():
+        ref = kalman_smoother(**kw)
+        cov0, filt0 = ref.cov[0].clone(), ref.filter.filt_cov[0].clone()
+        ref.cov[0].mul_(2.0)                                   # views of this call's copies
+        ref.filter.filt_cov[0].mul_(2.0)
+        again = kalman_smoother(**kw)
+    assert torch.equal(again.cov[0], cov0) and torch.equal(again.filter.filt_cov[0], filt0)
+
+
+def test_cache_not_used_with_gradients_and_usable_after_inference_mode(monkeypatch):
+    calls = _spy_riccati(monkeypatch)
+    kw = random_problem(batch=2, steps=15, n=3, m=2, seed=10)
+    with torch.inference_mode():
+        kalman_smoother(**kw)                                  # filled with inference tensors' copies
+    A = kw["A"].clone().requires_grad_(True)
+    kalman_smoother(**dict(kw, A=A)).log_likelihood.sum().backward()
+    assert len(calls) == 2 and A.grad is not None             # gradient into A: recomputed
+    obs = kw["obs"].clone().requires_grad_(True)
+    kalman_smoother(**dict(kw, obs=obs)).mean.sum().backward()
+    assert len(calls) == 2 and obs.grad is not None           # only obs needs one: cached

@@ -22,7 +22,10 @@ that storage (no copy; ``.contiguous()`` makes one), covariances as broadcast vi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -33,6 +36,7 @@ from worldmodels.kalman.steps import raise_if_not_pd, symmetrise
 STEADY_ULPS = 4      # steady state: one step changes the covariance by at most this many ulps
 CHECK_FIRST = 4      # steps before the first (vectorised, host-synchronising) steady-state check;
                      # each later check comes one step later than the previous interval
+CACHE_SIZE = 4       # covariance computations kept for repeated calls (see CovarianceCache)
 
 
 def steady_state_allowed(pb: Problem) -> bool:
@@ -318,7 +322,7 @@ def _filter_result(pb: Problem, g: SharedGains, pred: torch.Tensor, filt: torch.
 
 def filter_shared(pb: Problem) -> FilterResult:
     """Kalman filter for ``pb.shared`` problems (see the module docstring)."""
-    g = filter_covariances(pb)
+    g = shared_covariances(pb, smoother=False).gains
     return _filter_result(pb, g, *_filter_means(pb, g))
 
 
@@ -368,22 +372,117 @@ def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tenso
     return symmetrise(torch.cat(parts, 0).flip(0))
 
 
-def smoother_shared(pb: Problem) -> SmootherResult:
-    """Kalman filter and RTS smoother for ``pb.shared`` problems (see the module docstring)."""
-    g = filter_covariances(pb)
-    B, T, n = pb.batch, pb.steps, pb.n
-    pred, filt, ll = _filter_means(pb, g)
-    fres = _filter_result(pb, g, pred, filt, ll)
-    if T == 1:
-        return SmootherResult(mean=fres.filt_mean, cov=fres.filt_cov,
-                              cross_cov=fres.filt_cov.new_zeros(B, 0, n, n), filter=fres)
-    A, Q = pb.A, pb.Q
+def _smoother_covariances(pb: Problem, g: SharedGains
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Smoother gains ``J`` ``[kk, n, n]`` (compact), smoothed covariances ``[T, n, n]`` and cross
+    covariances ``[T-1, n, n]`` (``cross[t] = Cov(z_t+1, z_t | all)``), for T >= 2."""
+    A, Q, T, n = pb.A, pb.Q, pb.steps, pb.n
     kk = min(g.gain.shape[0], T - 1)                       # distinct smoother gains, t = 0..T-2
     Pf = g.filt_cov[:kk]
     Yp = repeat_last(shift(g.pred_prec, 1), kk)[:kk]       # P_t+1|t^-1
     J = (Pf @ A.mT) @ Yp                                   # J_t = P_t|t A^T P_t+1|t^-1
     IJA = torch.eye(n, dtype=A.dtype, device=A.device) - J @ A
     Lc = (IJA @ Pf) @ IJA.mT + (J @ Q) @ J.mT              # Joseph-like, PSD in low precision
+    cov = _smoothed_covariances(g.filt_cov[-1], J, Lc, T, steady_state_allowed(pb))
+    return J, cov, cov[1:] @ repeat_last(J, T - 1).mT
+
+
+@dataclass
+class _Covariances:
+    gains: SharedGains
+    smoother: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+
+
+def _detached_copy(x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode(False):                      # a normal tensor, usable with autograd
+        return x.detach().clone()
+
+
+class CovarianceCache:
+    """The last ``size`` covariance computations of the shared path, reused by later calls with
+    equal ``A, C, Q, R, P0`` (compared by value), T, dtype and device: the covariances do not
+    depend on the observations, controls or ``mu0``.  Used only when no gradient flows into
+    the covariances.  Returned covariances are copies, so the cache cannot be written through
+    them.  Thread-safe."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self.enabled = True
+        self._entries: list[tuple[tuple, tuple[torch.Tensor, ...], _Covariances]] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(pb: Problem) -> tuple[tuple, tuple[torch.Tensor, ...]]:
+        meta = (pb.steps, pb.Q.dtype, pb.Q.device, tuple(pb.A.shape), tuple(pb.C.shape))
+        return meta, (pb.A, pb.C, pb.Q, pb.R, pb.P0)
+
+    def find(self, pb: Problem) -> _Covariances | None:
+        meta, keys = self._key(pb)
+        with self._lock:
+            for i, (m, ks, value) in enumerate(self._entries):
+                if m == meta and all(torch.equal(a, b) for a, b in zip(ks, keys)):
+                    self._entries.insert(0, self._entries.pop(i))
+                    return value
+        return None
+
+    def add(self, pb: Problem, value: _Covariances) -> None:
+        meta, keys = self._key(pb)
+        g = value.gains
+        stored = _Covariances(
+            replace(g, **{f: _detached_copy(getattr(g, f)) for f in g.__dataclass_fields__}),
+            None if value.smoother is None else tuple(_detached_copy(x) for x in value.smoother))  # type: ignore[arg-type]
+        with self._lock:
+            self._entries = [e for e in self._entries
+                             if not (e[0] == meta and all(torch.equal(a, b) for a, b in zip(e[1], keys)))]
+            self._entries.insert(0, (meta, tuple(_detached_copy(k) for k in keys), stored))
+            del self._entries[self.size:]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+COVARIANCE_CACHE = CovarianceCache()
+
+
+@contextmanager
+def covariance_cache_disabled() -> Iterator[None]:
+    """Recompute the covariances on every call inside this block (e.g. to time them)."""
+    old = COVARIANCE_CACHE.enabled
+    COVARIANCE_CACHE.enabled = False
+    try:
+        yield
+    finally:
+        COVARIANCE_CACHE.enabled = old
+
+
+def shared_covariances(pb: Problem, smoother: bool) -> _Covariances:
+    """Filter covariances and gains, and with ``smoother`` (T >= 2) the smoother's, from
+    :data:`COVARIANCE_CACHE` when it applies (no gradient into the covariances)."""
+    use_cache = COVARIANCE_CACHE.enabled and steady_state_allowed(pb)
+    hit = COVARIANCE_CACHE.find(pb) if use_cache else None
+    if hit is not None and (hit.smoother is not None or not smoother):
+        g, sm = hit.gains, hit.smoother                    # copies of what callers may expose
+        return _Covariances(replace(g, pred_cov=g.pred_cov.clone(), filt_cov=g.filt_cov.clone()),
+                            None if sm is None else (sm[0], sm[1].clone(), sm[2].clone()))
+    g = filter_covariances(pb) if hit is None else hit.gains
+    value = _Covariances(g, _smoother_covariances(pb, g) if smoother else None)
+    if use_cache:
+        COVARIANCE_CACHE.add(pb, value)
+    return value
+
+
+def smoother_shared(pb: Problem) -> SmootherResult:
+    """Kalman filter and RTS smoother for ``pb.shared`` problems (see the module docstring)."""
+    B, T, n = pb.batch, pb.steps, pb.n
+    covs = shared_covariances(pb, smoother=T > 1)
+    g = covs.gains
+    pred, filt, ll = _filter_means(pb, g)
+    fres = _filter_result(pb, g, pred, filt, ll)
+    if covs.smoother is None:
+        return SmootherResult(mean=fres.filt_mean, cov=fres.filt_cov,
+                              cross_cov=fres.filt_cov.new_zeros(B, 0, n, n), filter=fres)
+    J, cov, cross = covs.smoother
     if _problem_recording(pb):
         c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
         mean = affine_recursion(filt[:, -1], c, J, reverse=True)
@@ -392,7 +491,5 @@ def smoother_shared(pb: Problem) -> SmootherResult:
         mean[:, -1] = filt[:, -1]
         steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0, out=mean[:, :-1])
         affine_solve_(mean, J, reverse=True)
-    cov = _smoothed_covariances(g.filt_cov[-1], J, Lc, T, steady_state_allowed(pb))
-    cross = cov[1:] @ repeat_last(J, T - 1).mT             # Cov(z_t+1, z_t | all)
     return SmootherResult(mean=_batch_first(mean), cov=cov.expand(B, T, n, n),
                           cross_cov=cross.expand(B, T - 1, n, n), filter=fres)
