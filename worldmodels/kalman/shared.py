@@ -81,15 +81,18 @@ class SharedGains:
     """Filter covariances and gains shared by the batch, compact (steps >= k repeat step k - 1).
 
     ``pred_cov``, ``filt_cov`` ``[k, n, n]``; ``pred_prec`` ``[k, n, n]`` (P_t|t-1^-1); ``gain``
-    ``[k, n, m]`` (the Kalman gain K_t);
+    ``[k, n, m]`` (the Kalman gain K_t); ``update`` ``[k, n, n]`` (G_t = I - K_t C);
+    ``transition`` ``[max(k, 2), n, n]`` (the filtered-mean recursion's F_0 = G_0, F_t = G_t A);
     ``chol_inv`` ``[k, m, m]`` (L_t^-1 with L_t L_t^T = C P_t|t-1 C^T + R); ``half_logdet``
-    ``[k]`` (sum log diag L_t).
+    ``[]`` (sum over all T steps of sum log diag L_t).
     """
 
     pred_cov: torch.Tensor
     filt_cov: torch.Tensor
     pred_prec: torch.Tensor
     gain: torch.Tensor
+    update: torch.Tensor
+    transition: torch.Tensor
     chol_inv: torch.Tensor
     half_logdet: torch.Tensor
 
@@ -139,11 +142,14 @@ def filter_covariances(pb: Problem) -> SharedGains:
     raise_if_not_pd(torch.cat([torch.stack(infos[:2 * k + 1]), info]),
                     "R, a predicted, filtered or innovation covariance")
     eye_m = torch.eye(m, dtype=L.dtype, device=L.device)
+    gain = filt_cov @ RinvC.mT                             # K = P_t|t C^T R^-1
+    G = torch.eye(pb.n, dtype=A.dtype, device=A.device) - gain @ C
+    half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)
     return SharedGains(
-        pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=torch.stack(Y_pred[:k]),
-        gain=filt_cov @ RinvC.mT,                          # K = P_t|t C^T R^-1
+        pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=torch.stack(Y_pred[:k]), gain=gain,
+        update=G, transition=torch.cat([G[:1], shift(G @ A, 1)], 0),
         chol_inv=torch.linalg.solve_triangular(L, eye_m.expand_as(L), upper=False),
-        half_logdet=torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1))
+        half_logdet=half_logdet.sum() + (T - k) * half_logdet[-1])
 
 
 def _recording(*xs: torch.Tensor | None) -> bool:
@@ -272,11 +278,9 @@ def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tens
     with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``)."""
     A, C = pb.A, pb.C
     n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
-    k = g.gain.shape[0]
     recording = _problem_recording(pb)
     Y = pb.obs.permute(2, 1, 0).contiguous()               # [m, T, B]
-    G = torch.eye(n, dtype=A.dtype, device=A.device) - g.gain @ C    # [k, n, n]
-    F = torch.cat([G[:1], shift(G @ A, 1)], 0)
+    G, F = g.update, g.transition
     Bu = None if pb.Bu is None else pb.Bu.permute(2, 1, 0).contiguous()   # [n, T, B]; Bu_0 = 0
     mu0 = pb.mu0.t()                                       # [n, B]
     if recording:
@@ -299,9 +303,8 @@ def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tens
         V = torch.addmm(Y.view(m, -1), C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
     else:
         V = Y.view(m, -1).addmm_(C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
-    logdet = g.half_logdet.sum() + (T - k) * g.half_logdet[-1]
     quad = _whitened_sq_norm(g.chol_inv, V, in_place=not recording)
-    ll = -0.5 * quad - logdet - 0.5 * T * m * math.log(2 * math.pi)
+    ll = -0.5 * quad - (g.half_logdet + 0.5 * T * m * math.log(2 * math.pi))
     return pred, filt, ll
 
 
