@@ -52,6 +52,19 @@ def test_matches_dense_oracle_past_the_steady_state(seed, steps, controls):
         _assert_close(kalman_smoother(**kw), oracle(kw), 1e-8)
 
 
+@pytest.mark.parametrize("n,m,steps", [(1, 3, 9), (3, 4, 30), (2, 2, 2)])
+def test_other_shapes_and_a_per_sequence_mean_prior(monkeypatch, n, m, steps):
+    """m > n, n = 1, T = 2, and mu0 [B, n] with a shared P0 (still the shared path)."""
+    calls = []
+    real = shared.smoother_shared
+    monkeypatch.setattr(shared, "smoother_shared", lambda pb: calls.append(1) or real(pb))
+    kw = random_problem(batch=2, steps=steps, n=n, m=m, seed=n + m)
+    kw["mu0"] = torch.randn(2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _assert_close(kalman_smoother(**kw), oracle(kw), 1e-8)
+    assert calls
+
+
 @pytest.mark.parametrize("steps", [1, 2, 17, 250])
 def test_matches_per_sequence_implementation_float64(steps):
     kw = random_problem(batch=4, steps=steps, n=4, m=2, seed=steps)

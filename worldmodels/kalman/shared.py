@@ -354,7 +354,7 @@ def _smoothed_covariances(P_last: torch.Tensor, J: torch.Tensor, Lc: torch.Tenso
     T, lo = steps, J.shape[0] - 1
     n = P_last.shape[-1]
     parts = [P_last.unsqueeze(0)]                          # reverse time order: T-1, T-2, ...
-    P, remaining, count = P_last, T - 1 - lo, 16           # steps of the first closed-form chunk
+    P, remaining, count = P_last, T - 1 - lo, 8            # steps of the first closed-form chunk
     while remaining > 0:
         count = min(count, remaining)
         seq = stein_steps(P, J[-1], Lc[-1], count)
