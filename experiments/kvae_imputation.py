@@ -43,6 +43,7 @@ from experiments.protocol import (
     prepare_run_dir,
     summarize_curves,
 )
+from worldmodels.atomic_io import atomic_write_json
 from worldmodels.baselines import CodeRNN, CodeRNNConfig
 from worldmodels.kvae import KVAE, KVAEConfig
 from worldmodels.vae_rnn import VAERNN, VAERNNConfig
@@ -360,6 +361,31 @@ def score_seed(models: dict, test_set: SequenceTensors, masks: dict) -> dict:
 
 
 
+SCORES_FILE = "scores.json"
+
+
+def scores_key(run_dir: Path, args: argparse.Namespace, test_seqs: int) -> dict:
+    """What a seed's scores depend on: the trained runs (their config hashes), the test set and masks."""
+    runs = {m: (run_dir / m / "config_hash.txt").read_text().strip()
+            for m in ("kvae", "vaernn", "aernn") if (run_dir / m / "config_hash.txt").is_file()}
+    return {"runs": runs, "dataset": args.dataset, "test_seqs": test_seqs, "train_seqs": args.train_seqs,
+            "quick": bool(args.quick), "headline_p": list(HEADLINE_P)}
+
+
+def cached_scores(run_dir: Path, args: argparse.Namespace, test_seqs: int) -> dict | None:
+    """The scores of ``run_dir``'s models saved by an earlier run under the same `scores_key`, else None."""
+    path = run_dir / SCORES_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("key") != json.loads(json.dumps(scores_key(run_dir, args, test_seqs))):
+        return None
+    return saved["scores"]
+
+
 def headline_numbers(res: dict) -> dict[str, float]:
     """Mean wrong-pixel fraction over random drops p in `HEADLINE_P` for each imputer."""
     xs = res["random"]["x"]
@@ -389,9 +415,13 @@ def main(argv=None) -> int:
         t0 = time.time()
         run_dir = run_root / f"seed_{seed}"
         models, training[seed] = train_seed(seed, args, train_set, decay_every, run_dir)
-        res = score_seed({**models, **mean_frame}, test_set, masks)
-        res["headline"] = headline_numbers(res)
-        res["wall_s"] = time.time() - t0
+        res = cached_scores(run_dir, args, len(test_set))
+        if res is None:  # scoring a seed takes as long as training it: kept, so a stopped run resumes
+            res = score_seed({**models, **mean_frame}, test_set, masks)
+            res["headline"] = headline_numbers(res)
+            res["wall_s"] = time.time() - t0
+            atomic_write_json(run_dir / SCORES_FILE, {"key": scores_key(run_dir, args, len(test_set)),
+                                                      "scores": res})
         per_seed[seed] = res
         print(f"seed {seed}:", {k: round(v, 4) for k, v in res["headline"].items()}, flush=True)
         if seed == args.seeds[0]:

@@ -84,3 +84,28 @@ def test_imputation_experiment_builds_the_vaernn_with_xavier_init_by_default():
     assert biases and all(float(b.abs().max()) == 0.0 for b in biases)  # Glorot weights, zero conv biases
     torch_init = build_vaernn((1, 32, 32), 2, parse_args(["--vaernn-init", "torch"]).vaernn_init)
     assert any(float(m.bias.abs().max()) > 0 for m in torch_init.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_scores_of_a_seed_are_kept_and_reused_only_for_the_same_runs(tmp_path, monkeypatch, one_thread):
+    import json
+
+    from experiments import kvae_imputation as exp
+
+    argv = ["--quick", "--seeds", "0", "--run-dir", str(tmp_path / "run"), "--out-dir", str(tmp_path / "out")]
+    assert exp.main(argv) == 0
+    saved = tmp_path / "run" / "seed_0" / exp.SCORES_FILE
+    first = json.loads((tmp_path / "out" / "kvae_imputation.json").read_text())["results"]["per_seed"]["0"]
+    assert json.loads(saved.read_text())["scores"]["headline"] == first["headline"]
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored again although the runs did not change")
+
+    monkeypatch.setattr(exp, "score_seed", no_scoring)
+    assert exp.main(argv) == 0  # a resumed run reads the kept scores
+    again = json.loads((tmp_path / "out" / "kvae_imputation.json").read_text())["results"]["per_seed"]["0"]
+    assert again["headline"] == first["headline"]
+    # scores of other runs (another config hash) are not reused
+    key = json.loads(saved.read_text())
+    key["key"]["runs"]["kvae"] = "0" * 16
+    saved.write_text(json.dumps(key))
+    assert exp.cached_scores(saved.parent, exp.parse_args(argv), 16) is None
