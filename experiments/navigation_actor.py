@@ -73,7 +73,6 @@ from worldmodels.agents.policy import (
 )
 from worldmodels.agents.policy.starts import cat_states
 from worldmodels.atomic_io import atomic_write_json
-from worldmodels.dnd import DNDMemory, dnd_read
 from worldmodels.gtmsm import GTMSM, GTMSMBelief
 
 TRAIN_SEQUENCES = "image_navigation/train sequence"
@@ -92,21 +91,9 @@ def goal_dim(model: GTMSM) -> int:
     return model.config.z_dim + model.config.state_dim
 
 
-def locate_codes(model: GTMSM, memory: DNDMemory, codes: torch.Tensor) -> torch.Tensor:
-    """The memorised agent state whose code is nearest to each of ``codes [B, Q, z_dim]`` (or
-    ``[B, z_dim]``), read from ``memory`` (one per row) in reverse: ``[B, Q, state_dim]`` (or
-    ``[B, state_dim]``). GTM-SM memorises ``[code mean, code logvar, state mean, state logvar]``."""
-    z, S = model.config.z_dim, model.config.state_dim
-    if codes.shape[-1] != z:
-        raise ValueError(f"codes: expected last dim {z} (z_dim), got shape {list(codes.shape)}")
-    reverse = memory.reversed(key_slice=slice(0, z), value_slice=slice(2 * z, 2 * z + S))
-    read = dnd_read(reverse, codes, 1)
-    return read.values[..., 0, :]
-
-
 def goal_vectors(model: GTMSM, belief: GTMSMBelief, goal_codes: torch.Tensor) -> torch.Tensor:
     """Goal vectors ``[B, (Q,) z_dim + state_dim]`` of ``goal_codes [B, (Q,) z_dim]`` in the belief's memory."""
-    return torch.cat([goal_codes, locate_codes(model, belief.memory, goal_codes)], -1)
+    return torch.cat([goal_codes, model.locate_codes(belief.memory, goal_codes)], -1)
 
 
 def goal_model(model: GTMSM) -> tuple[GoalConditioned, GoalDistanceReward]:

@@ -236,15 +236,15 @@ def test_a_memorised_code_is_located_at_the_state_where_it_was_memorised():
         belief = m.observe(obs, actions)
         codes = m.encode(obs)[0]  # [B, T, z]
         states = m.posterior_states(obs, actions, codes=codes, num_memorised=T_CTX, sample=False).mean
-        located = na.locate_codes(m, belief.memory, codes)  # [B, T, S]
-        one = na.locate_codes(m, belief.memory, codes[:, 4])  # [B, S]
+        located = m.locate_codes(belief.memory, codes)  # [B, T, S]
+        one = m.locate_codes(belief.memory, codes[:, 4])  # [B, S]
         goal = na.goal_vectors(m, belief, codes[:, 4])
     torch.testing.assert_close(located, states)
     torch.testing.assert_close(one, states[:, 4])
     torch.testing.assert_close(goal, torch.cat([codes[:, 4], states[:, 4]], -1))
     assert goal.shape == (3, na.goal_dim(m))
     with pytest.raises(ValueError, match="codes"):
-        na.locate_codes(m, belief.memory, codes[..., :-1])
+        m.locate_codes(belief.memory, codes[..., :-1])
 
 
 def test_goal_frames_are_far_enough_back_and_not_the_current_view():

@@ -496,6 +496,17 @@ class GTMSM(WorldModel):
         return dnd_read(memory, self.key_map(states), self.config.k, delta=self.config.delta,
                         backend=self.config.dnd_backend)
 
+    def locate_codes(self, memory: DNDMemory, codes: torch.Tensor) -> torch.Tensor:
+        """Where codes were memorised: the memorised state mean whose code mean is nearest to each of
+        ``codes [B, Q, z_dim]`` (or ``[B, z_dim]``), one memory per row, read in reverse (code ->
+        state): ``[B, Q, state_dim]`` (or ``[B, state_dim]``)."""
+        z, S = self.config.z_dim, self.config.state_dim
+        if codes.shape[-1] != z:
+            raise ValueError(f"codes: expected last dim {z} (z_dim), got shape {list(codes.shape)}")
+        # memorised values are [code mean, code logvar, state mean, state logvar] (see memorise)
+        reverse = memory.reversed(key_slice=slice(0, z), value_slice=slice(2 * z, 2 * z + S))
+        return dnd_read(reverse, codes, 1).values[..., 0, :]
+
     def learned_prior(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``p(z | s)`` of a memoryless model with ``memoryless_prior="learned"``: ``states
         [..., S]`` -> ``(mean, logvar) [..., z_dim]``."""
