@@ -113,7 +113,7 @@ def score(models: dict, data: SequenceTensors, masks: torch.Tensor, batch: int =
         for s in range(0, len(data), batch):
             b = data.batch(slice(s, s + batch))
             m = masks[s:s + batch]
-            pred = model.impute(b.obs, b.actions, m, method=method)
+            pred = model.impute(b.obs, b.actions, m, method=method, observed="copy")  # only missing frames count
             n_miss = float((1 - m).sum())
             wrong += wrong_pixel_fraction(pred, b.obs, m) * n_miss
             miss += n_miss
@@ -128,7 +128,7 @@ class Reconstruction:
     def __init__(self, encoder, decode) -> None:
         self.encoder, self.decode_fn = encoder, decode
 
-    def impute(self, obs, actions, mask, method="filter"):
+    def impute(self, obs, actions, mask, method="filter", observed="estimate"):
         return self.decode_fn(self.encoder(obs)[0])
 
 
@@ -167,7 +167,7 @@ class MeanFrame:
     def __init__(self, train_set: SequenceTensors) -> None:
         self.frame = train_set.obs_u8[:, :].float().mean((0, 1)) / 255.0  # [C, H, W]
 
-    def impute(self, obs, actions, mask, method="filter"):
+    def impute(self, obs, actions, mask, method="filter", observed="estimate"):
         return self.frame.expand_as(obs)
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -197,6 +197,27 @@ def check_state_pair(a: LatentState, b: LatentState, same_batch: bool = True) ->
             raise ValueError(f"state field {f.name}: shapes {list(x.shape)} and {list(y.shape)} differ")
 
 
+#: what ``impute`` returns at observed frames: the model's estimate, or the frame as given
+Observed = Literal["estimate", "copy"]
+
+
+def fill_missing(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, obs: torch.Tensor,
+                 mask: torch.Tensor, observed: Observed) -> torch.Tensor:
+    """Frames ``[B, T, C, H, W]`` from per-frame ``latents [B, T, D]``: all decoded
+    (``observed="estimate"``), or ``obs`` where ``mask [B, T]`` is set and decoded only where it
+    is not (``"copy"``; the decoder then runs on the missing frames alone)."""
+    if observed == "estimate":
+        return decode(latents)
+    if observed != "copy":
+        raise ValueError(f"observed: expected 'estimate' or 'copy', got {observed!r}")
+    out = obs.clone()
+    missing = mask < 0.5
+    if bool(missing.any()):
+        out[missing] = decode(latents[missing]).to(out.dtype)
+    return out
+
+
+
 class WorldModel(nn.Module, ABC):
     """Base class of the package's world models (KVAE, GTM-SM, the plain VAE baseline ...)."""
 
@@ -268,12 +289,15 @@ class WorldModel(nn.Module, ABC):
         return None
 
     def impute(
-        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, method: str = "smooth"
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, method: str = "smooth",
+        observed: Observed = "estimate",
     ) -> torch.Tensor:
         """Fill in missing frames: returns ``[B, T, C, H, W]`` estimates of every frame.
 
         ``mask [B, T]`` marks observed frames. Models without imputation raise
         ``NotImplementedError``; ``method`` selects e.g. "smooth" or "filter" where supported.
+        ``observed="copy"`` returns the observed frames as given and decodes only the missing
+        ones (`fill_missing`; faster when few frames are missing).
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement imputation")
 

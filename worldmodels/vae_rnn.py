@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Batch, Belief, LatentState, LossOutput, WorldModel
+from .base import Batch, Belief, LatentState, LossOutput, Observed, WorldModel, fill_missing
 from .checks import check_batch_frames, check_frames, check_sequences, check_shape, frame_shape, model_dtype
 from .nets import (
     ConvEncoder,
@@ -267,7 +267,7 @@ class VAERNN(WorldModel):
 
     @torch.no_grad()
     def impute(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
-               method: str = "smooth") -> torch.Tensor:
+               method: str = "smooth", observed: Observed = "estimate") -> torch.Tensor:
         """Estimates ``[B, T, C, H, W]`` of every frame; missing ones come from the LSTM prior.
 
         The VAE-RNN has no backward pass: ``method`` "filter" and "smooth" both filter forward.
@@ -277,4 +277,4 @@ class VAERNN(WorldModel):
         self._check_inputs(obs, actions, mask)
         obs = check_frames(obs, mask, model_dtype(self))
         _, _, _, _, z, _ = self._filter(obs, actions, mask, sample=False)
-        return self.decode(z)
+        return fill_missing(self.decode, z, obs, mask, observed)

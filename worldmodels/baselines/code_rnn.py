@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worldmodels.base import Batch, LossOutput
+from worldmodels.base import Batch, LossOutput, Observed, fill_missing
 from worldmodels.checks import check_batch_frames, check_frames, check_sequences, frame_shape, model_dtype
 
 Codec = Callable[[torch.Tensor], torch.Tensor]
@@ -117,7 +117,7 @@ class CodeRNN(nn.Module):
 
     @torch.no_grad()
     def impute(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
-               method: str = "filter") -> torch.Tensor:
+               method: str = "filter", observed: Observed = "estimate") -> torch.Tensor:
         """Frames ``[B, T, C, H, W]``: decoded observed codes, and the LSTM's predictions where
         ``mask = 0``. The LSTM only filters forward, so ``method`` must be ``"filter"``."""
         if method != "filter":
@@ -125,4 +125,4 @@ class CodeRNN(nn.Module):
         mask = self._check(obs, actions, mask)
         obs = check_frames(obs, mask, model_dtype(self), value_range=None)
         _, filled = self.run(self.codes(obs), actions, mask)
-        return self.decode_fn(filled)
+        return fill_missing(self.decode_fn, filled, obs, mask, observed)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worldmodels.base import Batch, Belief, LatentState, LossOutput, WorldModel
+from worldmodels.base import Batch, Belief, LatentState, LossOutput, Observed, WorldModel, fill_missing
 from worldmodels.checks import check_batch_frames, check_frames, check_sequences, check_shape, model_dtype
 from worldmodels.nets import decoder_log_prob, decoder_mean, gaussian_kl
 
@@ -158,7 +158,7 @@ class GaussianStateModel(WorldModel):
         return GaussianStepState(z=z), z
 
     @torch.no_grad()
-    def impute(self, obs, actions, mask, method: str = "smooth") -> torch.Tensor:
+    def impute(self, obs, actions, mask, method: str = "smooth", observed: Observed = "estimate") -> torch.Tensor:
         """Decoded posterior means of every frame (missing ones inferred); ``method`` is accepted
         for API parity: the inference direction is fixed by the model."""
         if method not in ("smooth", "filter"):
@@ -166,7 +166,7 @@ class GaussianStateModel(WorldModel):
         mask = self._check(obs, actions, mask)
         obs = check_frames(obs, mask, model_dtype(self))
         _, qm, _, _, _ = self._posterior(obs, actions, mask, sample=False)
-        return self.decode(qm)
+        return fill_missing(self.decode, qm, obs, mask, observed)
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

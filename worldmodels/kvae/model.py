@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from worldmodels import kalman
-from worldmodels.base import Batch, Belief, LatentState, LossOutput, WorldModel
+from worldmodels.base import Batch, Belief, LatentState, LossOutput, Observed, WorldModel, fill_missing
 from worldmodels.checks import check_finite, check_frames, check_sequences, check_shape, model_dtype
 from worldmodels.kvae.config import KVAEConfig
 from worldmodels.kvae.dynamics import DynamicsNetwork
@@ -361,16 +361,18 @@ class KVAE(WorldModel):
 
     @torch.no_grad()
     def impute(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
-               method: str = "smooth") -> torch.Tensor:
+               method: str = "smooth", observed: Observed = "estimate") -> torch.Tensor:
         """Estimates ``[B, T, C, H, W]`` of every frame given the observed ones (section 6.4).
 
         ``method``: ``smooth`` decodes ``C_t E[z_t | a_obs]``, ``filter`` decodes
         ``C_t E[z_t | a_obs up to t]`` (pure generation after the last observed frame).
+        ``observed="copy"``: observed frames as given, only the missing ones decoded.
         """
         if method not in ("smooth", "filter"):
             raise ValueError(f"method: expected 'smooth' or 'filter', got {method!r}")
         lat = self.infer_latents(obs, actions, mask)
-        return self.decode(lat["smoothed"] if method == "smooth" else lat["filtered"])
+        return fill_missing(self.decode, lat["smoothed"] if method == "smooth" else lat["filtered"], obs, mask,
+                            observed)
 
     def _require_lgssm(self) -> None:
         if self.config.prior != "lgssm":
