@@ -58,6 +58,20 @@ def _git_commit() -> str | None:
         return None
 
 
+def _git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (None without git)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+#: the code a run executes is the checkout at its start (a long run may outlive later commits)
+START_COMMIT, START_DIRTY = _git_commit(), _git_dirty()
+
+
 def _inside_repo(path: str) -> str:
     """``path`` relative to the repository when it lies inside it (as written or resolved), else as is."""
     for p, root in ((Path(os.path.normpath(path)), REPO_ROOT), (Path(path).resolve(), REPO_ROOT.resolve())):
@@ -87,7 +101,9 @@ def save_results(name: str, config: dict, results: dict, *, module: str,
                  args: Sequence[str] | None = None, protocol: Protocol | None = None,
                  seed: int | None = None, out_dir: str | os.PathLike | None = None) -> Path:
     """Write ``<out_dir>/<name>.json`` atomically with the relative command, config, seeds
-    (the `Protocol`'s training, tuning and evaluation sets), package version, commit, machine, date.
+    (the `Protocol`'s training, tuning and evaluation sets), package version, machine, date, and the
+    commit checked out when the run started (``git_commit``; ``git_dirty_at_start`` if tracked files
+    differed from it, ``git_commit_at_save`` if the checkout moved on while the run went).
 
     ``module``/``args`` give the command (see `relative_command`); ``out_dir`` defaults to
     ``experiments/results``. Returns the path written.
@@ -103,10 +119,14 @@ def save_results(name: str, config: dict, results: dict, *, module: str,
         "protocol": None if protocol is None else protocol.to_json(),
         "seed": seed,
         "package_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": START_COMMIT,
+        "git_dirty_at_start": START_DIRTY,
         "machine": machine_info(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "results": results,
     }
+    at_save = _git_commit()
+    if at_save != START_COMMIT:
+        record["git_commit_at_save"] = at_save
     path = out / f"{name}.json"
     return atomic_write_json(path, record)

@@ -32,6 +32,9 @@ def test_three_agents_scored_against_one_oracle_and_actor_critic_reused(tmp_path
     for kind, h in res["chosen_horizons"].items():
         tuned = res["tuning_mean"][kind]
         assert tuned[str(h)] == max(tuned.values())
+    reached = res["secondary"][0]["per_method"]
+    assert set(reached) == set(methods)
+    assert reached["actor alone"]["values"] == [float(seed["actor"]["normalised_score"] >= 0.9)]
     assert res["actor_critic"]["0"]["updates"] == exp.QUICK["policy_updates"]
     assert res["env_steps"]["dataset_frames"] > 0 and res["env_steps"]["online"] == 0
 

@@ -108,6 +108,19 @@ def test_recorded_command_is_relative_to_the_repository(tmp_path):
         assert key in rec
 
 
+def test_recorded_commit_is_the_checkout_at_the_start_of_the_run(tmp_path, monkeypatch):
+    from experiments import _results
+
+    monkeypatch.setattr(_results, "START_COMMIT", "a" * 40)
+    monkeypatch.setattr(_results, "_git_commit", lambda: "b" * 40)  # commits landed while the run went
+    rec = json.loads(save_results("t", {}, {}, module="bench_dnd", out_dir=tmp_path).read_text())
+    assert rec["git_commit"] == "a" * 40 and rec["git_commit_at_save"] == "b" * 40
+    monkeypatch.setattr(_results, "_git_commit", lambda: "a" * 40)
+    rec = json.loads(save_results("t", {}, {}, module="bench_dnd", out_dir=tmp_path).read_text())
+    assert rec["git_commit"] == "a" * 40 and "git_commit_at_save" not in rec
+    assert "git_dirty_at_start" in rec
+
+
 # --- tables ---------------------------------------------------------------------------------------
 
 def _headline_record(values: dict[str, list[float]], claims=()) -> dict:
