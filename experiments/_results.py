@@ -80,6 +80,18 @@ def _inside_repo(path: str) -> str:
     return path
 
 
+def portable_paths(obj: Any) -> Any:
+    """``obj`` (JSON-like) with every absolute path inside the repository made relative to it
+    (`_inside_repo`), so that a result names no folder of the machine that made it."""
+    if isinstance(obj, dict):
+        return {k: portable_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [portable_paths(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        return _inside_repo(obj)
+    return obj
+
+
 def relative_command(module: str, args: Sequence[str] | None = None) -> str:
     """``python -m experiments.<module> <args>``: the command as run from the repository root.
 
@@ -129,4 +141,4 @@ def save_results(name: str, config: dict, results: dict, *, module: str,
     if at_save != START_COMMIT:
         record["git_commit_at_save"] = at_save
     path = out / f"{name}.json"
-    return atomic_write_json(path, record)
+    return atomic_write_json(path, portable_paths(record))

@@ -164,7 +164,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     if not xs:
         raise ValueError("values: expected at least one value")
     n = len(xs)
-    mean = sum(xs) / n
+    mean = xs[0] if all(x == xs[0] for x in xs) else sum(xs) / n  # equal values: no rounding spread
     if n < 2:
         return {"values": xs, "n": n, "mean": mean, "std": None, "half_width": None, "low": None,
                 "high": None, "level": level}

@@ -80,7 +80,12 @@ def fmt(x: float | None) -> str:
 
 def fmt_ci(s: Mapping[str, Any]) -> str:
     """``mean ± half-width`` of a `mean_ci` record."""
-    return f"{fmt(s['mean'])} ± {fmt(s['half_width'])}" if s.get("half_width") is not None else fmt(s["mean"])
+    half = s.get("half_width")
+    if half is None:
+        return fmt(s["mean"])
+    if abs(half) <= 1e-12 * max(abs(s["mean"]), 1e-300):  # equal values whose mean was rounded
+        half = 0.0
+    return f"{fmt(s['mean'])} ± {fmt(half)}"
 
 
 def seeds_text(seedset: Mapping[str, Any] | None) -> str:

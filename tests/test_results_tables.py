@@ -69,6 +69,12 @@ def test_t_interval_matches_the_definition_and_covers_the_mean_at_95_percent():
     assert mean_ci([4.0])["half_width"] is None
 
 
+def test_equal_values_have_an_exactly_zero_interval():
+    s = mean_ci([0.1, 0.1, 0.1])
+    assert s["mean"] == 0.1 and s["std"] == 0.0 and s["half_width"] == 0.0
+    assert tables.fmt_ci({"mean": 0.1, "half_width": 4.2e-17}) == "0.1 ± 0"
+
+
 def test_paired_claim_verdicts():
     assert paired_claim("a < b", [1.0, 1.1, 0.9], [2.0, 2.2, 1.9])["verdict"] == "holds"
     assert paired_claim("a < b", [2.0, 2.2, 1.9], [1.0, 1.1, 0.9])["verdict"] == "does not hold"
@@ -119,6 +125,16 @@ def test_recorded_commit_is_the_checkout_at_the_start_of_the_run(tmp_path, monke
     rec = json.loads(save_results("t", {}, {}, module="bench_dnd", out_dir=tmp_path).read_text())
     assert rec["git_commit"] == "a" * 40 and "git_commit_at_save" not in rec
     assert "git_dirty_at_start" in rec
+
+
+def test_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
+    inside = str(tables.REPO_ROOT / "runs" / "x" / "checkpoints" / "last.pt")
+    rec = json.loads(save_results("t", {"run_dir": str(tables.REPO_ROOT / "runs" / "x")},
+                                  {"training": [{"checkpoint": inside, "note": "/ is not a path here"}]},
+                                  module="bench_dnd", out_dir=tmp_path).read_text())
+    assert rec["config"]["run_dir"] == "runs/x"
+    assert rec["results"]["training"][0]["checkpoint"] == "runs/x/checkpoints/last.pt"
+    assert rec["results"]["training"][0]["note"] == "/ is not a path here"
 
 
 # --- tables ---------------------------------------------------------------------------------------
