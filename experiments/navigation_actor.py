@@ -54,6 +54,7 @@ from experiments.navigation_goal import (
     EPISODE_SEEDS,
     NUM_ACTIONS,
     AgentFactory,
+    add_run_args,
     episode_summary,
     navigation_args,
     reference_agents,
@@ -317,13 +318,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--actor-batch-size", type=int, default=None, help=f"default {ACTOR_DEFAULTS['batch_size']}")
     p.add_argument("--actor-horizon", type=int, default=None,
                    help=f"imagined steps per update (default {ACTOR_DEFAULTS['horizon']})")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
-    p.add_argument("--quick", action="store_true", help="a few updates, 4 short episodes (a smoke run)")
-    p.add_argument("--retrain", action="store_true",
-                   help="delete run folders trained under another configuration and train again")
+    add_run_args(p)
     args = p.parse_args(argv)
     for key, full in FULL.items():
         if getattr(args, key) is None:

@@ -119,6 +119,18 @@ def episode_summary(r: dict[str, np.ndarray]) -> dict[str, Any]:
             "successes": ok.astype(int).tolist()}
 
 
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options every navigation experiment shares: threads, device, progress, results folder,
+    ``--quick`` and ``--retrain``."""
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
+    p.add_argument("--quick", action="store_true", help="a few updates, 4 short episodes (a smoke run)")
+    p.add_argument("--retrain", action="store_true",
+                   help="delete run folders trained under another configuration and train again")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the GTM-SM")
@@ -134,13 +146,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-distance", type=int, default=4)
     p.add_argument("--horizon", type=int, default=8)
     p.add_argument("--population", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out-dir", default=None, help="results folder (default experiments/results)")
-    p.add_argument("--quick", action="store_true", help="a few updates, 4 short episodes (a smoke run)")
-    p.add_argument("--retrain", action="store_true",
-                   help="delete a GTM-SM run folder trained under another configuration and train again")
+    add_run_args(p)
     args = p.parse_args(argv)
     if args.quick:
         args.episodes, args.explore, args.budget, args.horizon, args.population = 4, 24, 4, 3, 20
