@@ -57,6 +57,7 @@ from experiments.navigation_goal import (
     add_run_args,
     episode_summary,
     navigation_args,
+    print_summary,
     reference_agents,
     run_episodes,
 )
@@ -388,11 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config["actor_critic"] = asdict(actor_config(args, args.seeds[0]))
     out = save_results("navigation_actor", config, results, module="navigation_actor", args=argv,
                        protocol=protocol, out_dir=out_dir)
-    print("goal rate, mean over training seeds:",
-          {k: round(v["mean"], 3) for k, v in results["headline"]["per_method"].items()})
-    for c in results["claims"]:
-        print(f"  {c['statement']}: {c['verdict']}")
-    print(f"wrote {out}")
+    print_summary(results, out)
     return 0
 
 

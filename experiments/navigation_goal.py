@@ -279,12 +279,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["artifacts"] = {"plot": "navigation_goal.png"}
     out = save_results("navigation_goal", vars(args), results, module="navigation_goal", args=argv,
                        protocol=protocol, out_dir=out_dir)
+    print_summary(results, out)
+    return 0
+
+
+def print_summary(results: dict[str, Any], out: Path) -> None:
+    """The goal rates (mean over training seeds), the claims' verdicts and the file written."""
     print("goal rate, mean over training seeds:",
           {k: round(v["mean"], 3) for k, v in results["headline"]["per_method"].items()})
     for c in results["claims"]:
         print(f"  {c['statement']}: {c['verdict']}")
     print(f"wrote {out}")
-    return 0
 
 
 def plot(runs: dict[str, dict[str, np.ndarray]], budget: int, path: Path) -> None:
