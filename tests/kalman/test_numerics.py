@@ -74,29 +74,32 @@ def test_sequential_equals_parallel_long(varying):
     torch.testing.assert_close(a.cov, b.cov, rtol=1e-3, atol=1e-3)
 
 
-def test_steady_state_shortcut_matches_full_recursion(monkeypatch):
+@pytest.mark.parametrize("host", [True, False])
+def test_steady_state_shortcut_matches_full_recursion(monkeypatch, host):
     """Without gradients the shared-covariance filter stops the Riccati recursion at its fixed
-    point; with gradients it runs every step.  Both must agree to rounding."""
+    point (in float64 NumPy on the CPU, or in PyTorch as on other devices); with gradients it
+    runs every step.  Both must agree to rounding."""
     from kalman_oracle import random_problem
 
     from worldmodels.kalman import shared
 
+    if not host:
+        monkeypatch.setattr(shared, "HOST_DEVICES", ())
     kw = random_problem(batch=3, steps=200, n=3, m=2, seed=2)
-    found = []
-    real = shared.first_converged
+    steps = []
+    real = shared.compute_covariances
 
-    def spy(X):
-        found.append(real(X))
-        return found[-1]
+    def spy(pb, smoother):
+        value = real(pb, smoother)
+        steps.append((shared.on_host(pb), value.gains.gain.shape[0]))
+        return value
 
-    monkeypatch.setattr(shared, "first_converged", spy)
+    monkeypatch.setattr(shared, "compute_covariances", spy)
     fast = kalman_smoother(**kw)
-    assert any(i is not None for i in found)
-    assert len(found) < 14                          # the shortcut was taken, early (< 100 steps)
-    found.clear()
+    assert steps[0][0] == host and steps[0][1] < 100            # stopped early
     A = kw["A"].clone().requires_grad_(True)
     full = kalman_smoother(**dict(kw, A=A))
-    assert not found                                 # never with gradients
+    assert steps[1] == (False, 200)                              # never with gradients
     for name in ("mean", "cov", "cross_cov"):
         torch.testing.assert_close(getattr(fast, name), getattr(full, name).detach(), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(fast.log_likelihood, full.log_likelihood.detach(), rtol=1e-12, atol=1e-9)

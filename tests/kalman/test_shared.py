@@ -200,13 +200,13 @@ def test_first_converged_finds_the_first_repeat():
 
 def _spy_riccati(monkeypatch):
     calls = []
-    real = shared.filter_covariances
+    real = shared.compute_covariances
 
-    def spy(pb):
+    def spy(pb, smoother):
         calls.append(pb.steps)
-        return real(pb)
+        return real(pb, smoother)
 
-    monkeypatch.setattr(shared, "filter_covariances", spy)
+    monkeypatch.setattr(shared, "compute_covariances", spy)
     return calls
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from worldmodels.kalman import shared_host
 from worldmodels.kalman.inputs import Problem
 from worldmodels.kalman.results import FilterResult, SmootherResult
 from worldmodels.kalman.steps import raise_if_not_pd, symmetrise
@@ -37,6 +38,7 @@ STEADY_ULPS = 4      # steady state: one step changes the covariance by at most 
 CHECK_FIRST = 4      # steps before the first (vectorised, host-synchronising) steady-state check;
                      # each later check comes one step later than the previous interval
 CACHE_SIZE = 4       # covariance computations kept for repeated calls (see CovarianceCache)
+HOST_DEVICES = ("cpu",)  # device types whose no-gradient covariances run in float64 NumPy
 
 
 def steady_state_allowed(pb: Problem) -> bool:
@@ -248,27 +250,11 @@ def affine_recursion(x0: torch.Tensor, c: torch.Tensor, F: torch.Tensor, reverse
     return affine_solve_(buf, F, reverse)
 
 
-def _whitened_sq_norm(Linv: torch.Tensor, V: torch.Tensor, in_place: bool) -> torch.Tensor:
+def _whitened_sq_norm(Linv: torch.Tensor, V: torch.Tensor, recording: bool) -> torch.Tensor:
     """``sum_t |Linv_t v_t|^2`` per sequence: ``Linv`` ``[k, m, m]`` compact lower-triangular,
-    ``V`` ``[m, T, B]`` -> ``[B]``.  ``in_place`` overwrites ``V`` (no autograd, no temporaries)."""
-    if not in_place:
-        W = steps_mm(Linv, V)
-        return (W * W).sum((0, 1))
-    m, T = V.shape[0], V.shape[1]
-    h = min(Linv.shape[0] - 1, T)
-    total = None
-    if h:
-        Wh = torch.bmm(Linv[:h], V[:, :h].transpose(0, 1))
-        total = (Wh * Wh).sum((0, 1))
-    tail = V[:, h:]
-    rows, Lt = tail.unbind(0), Linv[-1].unbind(0)
-    for i in range(m - 1, -1, -1):                         # rows i use rows j <= i: bottom-up
-        li = Lt[i].unbind(0)
-        rows[i].mul_(li[i])
-        for j in range(i):
-            rows[i].addcmul_(rows[j], li[j])
-    sq = tail.square_().sum((0, 1))
-    return sq if total is None else sq + total
+    ``V`` ``[m, T, B]`` -> ``[B]`` (one GEMM, squared in place unless autograd records)."""
+    W = steps_mm(Linv, V)
+    return (W * W if recording else W.square_()).sum((0, 1))
 
 
 def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -303,7 +289,7 @@ def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tens
         V = torch.addmm(Y.view(m, -1), C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
     else:
         V = Y.view(m, -1).addmm_(C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
-    quad = _whitened_sq_norm(g.chol_inv, V, in_place=not recording)
+    quad = _whitened_sq_norm(g.chol_inv, V, recording)
     ll = -0.5 * quad - (g.half_logdet + 0.5 * T * m * math.log(2 * math.pi))
     return pred, filt, ll
 
@@ -459,17 +445,57 @@ def covariance_cache_disabled() -> Iterator[None]:
         COVARIANCE_CACHE.enabled = old
 
 
+def on_host(pb: Problem) -> bool:
+    """Whether the covariances run in float64 NumPy (:mod:`worldmodels.kalman.shared_host`):
+    on a device type in :data:`HOST_DEVICES` when no gradient flows into them."""
+    return pb.Q.device.type in HOST_DEVICES and steady_state_allowed(pb)
+
+
+def _float64_numpy(x: torch.Tensor):
+    return x.detach().to(torch.float64).numpy()
+
+
+def host_covariances(pb: Problem, smoother: bool) -> _Covariances:
+    """:func:`compute_covariances` in float64 NumPy (CPU, no gradient into the covariances),
+    converted once to the problem's dtype and device; the steady-state tolerance is
+    ``STEADY_ULPS`` units of rounding of that dtype."""
+    dtype, device = pb.Q.dtype, pb.Q.device
+    A, C, Q, R, P0 = (_float64_numpy(x) for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0))
+    tol = STEADY_ULPS * torch.finfo(dtype).eps
+    hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps, tol)
+
+    def to(x) -> torch.Tensor:
+        return torch.from_numpy(x).to(dtype=dtype, device=device)
+
+    g = SharedGains(**{f: to(getattr(hg, f)) for f in SharedGains.__dataclass_fields__})
+    if not smoother:
+        return _Covariances(g, None)
+    J, cov, cross = shared_host.smoother_covariances(hg, A, Q, pb.steps, tol)
+    return _Covariances(g, (to(J), to(cov), to(cross)))
+
+
+def compute_covariances(pb: Problem, smoother: bool) -> _Covariances:
+    """Filter covariances and gains, and with ``smoother`` (T >= 2) the smoother's: in float64
+    NumPy when :func:`on_host`, else in PyTorch (differentiable, on the problem's device)."""
+    if on_host(pb):
+        return host_covariances(pb, smoother)
+    g = filter_covariances(pb)
+    return _Covariances(g, _smoother_covariances(pb, g) if smoother else None)
+
+
 def shared_covariances(pb: Problem, smoother: bool) -> _Covariances:
-    """Filter covariances and gains, and with ``smoother`` (T >= 2) the smoother's, from
-    :data:`COVARIANCE_CACHE` when it applies (no gradient into the covariances)."""
+    """:func:`compute_covariances`, or its result from :data:`COVARIANCE_CACHE` when that
+    applies (no gradient into the covariances)."""
     use_cache = COVARIANCE_CACHE.enabled and steady_state_allowed(pb)
     hit = COVARIANCE_CACHE.find(pb) if use_cache else None
     if hit is not None and (hit.smoother is not None or not smoother):
         g, sm = hit.gains, hit.smoother                    # copies of what callers may expose
         return _Covariances(replace(g, pred_cov=g.pred_cov.clone(), filt_cov=g.filt_cov.clone()),
                             None if sm is None else (sm[0], sm[1].clone(), sm[2].clone()))
-    g = filter_covariances(pb) if hit is None else hit.gains
-    value = _Covariances(g, _smoother_covariances(pb, g) if smoother else None)
+    if hit is None or on_host(pb):
+        value = compute_covariances(pb, smoother)
+    else:
+        value = _Covariances(hit.gains, _smoother_covariances(pb, hit.gains))
     if use_cache:
         COVARIANCE_CACHE.add(pb, value)
     return value
