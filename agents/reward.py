@@ -106,6 +106,28 @@ class RewardHead(nn.Module):
         x = torch.maximum(torch.minimum(x, self.in_high), self.in_low)
         return self.net(x).squeeze(-1) * self.out_std + self.out_mean
 
+    def _folded_layers(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The network for ``rollout_rewards`` with the input scale and every bias folded into
+        the weights: ``(low, high, weights)``.
+
+        ``low, high [d_in, 1]`` are the clamp range of the *centred* input ``x - in_mean``
+        (``in_low * in_std`` ...); ``weights[i] [out_i, in_i + 1]`` is layer i with its bias as
+        the last column, the first layer's weight divided by ``in_std``. So ``weights[0] @
+        [clamp(x - in_mean); 1]`` is the first layer on the standardised, clamped input
+        (``in_std > 0``). Centring before scaling keeps a feature with a tiny ``in_std`` exact:
+        folding the mean into the bias too would cancel two large products.
+        """
+        layers = list(self.net)
+        for i, mod in enumerate(layers):
+            expected = nn.Linear if i % 2 == 0 else nn.SiLU
+            if not isinstance(mod, expected) or (i == len(layers) - 1 and not isinstance(mod, nn.Linear)):
+                raise NotImplementedError(f"rollout_rewards: expected Linear/SiLU layers ending in Linear, got {mod}")
+        lin = [mod for mod in layers if isinstance(mod, nn.Linear)]
+        std = self.in_std
+        weights = [torch.cat([lin[0].weight / std, lin[0].bias[:, None]], dim=1)]
+        weights += [torch.cat([m.weight, m.bias[:, None]], dim=1) for m in lin[1:]]
+        return (self.in_low * std)[:, None], (self.in_high * std)[:, None], weights
+
     @torch.no_grad()
     def rollout_rewards(self, start: torch.Tensor, latents: torch.Tensor,
                         actions: torch.Tensor) -> torch.Tensor:
@@ -114,8 +136,9 @@ class RewardHead(nn.Module):
         ``start [D, R]`` (latent before the first action), ``latents [H, D, R]`` (after each
         action), ``actions [H, A, R]`` -> ``[H, R]``; equals ``forward(before, actions, after)``
         on the transposed tensors up to float rounding. One step at a time through reused
-        ``[hidden, R]`` buffers, so the MLP's activations stay in cache and nothing is allocated
-        per call but the output (no autograd).
+        ``[hidden + 1, R]`` buffers whose last row is ones (the biases are folded into the
+        weights, ``_folded_layers``), so the MLP's activations stay in cache and nothing is
+        allocated per call but the output (no autograd).
         """
         H, D, R = latents.shape
         check_shape("start", start, (D, R))
@@ -123,19 +146,25 @@ class RewardHead(nn.Module):
         ws = self.__dict__.setdefault("_workspace", {})
         like = latents
 
-        def buf(name: str, rows: int) -> torch.Tensor:
+        def buf(name: str, rows: int, ones_row: bool) -> torch.Tensor:
+            """``[rows (+1), R]`` reused buffer; with ``ones_row`` its extra last row is ones."""
+            total = rows + int(ones_row)
             b = ws.get(name)
-            if b is None or b.shape[0] != rows or b.shape[1] < R or b.dtype != like.dtype \
+            if b is None or b.shape[0] != total or b.shape[1] < R or b.dtype != like.dtype \
                     or b.device != like.device:
-                b = ws[name] = torch.empty(rows, R, dtype=like.dtype, device=like.device)
+                b = ws[name] = torch.empty(total, R, dtype=like.dtype, device=like.device)
+                if ones_row:
+                    b[rows:].fill_(1.0)
             return b[:, :R]
 
-        mean, std = self.in_mean[:, None], self.in_std[:, None]
-        low, high = self.in_low[:, None], self.in_high[:, None]
-        x = buf("x", self.in_mean.numel())
-        layers = list(self.net)
-        hidden = [buf(f"h{i}", mod.out_features) for i, mod in enumerate(layers)
-                  if isinstance(mod, nn.Linear) and i < len(layers) - 1]
+        low, high, weights = self._folded_layers()
+        mean = self.in_mean[:, None]
+        d_in = low.shape[0]
+        x = buf("x", d_in, True)
+        hidden = [buf(f"h{i}", w.shape[0], True) for i, w in enumerate(weights[:-1])]
+        # (weights, input, pre-activation view) of each hidden layer, made once
+        chain = list(zip(weights[:-1], [x, *hidden[:-1]], [a[:-1] for a in hidden]))
+        last, x_in, silu = weights[-1], x[:d_in], torch.nn.functional.silu
         out = torch.empty(H, R, dtype=like.dtype, device=like.device)
         for t in range(H):
             parts = [start if t == 0 else latents[t - 1]]
@@ -143,22 +172,11 @@ class RewardHead(nn.Module):
                 parts.append(actions[t])
             if self.config.use_next:
                 parts.append(latents[t])
-            torch.cat(parts, dim=0, out=x)
-            x.sub_(mean).div_(std)
-            torch.maximum(torch.minimum(x, high, out=x), low, out=x)
-            h, k = x, 0
-            for mod in layers[:-1]:
-                if isinstance(mod, nn.Linear):
-                    h = torch.addmm(mod.bias[:, None], mod.weight, h, out=hidden[k])
-                    k += 1
-                elif isinstance(mod, nn.SiLU):
-                    torch.nn.functional.silu(h, inplace=True)
-                else:
-                    raise NotImplementedError(f"rollout_rewards: unsupported layer {mod}")
-            last = layers[-1]
-            if not isinstance(last, nn.Linear):
-                raise NotImplementedError(f"rollout_rewards: the last layer must be nn.Linear, got {last}")
-            torch.addmm(last.bias[:, None], last.weight, h, out=out[t:t + 1])
+            torch.cat(parts, dim=0, out=x_in)
+            torch.clamp(x_in.sub_(mean), low, high, out=x_in)
+            for w, inp, pre in chain:
+                silu(torch.mm(w, inp, out=pre), inplace=True)
+            torch.mm(last, hidden[-1] if hidden else x, out=out[t:t + 1])
         return out.mul_(self.out_std).add_(self.out_mean)
 
     # --- persistence -----------------------------------------------------------------------

@@ -31,6 +31,16 @@ def counted(fn, *args) -> int:
     return int(fc.get_total_flops())
 
 
+def bias_column_flops(module: torch.nn.Module) -> int:
+    """FLOPs per row that the fused rollouts spend on biases stored as a last weight column
+    (multiplied by a ones row): ``2 * out`` per layer. The floor counts the model's own
+    multiply-adds and leaves these out."""
+    if isinstance(module, KVAE):
+        rnn = getattr(module.dynamics, "rnn", None)  # the MLP alpha network keeps its biases
+        return 2 * (4 * rnn.hidden_size + module.num_modes) if rnn is not None else 0
+    return sum(2 * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
 def small_kvae(dynamics: str, use_controls: bool = True) -> KVAE:
     torch.manual_seed(0)
     cfg = kvae_config(dynamics=dynamics, use_controls=use_controls, dynamics_hidden=12, a_dim=2, z_dim=5,
@@ -45,7 +55,8 @@ def test_imagine_step_flops_equal_the_counted_fused_rollout(dynamics, use_contro
     belief = model.observe(torch.rand(B, 3, 1, 16, 16), torch.rand(B, 3, 1))
     actions = torch.rand(B, N, H, 1)
     fast = model.fast_mean_imagine()
-    assert counted(fast.imagine_features_first, belief, actions) == B * N * H * imagine_step_flops(model).total
+    per_step = imagine_step_flops(model).total + bias_column_flops(model)
+    assert counted(fast.imagine_features_first, belief, actions) == B * N * H * per_step
     step = imagine_step_flops(model)
     assert step.alpha > 0 and step.mixing > 0
     # the alpha network is the only part that depends on the hidden width
@@ -66,7 +77,7 @@ def test_reward_head_flops_equal_the_counted_rollout_and_forward(one_thread):
     head = RewardHead(RewardHeadConfig(latent_dim=D, action_dim=A, hidden=(16, 8))).eval()
     per_step = linear_flops(head)
     latents, actions, start = torch.rand(H, D, R), torch.rand(H, A, R), torch.rand(D, R)
-    assert counted(head.rollout_rewards, start, latents, actions) == H * R * per_step
+    assert counted(head.rollout_rewards, start, latents, actions) == H * R * (per_step + bias_column_flops(head))
     with torch.no_grad():
         assert counted(head, torch.rand(R, D), torch.rand(R, A), torch.rand(R, D)) == R * per_step
 
@@ -100,7 +111,8 @@ def test_floor_flops_equal_the_counted_flops_of_a_decision(num_envs, one_thread)
         floor = floor_fields(row, step_flops(model, head), peak_gflops=1.0)
         agent = make_agent(model, head, "cem_fast", num_envs, frames, context=3, device="cpu")
         decision = counted(agent.act, frames(num_envs))
-    assert decision == pytest.approx(num_envs * floor["flops_per_env_decision"]["total"], rel=1e-12)
+    bias_columns = row["latent_steps_per_decision"] * (bias_column_flops(model) + bias_column_flops(head))
+    assert decision == pytest.approx(num_envs * floor["flops_per_env_decision"]["total"] + bias_columns, rel=1e-12)
     assert floor["flops_per_env_decision"]["observe"] > 0
 
 

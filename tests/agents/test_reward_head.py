@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from agents_toy_models import LinearBelief, LinearWorldModel
 
@@ -105,3 +106,33 @@ def test_reward_head_fit_follows_its_seed_not_the_callers_rng():
     train_reward_head(model, batches, None, RewardHeadConfig(latent_dim=2, action_dim=1, hidden=(16,), steps=5,
                                                             skip_first=0), progress=False)
     assert torch.equal(torch.get_rng_state(), fit_state)
+
+
+@pytest.mark.parametrize("hidden", [(), (16,), (16, 8)])
+def test_rollout_rewards_equal_forward_with_clamping_and_a_near_constant_feature(hidden):
+    """The planning path (features-first, biases and input scale folded into the weights) gives
+    the rewards of ``forward``, with inputs clamped on both sides and a feature whose training
+    std is tiny next to its mean (where folding the mean into the bias would lose precision)."""
+    D, A, H, R = 3, 1, 4, 50
+    g = torch.Generator().manual_seed(0)
+    head = RewardHead(RewardHeadConfig(latent_dim=D, action_dim=A, hidden=hidden)).eval()
+    d_in = 2 * D + A
+    with torch.no_grad():
+        head.in_mean.copy_(torch.randn(d_in, generator=g))
+        head.in_std.copy_(torch.rand(d_in, generator=g) + 0.5)
+        head.in_mean[1], head.in_std[1] = 1000.0, 1e-3  # feature 1 (and D + A + 1): near constant
+        head.in_mean[D + A + 1], head.in_std[D + A + 1] = 1000.0, 1e-3
+        head.in_low.fill_(-1.5), head.in_high.fill_(1.5)
+        head.out_mean.fill_(0.3), head.out_std.fill_(2.0)
+    start = torch.randn(D, R, generator=g) * 2
+    latents = torch.randn(H, D, R, generator=g) * 2
+    latents[:, 1] = start[1] = 1000.0 + 1e-3 * torch.randn(R, generator=g)
+    actions = torch.randn(H, A, R, generator=g) * 2
+    with torch.no_grad():
+        got = head.rollout_rewards(start, latents, actions)
+        before = torch.cat([start[None], latents[:-1]]).permute(2, 0, 1)  # [R, H, D]
+        want = head(before, actions.permute(2, 0, 1), latents.permute(2, 0, 1)).t()  # [H, R]
+        x = (torch.cat([before, actions.permute(2, 0, 1), latents.permute(2, 0, 1)], -1) - head.in_mean) / head.in_std
+    assert (x > 1.5).any() and (x < -1.5).any() and ((x > -1.5) & (x < 1.5)).any()  # both clamps act
+    assert want.std() > 0.01
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

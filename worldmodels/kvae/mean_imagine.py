@@ -12,8 +12,9 @@ Planning needs only the mean latent trajectories of ``R = B * N`` candidates
   stacked modes ``[K*n, n+p]`` with ``[z; u]`` followed by an ``alpha``-weighted sum over K,
   instead of building ``[R, n, n]`` mixed matrices every step (likewise ``a = C(alpha) z``);
 * the LSTM alpha network is a hand-written cell (one matmul of the stacked weights with
-  ``[a_prev; h]`` into a gate buffer whose three sigmoid gates are contiguous), avoiding
-  ``nn.LSTM``'s per-call weight packing for sequences of length 1;
+  ``[a_prev; h; 1]`` into a gate buffer whose three sigmoid gates are contiguous; the biases
+  are a last weight column, which costs less than ``addmm``'s broadcast of a bias column),
+  avoiding ``nn.LSTM``'s per-call weight packing for sequences of length 1;
 * intermediates live in a workspace reused across calls (a planner calls the objective I times
   per decision with the same shapes): freshly allocated multi-MB tensors page-fault on every
   call, which costs as much as the arithmetic on a VM.
@@ -86,10 +87,10 @@ class KVAEMeanImagine:
             # PyTorch gate order (i, f, g, o) -> (i, f, o, g): the three sigmoid gates contiguous
             perm = torch.cat([torch.arange(0, 2 * hid), torch.arange(3 * hid, 4 * hid),
                               torch.arange(2 * hid, 3 * hid)]).to(dev)
-            w["W_g"] = torch.cat([w_ih, w_hh], dim=1)[perm].detach()  # [4h, m+h]
             b = b_ih + b_hh if b_ih is not None and b_hh is not None else torch.zeros(4 * hid, device=dev)
-            w["b_g"] = b[perm].detach()[:, None]
-            w["W_out"], w["b_out"] = dyn.head.weight.detach(), dyn.head.bias.detach()[:, None]
+            # biases as a last column, multiplied by the ones row of the [a_prev; h; 1] buffer
+            w["W_g"] = torch.cat([w_ih, w_hh, b[:, None]], dim=1)[perm].detach()  # [4h, m+h+1]
+            w["W_out"] = torch.cat([dyn.head.weight, dyn.head.bias[:, None]], dim=1).detach()  # [K, h+1]
         else:
             lin = [mod for mod in dyn.mlp if isinstance(mod, torch.nn.Linear)]
             for i, layer in enumerate(lin):
@@ -120,9 +121,10 @@ class KVAEMeanImagine:
             u_all = actions.reshape(R, H, p).permute(1, 2, 0).to(like.dtype)  # [H, p, R]
         lstm = m.dynamics.kind == "lstm"
         if lstm:
-            hid = w["W_out"].shape[1]
-            xh = ws.get("xh", (a_dim + hid, R), like)  # [a_prev; h]
-            a_prev, h = xh[:a_dim], xh[a_dim:]
+            hid = w["W_out"].shape[1] - 1
+            xh = ws.get("xh", (a_dim + hid + 1, R), like)  # [a_prev; h; 1]
+            a_prev, h, h1 = xh[:a_dim], xh[a_dim:-1], xh[a_dim:]
+            xh[-1].fill_(1.0)
             c = ws.get("c", (hid, R), like)
             if belief.rnn_state is None:
                 h.zero_()
@@ -140,16 +142,23 @@ class KVAEMeanImagine:
         logits = ws.get("logits", (K, R), like)
         zk = ws.get("zk", (K, n, R), like)
         ak = ws.get("ak", (K, a_dim, R), like)
+        # views made once: the loop body is ~20 small ops, where each view costs ~1 us
+        zk_flat, ak_flat, z_prev, u_now = zk.view(K * n, R), ak.view(K * a_dim, R), zu[:n], zu[n:]
+        z_out, a_out = out[:, :n], out[:, n:]
+        if lstm:
+            W_g, W_out = w["W_g"], w["W_out"]
+            sig, g = gates[: 3 * hid], gates[3 * hid:]
+            i_gate, f_gate, o_gate = gates[:hid], gates[hid: 2 * hid], gates[2 * hid: 3 * hid]
         for t in range(H):
             # alpha_t = softmax(net(a_{t-1}))  [K, R]
             if lstm:
-                torch.addmm(w["b_g"], w["W_g"], xh, out=gates)
-                gates[: 3 * hid].sigmoid_()
-                gates[3 * hid:].tanh_()
-                c.mul_(gates[hid: 2 * hid]).addcmul_(gates[:hid], gates[3 * hid:])
+                torch.mm(W_g, xh, out=gates)
+                sig.sigmoid_()
+                g.tanh_()
+                c.mul_(f_gate).addcmul_(i_gate, g)
                 torch.tanh(c, out=tmp)
-                torch.mul(gates[2 * hid: 3 * hid], tmp, out=h)
-                torch.addmm(w["b_out"], w["W_out"], h, out=logits)
+                torch.mul(o_gate, tmp, out=h)
+                torch.mm(W_out, h1, out=logits)
             else:
                 x = a_prev
                 for i, buf in enumerate(hiddens):
@@ -159,13 +168,13 @@ class KVAEMeanImagine:
             alpha = torch.softmax(logits, dim=0)[:, None]  # [K, 1, R]
             # z_t = A(alpha) z_{t-1} + B(alpha) u_t ; a_t = C(alpha) z_t
             if p:
-                zu[n:] = u_all[t]
-            torch.mm(w["AB"], zu, out=zk.view(K * n, R))
-            z = torch.sum(zk.mul_(alpha), dim=0, out=out[t, :n])
-            zu[:n] = z
-            torch.mm(w["C"], z, out=ak.view(K * a_dim, R))
-            torch.sum(ak.mul_(alpha), dim=0, out=out[t, n:])
-            a_prev.copy_(out[t, n:])
+                u_now.copy_(u_all[t])
+            torch.mm(w["AB"], zu, out=zk_flat)
+            z = torch.sum(zk.mul_(alpha), dim=0, out=z_out[t])
+            z_prev.copy_(z)
+            torch.mm(w["C"], z, out=ak_flat)
+            torch.sum(ak.mul_(alpha), dim=0, out=a_out[t])
+            a_prev.copy_(a_out[t])
         return out
 
     def __call__(self, belief: Belief, actions: torch.Tensor) -> torch.Tensor:
