@@ -152,7 +152,7 @@ def _loop(x0, c, F, reverse):
     return torch.stack(xs, 1)
 
 
-@pytest.mark.parametrize("steps", [1, 5, 17, 101])
+@pytest.mark.parametrize("steps", [1, 5, 12, 17, 101])
 @pytest.mark.parametrize("head", [1, 3, 40])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_affine_recursion_equals_step_by_step_loop(steps, head, reverse):

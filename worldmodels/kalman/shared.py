@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from worldmodels.kalman import shared_host
@@ -38,7 +39,8 @@ STEADY_ULPS = 4      # steady state: one step changes the covariance by at most 
 CHECK_FIRST = 4      # steps before the first (vectorised, host-synchronising) steady-state check;
                      # each later check comes one step later than the previous interval
 CACHE_SIZE = 4       # covariance computations kept for repeated calls (see CovarianceCache)
-HOST_DEVICES = ("cpu",)  # device types whose no-gradient covariances run in float64 NumPy
+HOST_DEVICES = ("cpu",)  # device types and dtypes whose covariances run in float64 NumPy
+HOST_DTYPES = (torch.float32, torch.float64)  # (when no gradient flows into them; see on_host)
 
 
 def steady_state_allowed(pb: Problem) -> bool:
@@ -447,31 +449,38 @@ def covariance_cache_disabled() -> Iterator[None]:
 
 def on_host(pb: Problem) -> bool:
     """Whether the covariances run in float64 NumPy (:mod:`worldmodels.kalman.shared_host`):
-    on a device type in :data:`HOST_DEVICES` when no gradient flows into them."""
-    return pb.Q.device.type in HOST_DEVICES and steady_state_allowed(pb)
+    on a device type in :data:`HOST_DEVICES`, for a dtype in :data:`HOST_DTYPES`, when no
+    gradient flows into them."""
+    return (pb.Q.device.type in HOST_DEVICES and pb.Q.dtype in HOST_DTYPES
+            and steady_state_allowed(pb))
 
 
-def _float64_numpy(x: torch.Tensor):
-    return x.detach().to(torch.float64).numpy()
+def _float64_numpy(x: torch.Tensor) -> np.ndarray:
+    return np.asarray(x.detach().numpy(), dtype=np.float64)
+
+
+def _to_torch(arrays: list[np.ndarray], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """NumPy arrays -> tensors of ``dtype`` on ``device``, through one packed conversion."""
+    flat = np.concatenate([a.ravel() for a in arrays])
+    parts = torch.from_numpy(flat).to(dtype=dtype, device=device).split([a.size for a in arrays])
+    return [p.view(a.shape) for p, a in zip(parts, arrays)]
 
 
 def host_covariances(pb: Problem, smoother: bool) -> _Covariances:
-    """:func:`compute_covariances` in float64 NumPy (CPU, no gradient into the covariances),
+    """:func:`compute_covariances` in float64 NumPy (:mod:`worldmodels.kalman.shared_host`),
     converted once to the problem's dtype and device; the steady-state tolerance is
     ``STEADY_ULPS`` units of rounding of that dtype."""
     dtype, device = pb.Q.dtype, pb.Q.device
     A, C, Q, R, P0 = (_float64_numpy(x) for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0))
-    tol = STEADY_ULPS * torch.finfo(dtype).eps
-    hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps, tol)
-
-    def to(x) -> torch.Tensor:
-        return torch.from_numpy(x).to(dtype=dtype, device=device)
-
-    g = SharedGains(**{f: to(getattr(hg, f)) for f in SharedGains.__dataclass_fields__})
-    if not smoother:
-        return _Covariances(g, None)
-    J, cov, cross = shared_host.smoother_covariances(hg, A, Q, pb.steps, tol)
-    return _Covariances(g, (to(J), to(cov), to(cross)))
+    hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps,
+                                        STEADY_ULPS * torch.finfo(dtype).eps, CHECK_FIRST)
+    fields = list(SharedGains.__dataclass_fields__)
+    arrays = [getattr(hg, f) for f in fields]
+    if smoother:
+        arrays += shared_host.smoother_covariances(hg, A, Q, pb.steps)
+    out = _to_torch(arrays, dtype, device)
+    g = SharedGains(**dict(zip(fields, out)))
+    return _Covariances(g, tuple(out[len(fields):]) if smoother else None)  # type: ignore[arg-type]
 
 
 def compute_covariances(pb: Problem, smoother: bool) -> _Covariances:
@@ -512,13 +521,12 @@ def smoother_shared(pb: Problem) -> SmootherResult:
         return SmootherResult(mean=fres.filt_mean, cov=fres.filt_cov,
                               cross_cov=fres.filt_cov.new_zeros(B, 0, n, n), filter=fres)
     J, cov, cross = covs.smoother
+    # m_t = f_t + J_t (m_t+1 - p_t+1), i.e. u_t = m_t - p_t = (f_t - p_t) + J_t u_t+1 from
+    # u_T-1 = f_T-1 - p_T-1: an affine recursion whose inputs need no matrix product
+    u = filt - pred
     if _problem_recording(pb):
-        c = steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0)   # f_t - J_t p_t+1
-        mean = affine_recursion(filt[:, -1], c, J, reverse=True)
+        mean = pred + affine_recursion(u[:, -1], u[:, :-1], J, reverse=True)
     else:
-        mean = filt.new_empty(n, T, B)
-        mean[:, -1] = filt[:, -1]
-        steps_mm(J, pred[:, 1:], bias=filt[:, :-1], alpha=-1.0, out=mean[:, :-1])
-        affine_solve_(mean, J, reverse=True)
+        mean = affine_solve_(u, J, reverse=True).add_(pred)
     return SmootherResult(mean=_batch_first(mean), cov=cov.expand(B, T, n, n),
                           cross_cov=cross.expand(B, T - 1, n, n), filter=fres)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+EPS = float(np.finfo(np.float64).eps)
+
 
 class NotPositiveDefinite(ValueError):
     """A covariance of the recursion is not positive definite."""
@@ -65,16 +67,21 @@ def _cholesky(X: np.ndarray, what: str) -> np.ndarray:
     return L
 
 
-def _step_converged(P: np.ndarray, prev: np.ndarray, tol: float) -> bool:
-    """``P`` within ``tol`` of ``prev`` relative to ``max |P|``: the stop rule of
-    :func:`worldmodels.kalman.shared.first_converged`."""
-    return float(np.abs(P - prev).max()) <= tol * float(np.abs(P).max())
+def first_converged(X: np.ndarray, tol: float) -> int | None:
+    """Smallest ``i >= 1`` with ``X[i]`` within ``tol`` of ``X[i - 1]`` relative to ``max |X[i]|``
+    (``X`` ``[j, r, c]``): the stop rule of :func:`worldmodels.kalman.shared.first_converged`."""
+    if X.shape[0] < 2:
+        return None
+    change = np.abs(X[1:] - X[:-1]).max(axis=(1, 2))
+    hits = np.flatnonzero(change <= tol * np.abs(X[1:]).max(axis=(1, 2)))
+    return int(hits[0]) + 1 if hits.size else None
 
 
 def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarray,
-                       P0: np.ndarray, steps: int, tol: float) -> HostGains:
+                       P0: np.ndarray, steps: int, tol: float, check_first: int) -> HostGains:
     """Riccati recursion in information form, stopped at the steady state (``tol``: relative
-    change per step, e.g. ``STEADY_ULPS`` units of rounding of the result's dtype).
+    change per step, e.g. ``STEADY_ULPS`` units of rounding of the result's dtype; checked after
+    ``check_first`` steps, then after chunks one step longer each time).
 
     ``A`` ``[n, n]``, ``C`` ``[m, n]``, ``Q`` ``[n, n]``, ``R`` ``[m, m]``, ``P0`` ``[n, n]``
     float64.  Per step ``P_t|t = (P_t|t-1^-1 + C^T R^-1 C)^-1`` and ``P_t+1|t = A P_t|t A^T + Q``;
@@ -84,43 +91,60 @@ def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarra
     _cholesky(R, "R")
     RinvC = np.linalg.solve(R, C)                          # R^-1 C
     info_gain = C.T @ RinvC                                # C^T R^-1 C
-    At = A.T
+    At, inv = A.T, np.linalg.inv
     P = P0
     preds, precs, filts = [], [], []
-    for t in range(steps):
-        if t > 0:
-            P = A @ P @ At + Q
-        preds.append(P)
-        Y = np.linalg.inv(P)
-        precs.append(Y)
-        P = np.linalg.inv(Y + info_gain)
-        filts.append(P)
-        if t > 0 and _step_converged(P, filts[-2], tol):
-            break
-    pred_cov, filt_cov = _sym(np.stack(preds)), _sym(np.stack(filts))
-    k = pred_cov.shape[0]
+    k, t, chunk = steps, 0, check_first
+    while t < k:
+        stop = min(steps, t + chunk)
+        chunk += 1
+        for s in range(t, stop):
+            if s > 0:
+                P = A @ P @ At + Q
+            preds.append(P)
+            Y = inv(P)
+            precs.append(Y)
+            P = inv(Y + info_gain)
+            filts.append(P)
+        lo = max(0, t - 1)                                 # include the previous chunk's last step
+        i = first_converged(np.array(filts[lo:stop]), tol)
+        if i is not None:
+            k = lo + i + 1                                 # step lo + i repeats step lo + i - 1
+        t = stop
+    pred_cov, filt_cov = _sym(np.array(preds[:k])), _sym(np.array(filts[:k]))
     _cholesky(np.concatenate([pred_cov, filt_cov]), "a predicted or filtered covariance")
     L = _cholesky(C @ pred_cov @ C.T + R, "an innovation covariance")
     gain = filt_cov @ RinvC.T                              # K = P_t|t C^T R^-1
     G = np.eye(n) - gain @ C
-    GA = G @ A
     half = np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)
-    return HostGains(pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=_sym(np.stack(precs)),
+    return HostGains(pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=_sym(np.array(precs[:k])),
                      gain=gain, update=G,
-                     transition=np.concatenate([G[:1], GA[min(1, k - 1):]]),
+                     transition=np.concatenate([G[:1], (G @ A)[min(1, k - 1):]]),
                      chol_inv=np.linalg.inv(L),
                      half_logdet=np.asarray(half.sum() + (steps - k) * half[-1]))
 
 
-def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int, tol: float
+def powers(J: np.ndarray, count: int) -> np.ndarray:
+    """``J^0 .. J^c`` ``[c + 1, n, n]`` by doublings (log2 c products): ``c = count``, or fewer
+    once ``(n max |J^c|)^2`` is below float64 rounding, so that later terms ``J^s X J^sT`` are
+    negligible next to ``X``."""
+    n = J.shape[0]
+    pw = np.array([np.eye(n), J])
+    while pw.shape[0] < count + 1 and (n * np.abs(pw[-1]).max()) ** 2 > EPS:
+        pw = np.concatenate([pw, pw[-1] @ J @ pw])         # J^(m-1) J J^l = J^(m+l)
+    return pw[:count + 1]
+
+
+def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Smoother gains ``J`` ``[kk, n, n]`` (compact), smoothed covariances ``[T, n, n]`` and
     cross covariances ``[T-1, n, n]`` (``cross[t] = Cov(z_t+1, z_t | all)``), for T >= 2.
 
     ``J_t = P_t|t A^T P_t+1|t^-1`` and ``P_t = Lc_t + J_t P_t+1 J_t^T`` backwards from
-    ``P_T-1|T-1``, with ``Lc_t = (I - J_t A) P_t|t (I - J_t A)^T + J_t Q J_t^T``: the constant
-    run (t >= kk - 1) is stepped until its fixed point (``tol`` as in
-    :func:`filter_covariances`) and repeated, the distinct steps t < kk - 1 are stepped."""
+    ``P_T-1|T-1``, with ``Lc_t = (I - J_t A) P_t|t (I - J_t A)^T + J_t Q J_t^T``.  The constant
+    run (t >= kk - 1) in closed form, ``P_T-1-s = sum_{l<s} J^l Lc J^lT + J^s P_T-1 J^sT``,
+    batched over s up to where the powers of J become negligible (:func:`powers`; earlier steps
+    repeat that one); the distinct steps t < kk - 1 are stepped."""
     T, n = steps, A.shape[0]
     kk = min(g.gain.shape[0], T - 1)                       # distinct smoother gains, t = 0..T-2
     Pf = g.filt_cov[:kk]
@@ -129,20 +153,18 @@ def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int,
     J = Pf @ A.T @ Yp
     IJA = np.eye(n) - J @ A
     Lc = IJA @ Pf @ _mT(IJA) + J @ Q @ _mT(J)
+    P_last = g.filt_cov[-1]
+    run = T - kk                                           # steps t = T-2 .. kk-1 of the constant run
+    pw = powers(J[-1], run)
+    c = pw.shape[0] - 1
+    head, tail = pw[:-1], pw[1:]
+    seq = (head @ Lc[-1] @ _mT(head)).cumsum(0) + tail @ P_last @ _mT(tail)   # P_T-1-s, s = 1..c
     cov = np.empty((T, n, n))
-    P = cov[T - 1] = g.filt_cov[-1]
-    Jc, Jct, Lcc = J[-1], J[-1].T, Lc[-1]
-    t = T - 2
-    while t >= kk - 1:                                     # constant run, backwards
-        P_next = Lcc + Jc @ P @ Jct
-        cov[t] = P_next
-        if _step_converged(P_next, P, tol):
-            cov[kk - 1:t] = P_next
-            t = kk - 2
-            P = P_next
-            break
-        P, t = P_next, t - 1
-    for s in range(t, -1, -1):                             # distinct head steps
+    cov[T - 1] = P_last
+    cov[T - 1 - c:T - 1] = seq[::-1]
+    cov[kk - 1:T - 1 - c] = seq[-1]
+    P = cov[kk - 1]
+    for s in range(kk - 2, -1, -1):                        # distinct head steps
         P = Lc[s] + J[s] @ P @ J[s].T
         cov[s] = P
     cov = _sym(cov)
