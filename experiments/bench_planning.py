@@ -18,6 +18,11 @@ median time as a multiple of the floor. The machine's load average at the start 
 run is recorded: other work on the machine slows the timed decisions more than the best-of
 peak, so a loaded machine overstates the ratio to the floor.
 
+Where the time goes (CPU): one more decision of each fused KVAE row runs under the profiler,
+and its time is split into matmuls, elementwise work and reductions, tensor views, and the rest
+(Python and dispatch) (``worldmodels.profiling``); ``profiled_matmul_time_vs_floor`` is the
+matmuls' own time over the floor, i.e. how close the GEMMs alone come to the peak.
+
     python -m experiments.bench_planning [--checkpoint runs/pendulum_swingup/kvae] [--device cuda]
 
 Without ``--checkpoint`` an untrained KVAE of the pendulum experiment's size is timed (speed
@@ -48,6 +53,7 @@ from worldmodels.atomic_io import atomic_path
 from worldmodels.flops import linear_flops, matmul_peak_gflops
 from worldmodels.kvae import KVAE
 from worldmodels.kvae.flops import imagine_step_flops
+from worldmodels.profiling import op_time_breakdown
 
 
 def pendulum_kvae(device, dynamics: str = "lstm"):
@@ -84,12 +90,15 @@ def observe_flops(agent: MPCAgent) -> int:
 
 
 def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: int, context: int,
-               device, fused: bool = True, between: Callable[[], float] | None = None) -> dict:
+               device, fused: bool = True, between: Callable[[], float] | None = None,
+               breakdown: bool = False) -> dict:
     """Median seconds per decision (one ``act`` for all ``num_envs``) and its split, over
     ``repeats`` decisions after a warm-up; also the imagined latent steps of one decision and
     the FLOPs of its filter (``observe_flops``). ``between()``, if given, runs before the first
     and after every timed decision (untimed); its values are returned as ``between_all``, so a
-    reference measurement (the matmul peak) sees the same load as the decisions."""
+    reference measurement (the matmul peak) sees the same load as the decisions. With
+    ``breakdown`` one more decision runs under the profiler (CPU only) and its time split by kind
+    of operator is returned as ``op_breakdown_s`` (``worldmodels.profiling``)."""
     agent = make_agent(model, reward_fn, preset, num_envs, obs_fn, context, device, fused)
     n = num_envs
     agent.act(obs_fn(n))  # warm-up decision (not timed)
@@ -111,6 +120,8 @@ def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: in
                        "latent_steps": agent.timer.latent_steps})
         if between is not None:
             probes.append(between())
+    profiled = (op_time_breakdown(lambda: agent.act(obs_fn(n))).to_dict()
+                if breakdown and torch.device(device).type == "cpu" else None)
     med = statistics.median(times)
     i = times.index(sorted(times)[len(times) // 2])
     cfg = agent.planner.config
@@ -124,6 +135,7 @@ def time_agent(model, reward_fn, preset: str, num_envs: int, obs_fn, repeats: in
         "observe_flops_per_decision": observe_flops(agent),
         "split_s": {k: v for k, v in splits[i].items() if k != "latent_steps"},
         **({"between_all": probes} if between is not None else {}),
+        **({"op_breakdown_s": profiled} if profiled is not None else {}),
     }
 
 
@@ -165,6 +177,8 @@ def floor_fields(row: dict, flops: dict[str, int], peak_gflops: float) -> dict[s
         "floor_decisions_per_s": n / floor_s,
         "time_vs_floor": row["seconds_per_decision_median"] / floor_s,
         "best_time_vs_floor": row["seconds_per_decision_min"] / floor_s,
+        **({"profiled_matmul_time_vs_floor": row["op_breakdown_s"]["matmul"] / floor_s}
+           if "op_breakdown_s" in row else {}),
     }
 
 
@@ -196,6 +210,11 @@ def summarize(rows: list[dict], envs: int, device: torch.device) -> dict[str, An
             summary[f"planet_floor_decisions_per_s_{tag}"] = f["floor_decisions_per_s"]
             summary[f"planet_time_vs_floor_{tag}"] = f["time_vs_floor"]
             summary[f"planet_best_time_vs_floor_{tag}"] = f["best_time_vs_floor"]
+            if "op_breakdown_s" in r:
+                b = r["op_breakdown_s"]
+                summary[f"planet_profiled_fraction_{tag}"] = {
+                    k: b[k] / b["wall"] for k in ("matmul", "elementwise", "views", "other")}
+                summary[f"planet_profiled_matmul_time_vs_floor_{tag}"] = f["profiled_matmul_time_vs_floor"]
         summary["within_2x_of_floor_1env"] = k1["floor"]["time_vs_floor"] <= 2.0
     return summary
 
@@ -255,7 +274,8 @@ def main(argv=None) -> int:
         before and between the row's decisions (``time_agent``'s ``between``)."""
         gemm = peak_gemm(model, PRESETS[preset][1].population, n)
         probe = (lambda: matmul_peak_gflops(*gemm, device=device, **peak_kw)) if flops is not None else None
-        row = time_agent(model, head, preset, n, frames, args.repeats, args.context, device, fused, between=probe)
+        row = time_agent(model, head, preset, n, frames, args.repeats, args.context, device, fused, between=probe,
+                         breakdown=fused)
         row["model"] = "kvae"
         if flops is not None:
             peaks = row.pop("between_all")
@@ -307,8 +327,9 @@ def _label(r: dict) -> str:
 
 def figure(rows: list[dict]):
     """The results figure, one horizontal bar per KVAE row (labels stacked, never overlapping):
-    the time split of one decision per environment with the compute floor marked, and decisions/s
-    of the KVAE, its floor and the oracle (log scale)."""
+    the time split of one decision per environment with the compute floor marked, decisions/s
+    of the KVAE, its floor and the oracle (log scale), and (rows with ``op_breakdown_s``) the
+    profiled split into matmuls, elementwise work, views and the rest."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -316,7 +337,9 @@ def figure(rows: list[dict]):
     kv = [r for r in rows if r["model"] == "kvae"]
     oracle = {(r["preset"], r["num_envs"]): r for r in rows if r["model"] == "oracle"}
     y = np.arange(len(kv))
-    fig, ax = plt.subplots(1, 2, figsize=(11, 1.6 + 0.42 * len(kv)), sharey=True)
+    profiled = any("op_breakdown_s" in r for r in kv)
+    fig, ax = plt.subplots(1, 3 if profiled else 2, figsize=(16 if profiled else 11, 1.6 + 0.42 * len(kv)),
+                           sharey=True)
     left = np.zeros(len(kv))
     for part in ("observe_s", "model_s", "reward_s", "planner_s"):
         vals = np.array([r["split_s"][part] * 1e3 / r["num_envs"] for r in kv])
@@ -340,6 +363,17 @@ def figure(rows: list[dict]):
     ax[1].set_xscale("log")
     ax[1].set_title("throughput")
     ax[1].legend(fontsize=8, loc="best")
+    if profiled:
+        left = np.zeros(len(kv))
+        for part in ("matmul", "elementwise", "views", "other"):
+            vals = np.array([r["op_breakdown_s"][part] / r["op_breakdown_s"]["wall"] if "op_breakdown_s" in r
+                             else np.nan for r in kv])
+            ax[2].barh(y, vals, left=left, label=part)
+            left += np.nan_to_num(vals)
+        ax[2].set_xlim(0, 1)
+        ax[2].set_xlabel("fraction of a profiled decision")
+        ax[2].set_title("where the time goes (operators)")
+        ax[2].legend(fontsize=8, loc="lower right")
     ax[0].set_yticks(y)
     ax[0].set_yticklabels([_label(r) for r in kv], fontsize=9)
     ax[0].invert_yaxis()

@@ -145,17 +145,21 @@ def _rows() -> list[dict]:
         split = {"observe_s": 0.01, "model_s": 0.05, "reward_s": 0.04, "planner_s": 0.01}
         rows.append({"model": "kvae", "preset": preset, "num_envs": n, "fused": fused, "split_s": split,
                      "decisions_per_s": n / 0.11,
-                     "floor": {"floor_seconds_per_decision": 0.02, "floor_decisions_per_s": n / 0.02}})
+                     "floor": {"floor_seconds_per_decision": 0.02, "floor_decisions_per_s": n / 0.02},
+                     **({"op_breakdown_s": {"wall": 0.12, "matmul": 0.05, "elementwise": 0.04, "views": 0.01,
+                                            "other": 0.02}} if fused else {})})
         if fused:
             rows.append({"model": "oracle", "preset": preset, "num_envs": n, "fused": True,
                          "split_s": split, "decisions_per_s": n / 0.01})
     return rows
 
 
-def test_figure_labels_do_not_overlap():
+@pytest.mark.parametrize("profiled", [True, False])
+def test_figure_labels_do_not_overlap(profiled):
     import matplotlib.pyplot as plt
 
-    fig = figure(_rows())
+    rows = _rows() if profiled else [{k: v for k, v in r.items() if k != "op_breakdown_s"} for r in _rows()]
+    fig = figure(rows)
     try:
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
@@ -169,7 +173,26 @@ def test_figure_labels_do_not_overlap():
                 ticks = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible()
                          and t.get_text()]
                 assert not any(p.overlaps(q) for p, q in itertools.combinations(ticks, 2))
-        left, right = (ax.get_tightbbox(renderer) for ax in fig.axes)
-        assert left.x1 <= right.x0, "the two panels overlap"
+        assert len(fig.axes) == (3 if profiled else 2)
+        boxes = [ax.get_tightbbox(renderer) for ax in fig.axes]
+        for left, right in zip(boxes[:-1], boxes[1:]):
+            assert left.x1 <= right.x0, "neighbouring panels overlap"
     finally:
         plt.close(fig)
+
+
+def test_profiled_row_splits_a_decision_and_relates_its_matmuls_to_the_floor(one_thread):
+    model = small_kvae("lstm")
+    head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=1)).eval()
+    gen = torch.Generator().manual_seed(0)
+
+    def frames(n):
+        return torch.rand(n, 1, 16, 16, generator=gen)
+
+    with torch.no_grad():
+        row = time_agent(model, head, "cem_fast", 1, frames, repeats=1, context=3, device="cpu", breakdown=True)
+    b = row["op_breakdown_s"]
+    assert b["matmul"] > 0 and b["elementwise"] > 0 and b["wall"] >= b["matmul"] + b["elementwise"]
+    floor = floor_fields(row, step_flops(model, head), peak_gflops=100.0)
+    assert floor["profiled_matmul_time_vs_floor"] == pytest.approx(b["matmul"] / floor["floor_seconds_per_decision"])
+    assert "op_breakdown_s" not in time_agent(model, head, "cem_fast", 1, frames, repeats=1, context=3, device="cpu")
