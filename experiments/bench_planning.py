@@ -338,7 +338,9 @@ def figure(rows: list[dict]):
     oracle = {(r["preset"], r["num_envs"]): r for r in rows if r["model"] == "oracle"}
     y = np.arange(len(kv))
     profiled = any("op_breakdown_s" in r for r in kv)
-    fig, ax = plt.subplots(1, 3 if profiled else 2, figsize=(16 if profiled else 11, 1.6 + 0.42 * len(kv)),
+    legend_kw = {"fontsize": 8, "loc": "upper center", "bbox_to_anchor": (0.5, -0.22 if len(kv) > 4 else -0.45),
+                 "ncol": 3, "frameon": False}  # below each panel, clear of the bars
+    fig, ax = plt.subplots(1, 3 if profiled else 2, figsize=(16 if profiled else 11, 2.4 + 0.42 * len(kv)),
                            sharey=True)
     left = np.zeros(len(kv))
     for part in ("observe_s", "model_s", "reward_s", "planner_s"):
@@ -352,7 +354,7 @@ def figure(rows: list[dict]):
         ax[0].scatter(fv, fi, marker="|", s=250, color="k", zorder=3, label="compute floor")
     ax[0].set_xlabel("ms per decision (per env)")
     ax[0].set_title("KVAE pendulum: time split")
-    ax[0].legend(fontsize=8, loc="best")
+    ax[0].legend(**legend_kw)
     h = 0.27
     ax[1].barh(y - h, [r["decisions_per_s"] for r in kv], h, label="KVAE")
     ax[1].barh(y, [r["floor"]["floor_decisions_per_s"] if "floor" in r else np.nan for r in kv], h,
@@ -362,7 +364,7 @@ def figure(rows: list[dict]):
     ax[1].set_xlabel("env-decisions / s (all envs together)")
     ax[1].set_xscale("log")
     ax[1].set_title("throughput")
-    ax[1].legend(fontsize=8, loc="best")
+    ax[1].legend(**legend_kw)
     if profiled:
         left = np.zeros(len(kv))
         for part in ("matmul", "elementwise", "views", "other"):
@@ -373,7 +375,7 @@ def figure(rows: list[dict]):
         ax[2].set_xlim(0, 1)
         ax[2].set_xlabel("fraction of a profiled decision")
         ax[2].set_title("where the time goes (operators)")
-        ax[2].legend(fontsize=8, loc="lower right")
+        ax[2].legend(**legend_kw)
     ax[0].set_yticks(y)
     ax[0].set_yticklabels([_label(r) for r in kv], fontsize=9)
     ax[0].invert_yaxis()
