@@ -3,11 +3,12 @@ the per-sequence implementation beyond its steady state, in float64 and float32;
 recursions and closed-form Stein sums equal plain step-by-step loops; gradients flow;
 the public API takes it exactly when A, C, P0 are shared and nothing is masked."""
 
+import numpy as np
 import pytest
 import torch
 from kalman_oracle import oracle, random_problem
 
-from worldmodels.kalman import kalman_filter, kalman_smoother, shared
+from worldmodels.kalman import kalman_filter, kalman_smoother, shared, shared_host
 from worldmodels.kalman.inputs import prepare
 from worldmodels.kalman.sequential import filter_sequential, smoother_sequential
 
@@ -256,3 +257,102 @@ def test_cache_not_used_with_gradients_and_usable_after_inference_mode(monkeypat
     obs = kw["obs"].clone().requires_grad_(True)
     kalman_smoother(**dict(kw, obs=obs)).mean.sum().backward()
     assert len(calls) == 2 and obs.grad is not None           # only obs needs one: cached
+
+
+def _expanded_covariances(covs, steps):
+    """Every covariance output of ``compute_covariances`` at full length (compact stacks
+    repeated), so results with different stopping points compare step by step."""
+    g = covs.gains
+    out = {f: shared.repeat_last(getattr(g, f), steps) for f in
+           ("pred_cov", "filt_cov", "pred_prec", "gain", "update", "chol_inv")}
+    out["transition"] = shared.repeat_last(g.transition, max(steps, 2))
+    out["half_logdet"] = g.half_logdet
+    if covs.smoother is not None:
+        J, cov, cross = covs.smoother
+        out.update(J=shared.repeat_last(J, steps - 1), cov=cov, cross=cross)
+    return out
+
+
+def _both_ways(monkeypatch, pb, smoother):
+    """(host, torch) results of ``compute_covariances`` for one problem, without gradients."""
+    with torch.no_grad():
+        assert shared.on_host(pb)
+        host = shared.compute_covariances(pb, smoother)
+        monkeypatch.setattr(shared, "HOST_DEVICES", ())
+        assert not shared.on_host(pb)
+        ref = shared.compute_covariances(pb, smoother)
+        monkeypatch.undo()
+    return host, ref
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("n,m,steps,seed", [(4, 2, 250, 0), (3, 4, 40, 1), (1, 3, 9, 2),
+                                            (2, 2, 2, 3), (3, 2, 1, 4), (5, 1, 100, 5)])
+def test_host_covariances_equal_the_torch_recursion(monkeypatch, dtype, tol, n, m, steps, seed):
+    """The float64 NumPy covariances (CPU, no gradients) equal the PyTorch ones at every step,
+    past both steady states, with the problem's dtype and device."""
+    kw = random_problem(batch=2, steps=steps, n=n, m=m, seed=seed, dtype=dtype)
+    pb = prepare(**kw)
+    host, ref = _both_ways(monkeypatch, pb, smoother=steps > 1)
+    got, want = _expanded_covariances(host, steps), _expanded_covariances(ref, steps)
+    assert got.keys() == want.keys()
+    for name, x in got.items():
+        assert x.dtype == dtype and x.device == pb.Q.device and x.shape == want[name].shape, name
+        scale = max(1.0, want[name].abs().max().item())
+        err = (x.double() - want[name].double()).abs().max().item()
+        assert err <= tol * scale, f"{name}: max abs error {err:.3g} (scale {scale:.3g})"
+    if steps >= 40:                                    # the shortcut was taken on both paths
+        assert host.gains.gain.shape[0] < steps and ref.gains.gain.shape[0] < steps
+
+
+def test_host_path_results_equal_the_gradient_path():
+    """The smoother without gradients (covariances in NumPy) equals the one with gradients into
+    every parameter (PyTorch, every step), and gradients reach every parameter."""
+    kw = random_problem(batch=3, steps=60, n=3, m=2, seed=11)
+    with torch.no_grad():
+        assert shared.on_host(prepare(**kw))
+        fast = kalman_smoother(**kw)
+    params = {k: kw[k].clone().requires_grad_(True) for k in ("A", "C", "Q", "R", "P0")}
+    assert not shared.on_host(prepare(**dict(kw, **params)))
+    full = kalman_smoother(**dict(kw, **params))
+    _assert_close(fast, {name: getattr(full, name).detach() for name in FIELDS}
+                  | {"ll": full.log_likelihood.detach()}, 1e-10)
+    (full.log_likelihood.sum() + full.mean.sum() + full.cov.sum()).backward()
+    for name, p in params.items():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_host_path_only_without_gradients_into_covariances_on_the_cpu():
+    kw = random_problem(batch=2, steps=5, n=2, m=2, seed=12)
+    assert shared.on_host(prepare(**kw))
+    assert shared.on_host(prepare(**dict(kw, obs=kw["obs"].clone().requires_grad_(True))))
+    A = kw["A"].clone().requires_grad_(True)
+    assert not shared.on_host(prepare(**dict(kw, A=A)))
+    with torch.no_grad():
+        assert shared.on_host(prepare(**dict(kw, A=A)))
+    half = {k: v.to(torch.bfloat16) for k, v in kw.items()}
+    assert not shared.on_host(prepare(**half, validate=False))
+
+
+def test_host_path_reports_non_positive_definite_covariances():
+    kw = random_problem(batch=2, steps=6, n=3, m=2, seed=13)
+    bad = dict(kw, P0=-kw["P0"])
+    with pytest.raises(ValueError, match="not positive definite"):
+        kalman_smoother(**bad, validate=False)
+    with pytest.raises(ValueError, match="P0 must be positive definite"):
+        kalman_smoother(**bad)
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 16, 300])
+def test_powers_are_the_repeated_products_until_negligible(count):
+    g = torch.Generator().manual_seed(count)
+    J = (0.6 * torch.randn(3, 3, generator=g, dtype=torch.float64) / 3).numpy()
+    pw = shared_host.powers(J, count)
+    c = pw.shape[0] - 1
+    assert 0 <= c <= count
+    want = np.eye(3)
+    for s in range(c + 1):
+        np.testing.assert_allclose(pw[s], want, rtol=1e-12, atol=1e-300)
+        want = want @ J
+    if c < count:                                      # stopped early: J^c is below rounding
+        assert (3 * np.abs(pw[-1]).max()) ** 2 <= np.finfo(np.float64).eps

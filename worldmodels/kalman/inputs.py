@@ -125,7 +125,8 @@ def _validate(tensors: dict[str, torch.Tensor], mask: torch.Tensor | None) -> No
     total = torch.stack([tensors[name].sum() for name in others]).sum()
     Q, R, P0 = (tensors[name] for name in spd)
     if Q.device.type == "cpu" and Q.dtype in (torch.float32, torch.float64):
-        ok = _spd_all_ok_host([Q, R, P0]) and bool(torch.isfinite(total))
+        ok = (_spd_all_ok_host([R, torch.stack([Q, P0])] if P0.dim() == 2 else [R, Q, P0])
+              and bool(torch.isfinite(total)))
     else:
         flags = [torch.isfinite(total).reshape(1), _spd_ok(R).reshape(-1)]
         if P0.dim() == 2:                                  # one batched test for Q and P0

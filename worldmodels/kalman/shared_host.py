@@ -72,8 +72,9 @@ def first_converged(X: np.ndarray, tol: float) -> int | None:
     (``X`` ``[j, r, c]``): the stop rule of :func:`worldmodels.kalman.shared.first_converged`."""
     if X.shape[0] < 2:
         return None
-    change = np.abs(X[1:] - X[:-1]).max(axis=(1, 2))
-    hits = np.flatnonzero(change <= tol * np.abs(X[1:]).max(axis=(1, 2)))
+    X = X.reshape(X.shape[0], -1)
+    change = np.abs(X[1:] - X[:-1]).max(1)
+    hits = np.flatnonzero(change <= tol * np.abs(X[1:]).max(1))
     return int(hits[0]) + 1 if hits.size else None
 
 
@@ -111,13 +112,14 @@ def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarra
         if i is not None:
             k = lo + i + 1                                 # step lo + i repeats step lo + i - 1
         t = stop
-    pred_cov, filt_cov = _sym(np.array(preds[:k])), _sym(np.array(filts[:k]))
-    _cholesky(np.concatenate([pred_cov, filt_cov]), "a predicted or filtered covariance")
+    covs = _sym(np.array([preds[:k], precs[:k], filts[:k]]))   # [3, k, n, n]
+    _cholesky(covs, "a predicted or filtered covariance")
+    pred_cov, pred_prec, filt_cov = covs
     L = _cholesky(C @ pred_cov @ C.T + R, "an innovation covariance")
     gain = filt_cov @ RinvC.T                              # K = P_t|t C^T R^-1
     G = np.eye(n) - gain @ C
     half = np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)
-    return HostGains(pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=_sym(np.array(precs[:k])),
+    return HostGains(pred_cov=pred_cov, filt_cov=filt_cov, pred_prec=pred_prec,
                      gain=gain, update=G,
                      transition=np.concatenate([G[:1], (G @ A)[min(1, k - 1):]]),
                      chol_inv=np.linalg.inv(L),
@@ -148,8 +150,7 @@ def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int
     T, n = steps, A.shape[0]
     kk = min(g.gain.shape[0], T - 1)                       # distinct smoother gains, t = 0..T-2
     Pf = g.filt_cov[:kk]
-    prec_next = g.pred_prec[1:] if g.pred_prec.shape[0] > 1 else g.pred_prec
-    Yp = prec_next[np.minimum(np.arange(kk), prec_next.shape[0] - 1)]   # P_t+1|t^-1
+    Yp = g.pred_prec[np.minimum(np.arange(1, kk + 1), g.pred_prec.shape[0] - 1)]   # P_t+1|t^-1
     J = Pf @ A.T @ Yp
     IJA = np.eye(n) - J @ A
     Lc = IJA @ Pf @ _mT(IJA) + J @ Q @ _mT(J)
@@ -164,9 +165,9 @@ def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int
     cov[T - 1 - c:T - 1] = seq[::-1]
     cov[kk - 1:T - 1 - c] = seq[-1]
     P = cov[kk - 1]
+    Jt = _mT(J)
     for s in range(kk - 2, -1, -1):                        # distinct head steps
-        P = Lc[s] + J[s] @ P @ J[s].T
-        cov[s] = P
+        P = cov[s] = Lc[s] + J[s] @ P @ Jt[s]
     cov = _sym(cov)
     Jfull = J[np.minimum(np.arange(T - 1), kk - 1)]
     return J, cov, cov[1:] @ _mT(Jfull)
