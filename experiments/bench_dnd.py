@@ -10,7 +10,7 @@ in the neighbour selection (the differentiable recomputation is shared):
 * ``torch``: the default backend (batched exact cdist + topk, no extra dependency);
 * ``auto``: kd-tree for large CPU reads, torch otherwise (``dnd.auto_backend``);
 * ``kdtree``: one scipy cKDTree per memory (optional backend);
-* ``faiss``: one ``faiss.IndexFlatL2`` per memory (the baseline of the issue);
+* ``faiss``: one ``faiss.IndexFlatL2`` per memory (the usual nearest-neighbour baseline);
 * ``faiss_search_only``: faiss index build + search alone, without the differentiable read.
 
 Timings are medians over ``--repeats`` runs after one warm-up; ratios are against ``faiss``
