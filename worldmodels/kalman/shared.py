@@ -459,11 +459,15 @@ def _float64_numpy(x: torch.Tensor) -> np.ndarray:
     return np.asarray(x.detach().numpy(), dtype=np.float64)
 
 
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 def _to_torch(arrays: list[np.ndarray], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-    """NumPy arrays -> tensors of ``dtype`` on ``device``, through one packed conversion."""
-    flat = np.concatenate([a.ravel() for a in arrays])
-    parts = torch.from_numpy(flat).to(dtype=dtype, device=device).split([a.size for a in arrays])
-    return [p.view(a.shape) for p, a in zip(parts, arrays)]
+    """NumPy arrays -> tensors of ``dtype`` (one of :data:`HOST_DTYPES`) on ``device``; the
+    dtype conversion runs in NumPy (several times cheaper than a PyTorch one per small array)."""
+    np_dtype = _NUMPY_DTYPES[dtype]
+    out = [torch.from_numpy(np.asarray(a, dtype=np_dtype)) for a in arrays]
+    return out if device.type == "cpu" else [x.to(device) for x in out]
 
 
 def host_covariances(pb: Problem, smoother: bool) -> _Covariances:
@@ -472,12 +476,12 @@ def host_covariances(pb: Problem, smoother: bool) -> _Covariances:
     ``STEADY_ULPS`` units of rounding of that dtype."""
     dtype, device = pb.Q.dtype, pb.Q.device
     A, C, Q, R, P0 = (_float64_numpy(x) for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0))
-    hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps,
-                                        STEADY_ULPS * torch.finfo(dtype).eps, CHECK_FIRST)
+    tol = STEADY_ULPS * torch.finfo(dtype).eps
+    hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps, tol, CHECK_FIRST)
     fields = list(SharedGains.__dataclass_fields__)
     arrays = [getattr(hg, f) for f in fields]
     if smoother:
-        arrays += shared_host.smoother_covariances(hg, A, Q, pb.steps)
+        arrays += shared_host.smoother_covariances(hg, A, Q, pb.steps, tol)
     out = _to_torch(arrays, dtype, device)
     g = SharedGains(**dict(zip(fields, out)))
     return _Covariances(g, tuple(out[len(fields):]) if smoother else None)  # type: ignore[arg-type]

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EPS = float(np.finfo(np.float64).eps)
-
 
 class NotPositiveDefinite(ValueError):
     """A covariance of the recursion is not positive definite."""
@@ -85,16 +83,20 @@ def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarra
     ``check_first`` steps, then after chunks one step longer each time).
 
     ``A`` ``[n, n]``, ``C`` ``[m, n]``, ``Q`` ``[n, n]``, ``R`` ``[m, m]``, ``P0`` ``[n, n]``
-    float64.  Per step ``P_t|t = (P_t|t-1^-1 + C^T R^-1 C)^-1`` and ``P_t+1|t = A P_t|t A^T + Q``;
-    the positive definiteness of every covariance is checked once, on the whole stack, at the end.
+    float64.  Per step ``P_t|t = (P_t|t-1^-1 + C^T R^-1 C)^-1``, computed as
+    ``(I + P_t|t-1 C^T R^-1 C)^-1 P_t|t-1`` (one solve), and ``P_t+1|t = A P_t|t A^T + Q``; the
+    inverses ``P_t|t-1^-1`` come in one batched call.  ``R``, ``P0`` and ``Q`` positive definite
+    make every covariance of the recursion positive definite; they and the innovation covariances
+    are checked (:class:`NotPositiveDefinite`).
     """
     n = A.shape[0]
     _cholesky(R, "R")
+    _cholesky(np.array([P0, Q]), "P0 or Q")               # then every P_t|t-1 >= Q and P_t|t are
     RinvC = np.linalg.solve(R, C)                          # R^-1 C
     info_gain = C.T @ RinvC                                # C^T R^-1 C
-    At, inv = A.T, np.linalg.inv
+    At, eye, solve = A.T, np.eye(n), np.linalg.solve
     P = P0
-    preds, precs, filts = [], [], []
+    preds, filts = [], []
     k, t, chunk = steps, 0, check_first
     while t < k:
         stop = min(steps, t + chunk)
@@ -103,18 +105,15 @@ def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarra
             if s > 0:
                 P = A @ P @ At + Q
             preds.append(P)
-            Y = inv(P)
-            precs.append(Y)
-            P = inv(Y + info_gain)
+            P = solve(eye + P @ info_gain, P)              # (P^-1 + C^T R^-1 C)^-1, one solve
             filts.append(P)
         lo = max(0, t - 1)                                 # include the previous chunk's last step
         i = first_converged(np.array(filts[lo:stop]), tol)
         if i is not None:
             k = lo + i + 1                                 # step lo + i repeats step lo + i - 1
         t = stop
-    covs = _sym(np.array([preds[:k], precs[:k], filts[:k]]))   # [3, k, n, n]
-    _cholesky(covs, "a predicted or filtered covariance")
-    pred_cov, pred_prec, filt_cov = covs
+    pred_cov, filt_cov = _sym(np.array([preds[:k], filts[:k]]))   # [k, n, n] each
+    pred_prec = _sym(np.linalg.inv(pred_cov))
     L = _cholesky(C @ pred_cov @ C.T + R, "an innovation covariance")
     gain = filt_cov @ RinvC.T                              # K = P_t|t C^T R^-1
     G = np.eye(n) - gain @ C
@@ -126,18 +125,18 @@ def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarra
                      half_logdet=np.asarray(half.sum() + (steps - k) * half[-1]))
 
 
-def powers(J: np.ndarray, count: int) -> np.ndarray:
+def powers(J: np.ndarray, count: int, tol: float) -> np.ndarray:
     """``J^0 .. J^c`` ``[c + 1, n, n]`` by doublings (log2 c products): ``c = count``, or fewer
-    once ``(n max |J^c|)^2`` is below float64 rounding, so that later terms ``J^s X J^sT`` are
-    negligible next to ``X``."""
+    once ``(n max |J^c|)^2 <= tol``, so that later terms ``J^s X J^sT`` change ``X``-sized
+    sums by less than ``tol`` relative (the stop rule of :func:`filter_covariances`)."""
     n = J.shape[0]
     pw = np.array([np.eye(n), J])
-    while pw.shape[0] < count + 1 and (n * np.abs(pw[-1]).max()) ** 2 > EPS:
+    while pw.shape[0] < count + 1 and (n * np.abs(pw[-1]).max()) ** 2 > tol:
         pw = np.concatenate([pw, pw[-1] @ J @ pw])         # J^(m-1) J J^l = J^(m+l)
     return pw[:count + 1]
 
 
-def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int
+def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int, tol: float
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Smoother gains ``J`` ``[kk, n, n]`` (compact), smoothed covariances ``[T, n, n]`` and
     cross covariances ``[T-1, n, n]`` (``cross[t] = Cov(z_t+1, z_t | all)``), for T >= 2.
@@ -145,8 +144,9 @@ def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int
     ``J_t = P_t|t A^T P_t+1|t^-1`` and ``P_t = Lc_t + J_t P_t+1 J_t^T`` backwards from
     ``P_T-1|T-1``, with ``Lc_t = (I - J_t A) P_t|t (I - J_t A)^T + J_t Q J_t^T``.  The constant
     run (t >= kk - 1) in closed form, ``P_T-1-s = sum_{l<s} J^l Lc J^lT + J^s P_T-1 J^sT``,
-    batched over s up to where the powers of J become negligible (:func:`powers`; earlier steps
-    repeat that one); the distinct steps t < kk - 1 are stepped."""
+    batched over s up to where the powers of J become negligible (:func:`powers` with ``tol`` as
+    in :func:`filter_covariances`; earlier steps repeat that one); the distinct steps t < kk - 1
+    are stepped."""
     T, n = steps, A.shape[0]
     kk = min(g.gain.shape[0], T - 1)                       # distinct smoother gains, t = 0..T-2
     Pf = g.filt_cov[:kk]
@@ -156,7 +156,7 @@ def smoother_covariances(g: HostGains, A: np.ndarray, Q: np.ndarray, steps: int
     Lc = IJA @ Pf @ _mT(IJA) + J @ Q @ _mT(J)
     P_last = g.filt_cov[-1]
     run = T - kk                                           # steps t = T-2 .. kk-1 of the constant run
-    pw = powers(J[-1], run)
+    pw = powers(J[-1], run, tol)
     c = pw.shape[0] - 1
     head, tail = pw[:-1], pw[1:]
     seq = (head @ Lc[-1] @ _mT(head)).cumsum(0) + tail @ P_last @ _mT(tail)   # P_T-1-s, s = 1..c
