@@ -357,3 +357,36 @@ def test_powers_are_the_repeated_products_until_negligible(count, tol):
         want = want @ J
     if c < count:                                      # stopped early: J^c is negligible
         assert (3 * np.abs(pw[-1]).max()) ** 2 <= tol
+
+
+def test_input_checks_deferred_to_the_shared_path_still_name_the_culprit(monkeypatch):
+    """``kalman_smoother`` leaves the SPD checks of Q, R, P0 to the shared path, which folds
+    them into its factorisations: every way it can take (NumPy covariances, a cache hit, the
+    PyTorch recursion with gradients) still raises the named error."""
+    kw = random_problem(batch=2, steps=8, n=3, m=2, seed=14)
+    asym_R = kw["R"] + torch.tensor([[0.0, 0.3], [0.0, 0.0]], dtype=kw["R"].dtype)
+    assert bool(torch.linalg.cholesky_ex(asym_R).info == 0)   # PD as factorised, not symmetric
+    bad = {"Q": (-kw["Q"], "Q must be positive definite"), "R": (asym_R, "R must be symmetric"),
+           "P0": (torch.full_like(kw["P0"], float("nan")), "P0 contains NaN")}
+    for name, (value, match) in bad.items():
+        assert prepare(**dict(kw, **{name: value}), defer_spd=True).spd_pending
+        with pytest.raises(ValueError, match=match):               # NumPy covariances
+            kalman_smoother(**dict(kw, **{name: value}))
+        A = kw["A"].clone().requires_grad_(True)
+        with pytest.raises(ValueError, match=match):               # PyTorch, with gradients
+            kalman_smoother(**dict(kw, A=A, **{name: value}))
+        with pytest.raises(ValueError, match=match):
+            kalman_filter(**dict(kw, **{name: value}))
+    with torch.no_grad():
+        kalman_smoother(**dict(kw, R=asym_R), validate=False)      # cached, unchecked
+        with pytest.raises(ValueError, match="R must be symmetric"):   # a cache hit
+            kalman_smoother(**dict(kw, R=asym_R))
+
+
+def test_input_checks_deferred_only_for_shared_problems():
+    for case, deferred in [(dict(), True), (dict(mask=True), False), (dict(varying=True), False),
+                           (dict(batched_prior=True), False)]:
+        kw = random_problem(batch=2, steps=5, n=3, m=2, seed=15, **case)
+        assert prepare(**kw, defer_spd=True).spd_pending == deferred, case
+        assert not prepare(**kw).spd_pending
+        assert not prepare(**kw, defer_spd=True, validate=False).spd_pending

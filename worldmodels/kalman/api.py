@@ -67,7 +67,7 @@ def kalman_filter(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: tor
     """
     _check_method(method)
     pb = prepare(obs, A=A, C=C, Q=Q, R=R, mu0=mu0, P0=P0, B=B, controls=controls, mask=mask,
-                 validate=validate)
+                 validate=validate, defer_spd=method == "sequential")
     return _filter(pb, method)
 
 
@@ -93,7 +93,7 @@ def kalman_smoother(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: t
     """
     _check_method(method)
     pb = prepare(obs, A=A, C=C, Q=Q, R=R, mu0=mu0, P0=P0, B=B, controls=controls, mask=mask,
-                 validate=validate)
+                 validate=validate, defer_spd=method == "sequential")
     return _smooth(pb, method)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from worldmodels.checks import check_shape
+from worldmodels.kalman.shared_host import symmetric
 
 
 @dataclass
@@ -25,6 +26,9 @@ class Problem:
     * ``A`` ``[n, n]`` (shared) or ``[B, T, n, n]``; ``C`` ``[m, n]`` or ``[B, T, m, n]``.
     * ``Q`` ``[n, n]``, ``R`` ``[m, m]``, ``mu0`` ``[B, n]``, ``P0`` ``[n, n]`` or ``[B, n, n]``.
     * ``Bu`` ``[B, T, n]`` control input ``B_t u_t`` (zero at t = 0, which the model ignores) or None.
+    * ``spd_pending``: ``Q``, ``R``, ``P0`` are not yet checked to be symmetric positive definite
+      (:func:`prepare` with ``defer_spd``); the shared-covariance path checks them where it
+      computes or reuses the covariances (:func:`check_spd_inputs`), which it then records here.
     """
 
     obs: torch.Tensor
@@ -36,6 +40,7 @@ class Problem:
     mu0: torch.Tensor
     P0: torch.Tensor
     Bu: torch.Tensor | None
+    spd_pending: bool = False
 
     @property
     def batch(self) -> int:
@@ -99,47 +104,58 @@ def _spd_all_ok_host(mats: list[torch.Tensor]) -> bool:
     """Every matrix of the CPU tensors ``mats`` (each ``[..., k, k]``, float32 or float64) is
     finite, symmetric and positive definite, as :func:`_spd_ok`, tested in NumPy (a few
     microseconds per small matrix instead of a dozen PyTorch dispatches)."""
-    for x in mats:
-        a = x.detach().numpy()
-        if not np.isfinite(a).all():
-            return False
-        scale = np.maximum(np.abs(a).max(axis=(-2, -1)), np.finfo(a.dtype).tiny)
-        if not (np.abs(a - a.swapaxes(-1, -2)).max(axis=(-2, -1)) <= 1e-5 * scale).all():
-            return False
-        try:
+    arrays = [x.detach().numpy() for x in mats]
+    if not symmetric(arrays):                              # also fails on NaN or inf
+        return False
+    try:
+        for a in arrays:
             np.linalg.cholesky(a)
-        except np.linalg.LinAlgError:
-            return False
+    except np.linalg.LinAlgError:
+        return False
     return True
 
 
-def _validate(tensors: dict[str, torch.Tensor], mask: torch.Tensor | None) -> None:
-    """Raise ``ValueError`` unless Q, R, P0 are symmetric PD and the other inputs are finite
-    (``obs`` only where ``mask`` is True).
-
-    Fast path, one host sync: the SPD tests (in NumPy for CPU tensors) and one finite sum over
-    everything else (a non-finite entry makes the sum non-finite; an overflowing sum of finite
-    entries only sends us to the exact per-tensor checks, which also name the culprit)."""
-    spd = ("Q", "R", "P0")
-    others = [name for name in tensors if name not in spd and (name != "obs" or mask is None)]
-    total = torch.stack([tensors[name].sum() for name in others]).sum()
-    Q, R, P0 = (tensors[name] for name in spd)
+def spd_inputs_ok(Q: torch.Tensor, R: torch.Tensor, P0: torch.Tensor) -> bool:
+    """Whether ``Q``, ``R`` and ``P0`` (``[n, n]`` or ``[B, n, n]``) are all finite, symmetric and
+    positive definite (one host sync; in NumPy for CPU tensors)."""
     if Q.device.type == "cpu" and Q.dtype in (torch.float32, torch.float64):
-        ok = (_spd_all_ok_host([R, torch.stack([Q, P0])] if P0.dim() == 2 else [R, Q, P0])
-              and bool(torch.isfinite(total)))
+        return _spd_all_ok_host([R, torch.stack([Q, P0])] if P0.dim() == 2 else [R, Q, P0])
+    flags = [_spd_ok(R).reshape(-1)]
+    if P0.dim() == 2:                                      # one batched test for Q and P0
+        flags.append(_spd_ok(torch.stack([Q, P0])))
     else:
-        flags = [torch.isfinite(total).reshape(1), _spd_ok(R).reshape(-1)]
-        if P0.dim() == 2:                                  # one batched test for Q and P0
-            flags.append(_spd_ok(torch.stack([Q, P0])))
-        else:
-            flags += [_spd_ok(Q).reshape(-1), _spd_ok(P0).reshape(-1)]
-        ok = bool(torch.cat(flags).all())
+        flags += [_spd_ok(Q).reshape(-1), _spd_ok(P0).reshape(-1)]
+    return bool(torch.cat(flags).all())
+
+
+def check_spd_inputs(Q: torch.Tensor, R: torch.Tensor, P0: torch.Tensor, known_bad: bool = False
+                     ) -> None:
+    """Raise ``ValueError`` naming the first of ``Q``, ``R``, ``P0`` that is not finite, symmetric
+    and positive definite (the exact per-tensor checks run only when the fast test fails, or
+    directly when the caller already saw a failure: ``known_bad``)."""
+    if known_bad or not spd_inputs_ok(Q, R, P0):
+        for name, x in (("Q", Q), ("R", R), ("P0", P0)):
+            check_spd(name, x)
+
+
+def _validate(tensors: dict[str, torch.Tensor], mask: torch.Tensor | None, spd: bool = True) -> None:
+    """Raise ``ValueError`` unless the inputs are finite (``obs`` only where ``mask`` is True)
+    and, with ``spd``, Q, R, P0 are symmetric positive definite.
+
+    Fast path, one host sync: one finite sum over everything but Q, R, P0 (a non-finite entry
+    makes the sum non-finite; an overflowing sum of finite entries only sends us to the exact
+    per-tensor checks, which also name the culprit) and the SPD tests (:func:`spd_inputs_ok`)."""
+    names = ("Q", "R", "P0")
+    others = [name for name in tensors if name not in names and (name != "obs" or mask is None)]
+    total = torch.stack([tensors[name].sum() for name in others]).sum()
+    Q, R, P0 = (tensors[name] for name in names)
+    ok = bool(torch.isfinite(total)) and (not spd or spd_inputs_ok(Q, R, P0))
     if ok:
         if mask is None:
             return
     else:
-        for name in spd:
-            check_spd(name, tensors[name])
+        if spd:
+            check_spd_inputs(Q, R, P0, known_bad=True)
         for name in others:
             if name != "obs" and not torch.isfinite(tensors[name]).all():
                 raise ValueError(f"{name} contains NaN or inf values")
@@ -171,8 +187,13 @@ def _shared_or_varying(name: str, x: torch.Tensor, rows: int, cols: int | None, 
 def prepare(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: torch.Tensor,
             R: torch.Tensor, mu0: torch.Tensor, P0: torch.Tensor, B: torch.Tensor | None = None,
             controls: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-            validate: bool = True) -> Problem:
-    """Check the arguments of ``kalman_filter`` & co. and return a :class:`Problem`."""
+            validate: bool = True, defer_spd: bool = False) -> Problem:
+    """Check the arguments of ``kalman_filter`` & co. and return a :class:`Problem`.
+
+    ``defer_spd``: for a problem with covariances shared by the batch (``Problem.shared``),
+    leave the symmetric-positive-definite checks of ``Q``, ``R``, ``P0`` to the shared path
+    (``Problem.spd_pending``), which folds them into its own factorisations.  Only for callers
+    that send such problems to :mod:`worldmodels.kalman.shared`."""
     if not isinstance(obs, torch.Tensor):
         raise TypeError(f"obs must be a torch.Tensor, got {type(obs).__name__}")
     check_shape("obs", obs, ("B", "T", "m"))
@@ -219,8 +240,9 @@ def prepare(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: torch.Ten
         mask_b = mask.to(obs.device) != 0
         if bool(mask_b.all()):
             mask_b = None
+    defer = validate and defer_spd and A.dim() == 2 and C.dim() == 2 and P0.dim() == 2 and mask_b is None
     if validate:
-        _validate(tensors, mask_b)
+        _validate(tensors, mask_b, spd=not defer)
     if mask_b is not None:
         obs = torch.where(mask_b.unsqueeze(-1), obs, torch.zeros((), dtype=obs.dtype, device=obs.device))
     if controls is not None and B is not None:
@@ -232,4 +254,4 @@ def prepare(obs: torch.Tensor, *, A: torch.Tensor, C: torch.Tensor, Q: torch.Ten
         first[0] = 0.0
         Bu = Bu * first                                    # B_0 u_0 is ignored by the model
     mu0_b = mu0.expand(batch, n) if mu0.dim() == 1 else mu0
-    return Problem(obs=obs, mask=mask_b, A=A, C=C, Q=Q, R=R, mu0=mu0_b, P0=P0, Bu=Bu)
+    return Problem(obs=obs, mask=mask_b, A=A, C=C, Q=Q, R=R, mu0=mu0_b, P0=P0, Bu=Bu, spd_pending=defer)

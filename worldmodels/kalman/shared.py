@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from worldmodels.kalman import shared_host
-from worldmodels.kalman.inputs import Problem
+from worldmodels.kalman.inputs import Problem, check_spd_inputs
 from worldmodels.kalman.results import FilterResult, SmootherResult
 from worldmodels.kalman.steps import raise_if_not_pd, symmetrise
 
@@ -179,7 +179,10 @@ def steps_mm(M: torch.Tensor, X: torch.Tensor, bias: torch.Tensor | None = None,
     head = None
     if h:
         head = torch.bmm(M[:h], X[:, :h].transpose(0, 1)).transpose(0, 1)
-        head = head * alpha if bias is None else torch.add(bias[:, :h], head, alpha=alpha)
+        if bias is not None:
+            head = torch.add(bias[:, :h], head, alpha=alpha)
+        elif alpha != 1.0:
+            head = head * alpha
     X2 = X.reshape(b, -1)
     if out is None:
         if bias is None:
@@ -470,14 +473,32 @@ def _to_torch(arrays: list[np.ndarray], dtype: torch.dtype, device: torch.device
     return out if device.type == "cpu" else [x.to(device) for x in out]
 
 
+def check_pending_spd(pb: Problem) -> None:
+    """Check ``Q``, ``R``, ``P0`` of a problem whose checks :func:`prepare` deferred
+    (``pb.spd_pending``; ``ValueError`` naming the culprit), once."""
+    if pb.spd_pending:
+        check_spd_inputs(pb.Q, pb.R, pb.P0)
+        pb.spd_pending = False
+
+
 def host_covariances(pb: Problem, smoother: bool) -> _Covariances:
     """:func:`compute_covariances` in float64 NumPy (:mod:`worldmodels.kalman.shared_host`),
     converted once to the problem's dtype and device; the steady-state tolerance is
-    ``STEADY_ULPS`` units of rounding of that dtype."""
+    ``STEADY_ULPS`` units of rounding of that dtype.  Pending input checks (``pb.spd_pending``)
+    are folded in: the recursion factorises ``R``, ``P0`` and ``Q`` anyway, so only their
+    symmetry is tested on top (the exact checks name the culprit on a failure)."""
     dtype, device = pb.Q.dtype, pb.Q.device
     A, C, Q, R, P0 = (_float64_numpy(x) for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0))
+    if pb.spd_pending and not shared_host.symmetric([R, np.array([Q, P0])]):
+        check_spd_inputs(pb.Q, pb.R, pb.P0, known_bad=True)
     tol = STEADY_ULPS * torch.finfo(dtype).eps
-    hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps, tol, CHECK_FIRST)
+    try:
+        hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps, tol, CHECK_FIRST)
+    except shared_host.NotPositiveDefinite:
+        if pb.spd_pending:
+            check_spd_inputs(pb.Q, pb.R, pb.P0, known_bad=True)
+        raise
+    pb.spd_pending = False
     fields = list(SharedGains.__dataclass_fields__)
     arrays = [getattr(hg, f) for f in fields]
     if smoother:
@@ -492,6 +513,7 @@ def compute_covariances(pb: Problem, smoother: bool) -> _Covariances:
     NumPy when :func:`on_host`, else in PyTorch (differentiable, on the problem's device)."""
     if on_host(pb):
         return host_covariances(pb, smoother)
+    check_pending_spd(pb)
     g = filter_covariances(pb)
     return _Covariances(g, _smoother_covariances(pb, g) if smoother else None)
 
@@ -502,12 +524,14 @@ def shared_covariances(pb: Problem, smoother: bool) -> _Covariances:
     use_cache = COVARIANCE_CACHE.enabled and steady_state_allowed(pb)
     hit = COVARIANCE_CACHE.find(pb) if use_cache else None
     if hit is not None and (hit.smoother is not None or not smoother):
+        check_pending_spd(pb)
         g, sm = hit.gains, hit.smoother                    # copies of what callers may expose
         return _Covariances(replace(g, pred_cov=g.pred_cov.clone(), filt_cov=g.filt_cov.clone()),
                             None if sm is None else (sm[0], sm[1].clone(), sm[2].clone()))
     if hit is None or on_host(pb):
         value = compute_covariances(pb, smoother)
     else:
+        check_pending_spd(pb)
         value = _Covariances(hit.gains, _smoother_covariances(pb, hit.gains))
     if use_cache:
         COVARIANCE_CACHE.add(pb, value)

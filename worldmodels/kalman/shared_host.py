@@ -54,15 +54,22 @@ def _sym(X: np.ndarray) -> np.ndarray:
 
 def _cholesky(X: np.ndarray, what: str) -> np.ndarray:
     """Lower Cholesky factors of ``X`` ``[..., k, k]``; :class:`NotPositiveDefinite` naming
-    ``what`` if one fails or is not finite."""
+    ``what`` if one fails."""
     try:
-        L = np.linalg.cholesky(X)
+        return np.linalg.cholesky(X)
     except np.linalg.LinAlgError:
-        L = None
-    if L is None or not np.isfinite(L).all():
         raise NotPositiveDefinite(f"{what} is not positive definite; check the scale of Q, R, P0 "
-                                  "and the observations, or use float64")
-    return L
+                                  "and the observations, or use float64") from None
+
+
+def symmetric(mats: list[np.ndarray]) -> bool:
+    """Every matrix of ``mats`` (each ``[..., k, k]``) is symmetric to ``1e-5`` relative to its
+    largest entry, as the input checks require; a NaN or inf entry fails (``inf - inf``)."""
+    for a in mats:
+        scale = np.abs(a).max(axis=(-2, -1))
+        if not (np.abs(a - a.swapaxes(-1, -2)).max(axis=(-2, -1)) <= 1e-5 * scale).all():
+            return False
+    return True
 
 
 def first_converged(X: np.ndarray, tol: float) -> int | None:
