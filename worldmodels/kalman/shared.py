@@ -6,6 +6,10 @@ in information form, the smoothed covariances of the steady run in closed form),
 as compact stacks ``[k, ., .]`` whose steps ``t >= k`` repeat step ``k - 1``: without gradients
 the Riccati recursion stops at its steady state (the covariance changes by at most
 ``STEADY_ULPS`` units of rounding in one step), with gradients it runs every step (``k = T``).
+Without gradients on the CPU the same recursions run in float64 NumPy
+(:mod:`worldmodels.kalman.shared_host`, a microsecond per small-matrix operation where PyTorch
+takes several) and are converted once to the batch's dtype; with gradients, or on another
+device, they run in PyTorch (:func:`compute_covariances` chooses).
 
 The means then follow affine recursions ``x_t = F_t x_{t-1} + c_t`` whose matrices are shared by
 the batch (:func:`affine_recursion`): everything else (the inputs ``c_t``, predictions,
