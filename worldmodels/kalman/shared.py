@@ -43,8 +43,8 @@ STEADY_ULPS = 4      # steady state: one step changes the covariance by at most 
 CHECK_FIRST = 4      # steps before the first (vectorised, host-synchronising) steady-state check;
                      # each later check comes one step later than the previous interval
 CACHE_SIZE = 4       # covariance computations kept for repeated calls (see CovarianceCache)
-HOST_DEVICES = ("cpu",)  # device types and dtypes whose covariances run in float64 NumPy
-HOST_DTYPES = (torch.float32, torch.float64)  # (when no gradient flows into them; see on_host)
+HOST_DEVICES = ("cpu",)  # device types ...
+HOST_DTYPES = (torch.float32, torch.float64)  # ... and dtypes whose covariances run in NumPy (on_host)
 
 
 def steady_state_allowed(pb: Problem) -> bool:
@@ -463,6 +463,7 @@ def on_host(pb: Problem) -> bool:
 
 
 def _float64_numpy(x: torch.Tensor) -> np.ndarray:
+    """A CPU tensor of a dtype in :data:`HOST_DTYPES` as a float64 array (no copy for float64)."""
     return np.asarray(x.detach().numpy(), dtype=np.float64)
 
 

@@ -4,16 +4,16 @@ When ``A``, ``C``, ``P0`` are shared, the covariances and gains depend on the st
 computed on single ``[n, n]`` matrices (see :mod:`worldmodels.kalman.shared`).  A small-matrix
 NumPy operation costs about a microsecond where a PyTorch one costs several, so when no gradient
 flows into the covariances and the tensors live on the CPU, the shared path runs the same
-recursion here, in float64, and converts the results once to the batch's dtype
-(:func:`worldmodels.kalman.shared.shared_covariances` decides).  With gradients, or on another
+recursions here, in float64, and converts the results once to the batch's dtype
+(:func:`worldmodels.kalman.shared.compute_covariances` decides).  With gradients, or on another
 device, the PyTorch implementation runs instead; both give the same values up to rounding.
 
-The recursions are those of :mod:`worldmodels.kalman.shared`: the filter in information form,
+The recursions are those of :mod:`worldmodels.kalman.shared`: the filter's Riccati recursion,
 stopped at its steady state (the filtered covariance changes by at most ``tol`` relative to its
 largest entry in one step; later steps repeat it), and the smoother's covariance recursion
-``P_t = Lc_t + J_t P_t+1 J_t^T``, stopped likewise once it reaches its fixed point.  Compact
-stacks ``[k, ., .]`` mean that steps ``t >= k`` repeat step ``k - 1``.  Everything here is
-NumPy ``float64``; nothing imports torch.
+``P_t = Lc_t + J_t P_t+1 J_t^T``, whose constant run is solved in closed form up to where it
+stops changing.  Compact stacks ``[k, ., .]`` mean that steps ``t >= k`` repeat step ``k - 1``.
+Everything here is NumPy ``float64``; nothing imports torch.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def first_converged(X: np.ndarray, tol: float) -> int | None:
 
 def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarray,
                        P0: np.ndarray, steps: int, tol: float, check_first: int) -> HostGains:
-    """Riccati recursion in information form, stopped at the steady state (``tol``: relative
+    """Riccati recursion, stopped at the steady state (``tol``: relative
     change per step, e.g. ``STEADY_ULPS`` units of rounding of the result's dtype; checked after
     ``check_first`` steps, then after chunks one step longer each time).
 
