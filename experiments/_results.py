@@ -58,11 +58,18 @@ def _git_commit() -> str | None:
         return None
 
 
+#: tracked paths that do not change what a run executes (results, their figures, prose)
+NOT_CODE_PATHSPECS = (":(exclude)experiments/results", ":(exclude)docs", ":(exclude)*.md")
+
+
 def _git_dirty() -> bool | None:
-    """Whether tracked files differ from the commit (None without git)."""
+    """Whether tracked files other than results and prose (``NOT_CODE_PATHSPECS``) differ from
+    the commit (None without git): a benchmark run right after another one, which rewrote its
+    committed JSON, still runs the committed code."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              *NOT_CODE_PATHSPECS], capture_output=True, text=True,
+                             cwd=REPO_ROOT, timeout=5)
         return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

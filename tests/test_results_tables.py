@@ -127,6 +127,36 @@ def test_recorded_commit_is_the_checkout_at_the_start_of_the_run(tmp_path, monke
     assert "git_dirty_at_start" in rec
 
 
+def test_dirty_means_code_changed_not_results_or_prose(tmp_path, monkeypatch):
+    """A run right after another benchmark rewrote its committed JSON still runs committed code."""
+    import shutil
+    import subprocess
+
+    from experiments import _results
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    files = {"experiments/results/b.json": "{}", "docs/x.md": "a", "README.md": "a", "worldmodels/m.py": "x = 1"}
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(_results, "REPO_ROOT", tmp_path)
+    assert _results._git_dirty() is False
+    for rel in ("experiments/results/b.json", "docs/x.md", "README.md"):
+        (tmp_path / rel).write_text("changed")
+    assert _results._git_dirty() is False
+    (tmp_path / "worldmodels/m.py").write_text("x = 2")
+    assert _results._git_dirty() is True
+
+
 def test_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
     inside = str(tables.REPO_ROOT / "runs" / "x" / "checkpoints" / "last.pt")
     rec = json.loads(save_results("t", {"run_dir": str(tables.REPO_ROOT / "runs" / "x")},
