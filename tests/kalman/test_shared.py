@@ -390,3 +390,64 @@ def test_input_checks_deferred_only_for_shared_problems():
         assert prepare(**kw, defer_spd=True).spd_pending == deferred, case
         assert not prepare(**kw).spd_pending
         assert not prepare(**kw, defer_spd=True, validate=False).spd_pending
+
+
+@pytest.mark.parametrize("batch,steps,m,controls", [(1, 1, 2, True), (1, 6, 1, False),
+                                                    (4, 1, 1, True), (1, 6, 1, True)])
+def test_inputs_are_left_unchanged(batch, steps, m, controls):
+    """The in-place work of the shared path never writes into the caller's tensors, also for
+    shapes whose feature-first ``obs`` would be a view of it (one sequence, one step or a
+    scalar observation)."""
+    kw = random_problem(batch=batch, steps=steps, n=3, m=m, controls=controls, seed=16)
+    before = {k: v.clone() for k, v in kw.items()}
+    with torch.no_grad():
+        res = kalman_smoother(**kw)
+        kalman_filter(**kw)
+    for name, x in kw.items():
+        assert torch.equal(x, before[name]), name
+    _assert_close(res, _reference(before), 1e-10)
+
+
+def test_results_without_gradients_are_ordinary_tensors():
+    """The in-place work runs in inference mode, but the results are ordinary tensors: autograd
+    can use them later and they can be written in place."""
+    kw = random_problem(batch=2, steps=12, n=3, m=2, seed=17)
+    res = kalman_smoother(**kw)
+    outputs = [res.mean, res.cov, res.cross_cov, res.filter.pred_mean, res.filter.filt_mean,
+               res.filter.pred_cov, res.filter.filt_cov, res.filter.log_likelihood]
+    assert not any(x.is_inference() for x in outputs)
+    w = torch.ones(3, dtype=kw["obs"].dtype, requires_grad=True)
+    ((res.mean * w).sum() + (res.filter.log_likelihood.sum() * w).sum()).backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+    ref = res.mean.clone()
+    res.mean.add_(1.0)
+    torch.testing.assert_close(res.mean, ref + 1.0)
+
+
+@pytest.mark.parametrize("n,m", [(3, 2), (2, 3), (2, 2)])
+def test_noise_factorisation_names_the_matrix_that_is_not_positive_definite(n, m):
+    """Without the input checks, one factorisation of R, P0, Q (padded to a common size) still
+    names the one that fails; positive definite ones of any sizes pass."""
+    kw = random_problem(batch=2, steps=5, n=n, m=m, seed=18)
+    with torch.no_grad():
+        kalman_smoother(**kw, validate=False)
+        for name in ("R", "P0", "Q"):
+            bad = kw[name].clone()
+            bad[-1, -1] = -1.0
+            with pytest.raises(ValueError, match=f"^{name} is not positive definite"):
+                kalman_smoother(**dict(kw, **{name: bad}), validate=False)
+
+
+@pytest.mark.parametrize("n,m", [(3, 2), (2, 3)])
+def test_noise_stack_symmetry_is_per_matrix(n, m):
+    """The padded stack tests each matrix's symmetry relative to its own largest entry: a small
+    asymmetric R next to large P0 and Q fails, symmetric ones pass."""
+    rng = np.random.default_rng(19)
+    R, P0, Q = (x @ x.T + np.eye(k) for x, k in ((rng.standard_normal((m, m)), m),
+                                                   (rng.standard_normal((n, n)), n),
+                                                   (rng.standard_normal((n, n)), n)))
+    X = shared_host.noise_stack(1e-3 * R, 1e3 * P0, Q)
+    assert X.shape == (3, max(n, m), max(n, m)) and shared_host.symmetric([X])
+    R_asym = 1e-3 * R
+    R_asym[0, 1] += 1e-6
+    assert not shared_host.symmetric([shared_host.noise_stack(R_asym, 1e3 * P0, Q)])

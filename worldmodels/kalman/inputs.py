@@ -147,9 +147,10 @@ def _validate(tensors: dict[str, torch.Tensor], mask: torch.Tensor | None, spd: 
     per-tensor checks, which also name the culprit) and the SPD tests (:func:`spd_inputs_ok`)."""
     names = ("Q", "R", "P0")
     others = [name for name in tensors if name not in names and (name != "obs" or mask is None)]
-    total = torch.stack([tensors[name].sum() for name in others]).sum()
+    with torch.inference_mode():                           # read-only: no autograd bookkeeping
+        finite = bool(torch.isfinite(torch.stack([tensors[name].sum() for name in others]).sum()))
     Q, R, P0 = (tensors[name] for name in names)
-    ok = bool(torch.isfinite(total)) and (not spd or spd_inputs_ok(Q, R, P0))
+    ok = finite and (not spd or spd_inputs_ok(Q, R, P0))
     if ok:
         if mask is None:
             return

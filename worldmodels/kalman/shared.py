@@ -270,37 +270,61 @@ def _filter_means(pb: Problem, g: SharedGains) -> tuple[torch.Tensor, torch.Tens
     """Predicted and filtered means (feature-first ``[n, T, B]``) and the log-likelihood ``[B]``.
 
     ``m_t|t = G_t (A m_t-1|t-1 + B u_t) + K_t a_t`` with ``G_t = I - K_t C``: an affine recursion
-    with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``)."""
+    with ``F_t = G_t A`` (``F_0 = G_0`` applied to ``mu0``).  Without autograd recording,
+    :func:`_filter_means_inplace` computes the same in place."""
+    if not _problem_recording(pb):
+        return _filter_means_inplace(pb, g)
     A, C = pb.A, pb.C
     n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
-    recording = _problem_recording(pb)
     Y = pb.obs.permute(2, 1, 0).contiguous()               # [m, T, B]
-    G, F = g.update, g.transition
-    Bu = None if pb.Bu is None else pb.Bu.permute(2, 1, 0).contiguous()   # [n, T, B]; Bu_0 = 0
+    c = steps_mm(g.gain, Y)
     mu0 = pb.mu0.t()                                       # [n, B]
-    if recording:
-        c = steps_mm(g.gain, Y)
-        if Bu is not None:
-            c = steps_mm(G, Bu, bias=c)
-        ext = affine_recursion(mu0, c, F)                  # [n, T + 1, B]: mu0, then filtered
+    if pb.Bu is None:
+        ext = affine_recursion(mu0, c, g.transition)       # [n, T + 1, B]: mu0, then filtered
+        pred = (A @ ext[:, :T].reshape(n, -1)).view(n, T, B)
     else:
-        ext = Y.new_empty(n, T + 1, B)
+        Bu = pb.Bu.permute(2, 1, 0).contiguous()           # [n, T, B]; Bu_0 = 0
+        ext = affine_recursion(mu0, steps_mm(g.update, Bu, bias=c), g.transition)
+        pred = torch.addmm(Bu.reshape(n, -1), A, ext[:, :T].reshape(n, -1)).view(n, T, B)
+    pred[:, 0] = mu0
+    V = torch.addmm(Y.view(m, -1), C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
+    quad = _whitened_sq_norm(g.chol_inv, V, recording=True)
+    return pred, ext[:, 1:], _log_likelihood(quad, g, T, m)
+
+
+def _log_likelihood(quad: torch.Tensor, g: SharedGains, steps: int, m: int) -> torch.Tensor:
+    """``[B]`` log-likelihood from the whitened innovations' squared norms ``quad`` ``[B]``."""
+    return -0.5 * quad - (g.half_logdet + 0.5 * steps * m * math.log(2 * math.pi))
+
+
+def _filter_means_inplace(pb: Problem, g: SharedGains
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_filter_means` without autograd recording.  The returned means' storage is
+    allocated first; the work then runs in inference mode (no autograd bookkeeping per
+    operation, which is most of the cost of the per-step products), in place into that storage
+    and into temporaries of its own, so the returned tensors are ordinary ones."""
+    A, C = pb.A, pb.C
+    n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
+    ext = pb.obs.new_empty(n, T + 1, B)                    # mu0, then the filtered means
+    pred = pb.obs.new_empty(n, T, B)
+    with torch.inference_mode():
+        Y = pb.obs.permute(2, 1, 0).clone(memory_format=torch.contiguous_format)   # [m, T, B]
+        mu0 = pb.mu0.t()                                   # [n, B]
         ext[:, 0] = mu0
         c = steps_mm(g.gain, Y, out=ext[:, 1:])
-        if Bu is not None:
-            steps_mm(G, Bu, bias=c, out=c)
-        affine_solve_(ext, F)
-    filt = ext[:, 1:]
-    prev = ext[:, :T].reshape(n, -1)
-    pred = (A @ prev if Bu is None else torch.addmm(Bu.reshape(n, -1), A, prev)).view(n, T, B)
-    pred[:, 0] = mu0
-    if recording:
-        V = torch.addmm(Y.view(m, -1), C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
-    else:
-        V = Y.view(m, -1).addmm_(C, pred.view(n, -1), alpha=-1.0).view(m, T, B)
-    quad = _whitened_sq_norm(g.chol_inv, V, recording)
-    ll = -0.5 * quad - (g.half_logdet + 0.5 * T * m * math.log(2 * math.pi))
-    return pred, filt, ll
+        prev, pred2 = ext[:, :T].reshape(n, -1), pred.view(n, -1)
+        if pb.Bu is None:
+            affine_solve_(ext, g.transition)
+            torch.mm(A, prev, out=pred2)
+        else:
+            Bu = pb.Bu.permute(2, 1, 0).contiguous()       # [n, T, B]; Bu_0 = 0
+            steps_mm(g.update, Bu, bias=c, out=c)
+            affine_solve_(ext, g.transition)
+            torch.addmm(Bu.view(n, -1), A, prev, out=pred2)
+        pred[:, 0] = mu0
+        V = Y.view(m, -1).addmm_(C, pred2, alpha=-1.0).view(m, T, B)
+        quad = _whitened_sq_norm(g.chol_inv, V, recording=False)
+    return pred, ext[:, 1:], _log_likelihood(quad, g, T, m)
 
 
 def _batch_first(X: torch.Tensor) -> torch.Tensor:
@@ -488,17 +512,19 @@ def check_pending_spd(pb: Problem) -> None:
 
 def host_covariances(pb: Problem, smoother: bool) -> _Covariances:
     """:func:`compute_covariances` in float64 NumPy (:mod:`worldmodels.kalman.shared_host`),
-    converted once to the problem's dtype and device; the steady-state tolerance is
+    converted once to the problem's dtype and device (``pred_cov`` and ``filt_cov`` at full
+    length T, as the results expose them); the steady-state tolerance is
     ``STEADY_ULPS`` units of rounding of that dtype.  Pending input checks (``pb.spd_pending``)
     are folded in: the recursion factorises ``R``, ``P0`` and ``Q`` anyway, so only their
     symmetry is tested on top (the exact checks name the culprit on a failure)."""
     dtype, device = pb.Q.dtype, pb.Q.device
     A, C, Q, R, P0 = (_float64_numpy(x) for x in (pb.A, pb.C, pb.Q, pb.R, pb.P0))
-    if pb.spd_pending and not shared_host.symmetric([R, np.array([Q, P0])]):
+    noise = shared_host.noise_stack(R, P0, Q)
+    if pb.spd_pending and not shared_host.symmetric([noise]):
         check_spd_inputs(pb.Q, pb.R, pb.P0, known_bad=True)
     tol = STEADY_ULPS * torch.finfo(dtype).eps
     try:
-        hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps, tol, CHECK_FIRST)
+        hg = shared_host.filter_covariances(A, C, Q, R, P0, pb.steps, tol, CHECK_FIRST, noise)
     except shared_host.NotPositiveDefinite:
         if pb.spd_pending:
             check_spd_inputs(pb.Q, pb.R, pb.P0, known_bad=True)
@@ -506,6 +532,8 @@ def host_covariances(pb: Problem, smoother: bool) -> _Covariances:
     pb.spd_pending = False
     fields = list(SharedGains.__dataclass_fields__)
     arrays = [getattr(hg, f) for f in fields]
+    full = ("pred_cov", "filt_cov")                        # returned as [B, T, n, n] views
+    arrays = [shared_host.repeat_last(a, pb.steps) if f in full else a for f, a in zip(fields, arrays)]
     if smoother:
         arrays += shared_host.smoother_covariances(hg, A, Q, pb.steps, tol)
     out = _to_torch(arrays, dtype, device)
@@ -560,6 +588,8 @@ def smoother_shared(pb: Problem) -> SmootherResult:
     if _problem_recording(pb):
         mean = pred + affine_recursion(u[:, -1], u[:, :-1], J, reverse=True)
     else:
-        mean = affine_solve_(u, J, reverse=True).add_(pred)
+        with torch.inference_mode():                       # in place into u, an ordinary tensor
+            affine_solve_(u, J, reverse=True).add_(pred)
+        mean = u
     return SmootherResult(mean=_batch_first(mean), cov=cov.expand(B, T, n, n),
                           cross_cov=cross.expand(B, T - 1, n, n), filter=fres)

@@ -62,6 +62,41 @@ def _cholesky(X: np.ndarray, what: str) -> np.ndarray:
                                   "and the observations, or use float64") from None
 
 
+NOISE_NAMES = ("R", "P0", "Q")   # the matrices of :func:`noise_stack`, in order
+
+
+def noise_stack(R: np.ndarray, P0: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """``R`` ``[m, m]``, ``P0`` and ``Q`` ``[n, n]`` in one stack ``[3, s, s]``, ``s = max(m, n)``,
+    each in the top-left corner with zeros around it (so per-matrix maxima are those of the
+    matrices): one symmetry test (:func:`symmetric`) and one factorisation
+    (:func:`check_noise_positive_definite`) cover all three."""
+    mats = (R, P0, Q)
+    s = max(R.shape[0], Q.shape[0])
+    X = np.zeros((3, s, s))
+    for i, a in enumerate(mats):
+        X[i, :a.shape[0], :a.shape[0]] = a
+    return X
+
+
+def check_noise_positive_definite(X: np.ndarray, sizes: tuple[int, int, int]) -> None:
+    """:class:`NotPositiveDefinite` naming the first of ``R``, ``P0``, ``Q`` (a
+    :func:`noise_stack` ``X``, whose matrices are ``sizes`` square) that is not positive definite.
+
+    One Cholesky factorisation of the stack, whose padding is set to the identity in place (a
+    block-diagonal matrix is positive definite exactly when its blocks are); only after a
+    failure are the matrices factorised one by one, to name the culprit."""
+    s = X.shape[-1]
+    for i, k in enumerate(sizes):
+        if k < s:
+            X[i, k:, k:] = np.eye(s - k)
+    try:
+        np.linalg.cholesky(X)
+    except np.linalg.LinAlgError:
+        for name, a, k in zip(NOISE_NAMES, X, sizes):
+            _cholesky(a[:k, :k], name)
+        raise NotPositiveDefinite("R, P0 or Q is not positive definite") from None
+
+
 def symmetric(mats: list[np.ndarray]) -> bool:
     """Every matrix of ``mats`` (each ``[..., k, k]``) is symmetric to ``1e-5`` relative to its
     largest entry, as the input checks require; a NaN or inf entry fails (``inf - inf``)."""
@@ -70,6 +105,15 @@ def symmetric(mats: list[np.ndarray]) -> bool:
         if not (np.abs(a - a.swapaxes(-1, -2)).max(axis=(-2, -1)) <= 1e-5 * scale).all():
             return False
     return True
+
+
+def repeat_last(X: np.ndarray, steps: int) -> np.ndarray:
+    """Compact stack ``X`` ``[k, ...]`` at full length ``[steps, ...]`` (entries >= k repeat
+    ``X[k - 1]``; ``k <= steps``)."""
+    k = X.shape[0]
+    if k == steps:
+        return X
+    return np.concatenate([X, np.broadcast_to(X[-1], (steps - k, *X.shape[1:]))])
 
 
 def first_converged(X: np.ndarray, tol: float) -> int | None:
@@ -84,7 +128,8 @@ def first_converged(X: np.ndarray, tol: float) -> int | None:
 
 
 def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarray,
-                       P0: np.ndarray, steps: int, tol: float, check_first: int) -> HostGains:
+                       P0: np.ndarray, steps: int, tol: float, check_first: int,
+                       noise: np.ndarray | None = None) -> HostGains:
     """Riccati recursion, stopped at the steady state (``tol``: relative
     change per step, e.g. ``STEADY_ULPS`` units of rounding of the result's dtype; checked after
     ``check_first`` steps, then after chunks one step longer each time).
@@ -93,12 +138,12 @@ def filter_covariances(A: np.ndarray, C: np.ndarray, Q: np.ndarray, R: np.ndarra
     float64.  Per step ``P_t|t = (P_t|t-1^-1 + C^T R^-1 C)^-1``, computed as
     ``(I + P_t|t-1 C^T R^-1 C)^-1 P_t|t-1`` (one solve), and ``P_t+1|t = A P_t|t A^T + Q``; the
     inverses ``P_t|t-1^-1`` come in one batched call.  ``R``, ``P0`` and ``Q`` positive definite
-    make every covariance of the recursion positive definite; they and the innovation covariances
-    are checked (:class:`NotPositiveDefinite`).
+    make every covariance of the recursion positive definite; they (in one factorisation of
+    ``noise``, their :func:`noise_stack`, built here if not given; its padding is overwritten)
+    and the innovation covariances are checked (:class:`NotPositiveDefinite`).
     """
-    n = A.shape[0]
-    _cholesky(R, "R")
-    _cholesky(np.array([P0, Q]), "P0 or Q")               # then every P_t|t-1 >= Q and P_t|t are
+    n, m = A.shape[0], R.shape[0]
+    check_noise_positive_definite(noise_stack(R, P0, Q) if noise is None else noise, (m, n, n))
     RinvC = np.linalg.solve(R, C)                          # R^-1 C
     info_gain = C.T @ RinvC                                # C^T R^-1 C
     At, eye, solve = A.T, np.eye(n), np.linalg.solve
