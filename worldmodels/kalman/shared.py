@@ -14,9 +14,10 @@ device, they run in PyTorch (:func:`compute_covariances` chooses).
 The means then follow affine recursions ``x_t = F_t x_{t-1} + c_t`` whose matrices are shared by
 the batch (:func:`affine_recursion`): everything else (the inputs ``c_t``, predictions,
 innovations, log-likelihood) is a few whole-sequence matrix products, and without autograd the
-recursions run in place, one ``addmm_`` per step.  (Solving the constant-matrix run in blocks of
-about sqrt(T) steps with large products was measured slower on a loaded 2-core CPU at T = 100 to
-1000: the extra passes over memory cost more than the per-step calls they save.)
+recursions run in place, one ``addmm_`` per step (in inference mode, into ordinary output
+tensors allocated beforehand).  (Solving the constant-matrix run in blocks of about sqrt(T) steps
+with large products was measured slower on a loaded 2-core CPU at T = 100 to 1000: the extra
+passes over memory cost more than the per-step calls they save.)
 
 Layout inside: means and observations are feature-first ``[n or m, T, B]``, so a product with a
 shared matrix is one GEMM ``M @ X``.  Means are returned batch-first ``[B, T, n]`` as views of
@@ -300,9 +301,10 @@ def _log_likelihood(quad: torch.Tensor, g: SharedGains, steps: int, m: int) -> t
 def _filter_means_inplace(pb: Problem, g: SharedGains
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`_filter_means` without autograd recording.  The returned means' storage is
-    allocated first; the work then runs in inference mode (no autograd bookkeeping per
-    operation, which is most of the cost of the per-step products), in place into that storage
-    and into temporaries of its own, so the returned tensors are ordinary ones."""
+    allocated first; the work then runs in inference mode (no autograd bookkeeping, so each of
+    the small per-step operations costs less), in place into that storage and into temporaries
+    of its own, so the returned tensors are ordinary ones.  ``obs`` is always copied, never
+    written: its feature-first view can be contiguous (one sequence, one step, or m = 1)."""
     A, C = pb.A, pb.C
     n, m, T, B = pb.n, pb.m, pb.steps, pb.batch
     ext = pb.obs.new_empty(n, T + 1, B)                    # mu0, then the filtered means
