@@ -91,10 +91,9 @@ def test_step_flops_only_for_a_kvae_and_a_reward_module():
     assert step_flops(PendulumOracle(), head) is None
 
 
-@pytest.mark.parametrize("num_envs", [1, 3])
-def test_floor_flops_equal_the_counted_flops_of_a_decision(num_envs, one_thread):
-    """The bench's FLOPs of a decision (imagined steps x per-step FLOPs + the filter) are what
-    torch counts when the agent decides, and the imagined steps are candidates x iterations x horizon."""
+def kvae_head_frames():
+    """A small LSTM-alpha KVAE, a reward head on its latents, and a seeded source of random
+    frames ``frames(n) -> [n, 1, 16, 16]``."""
     model = small_kvae("lstm")
     head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=1)).eval()
     gen = torch.Generator().manual_seed(0)
@@ -102,6 +101,14 @@ def test_floor_flops_equal_the_counted_flops_of_a_decision(num_envs, one_thread)
     def frames(n):
         return torch.rand(n, 1, 16, 16, generator=gen)
 
+    return model, head, frames
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_floor_flops_equal_the_counted_flops_of_a_decision(num_envs, one_thread):
+    """The bench's FLOPs of a decision (imagined steps x per-step FLOPs + the filter) are what
+    torch counts when the agent decides, and the imagined steps are candidates x iterations x horizon."""
+    model, head, frames = kvae_head_frames()
     with torch.no_grad():
         calls = []
         row = time_agent(model, head, "cem_fast", num_envs, frames, repeats=2, context=3, device="cpu",
@@ -182,13 +189,7 @@ def test_figure_labels_do_not_overlap(profiled):
 
 
 def test_profiled_row_splits_a_decision_and_relates_its_matmuls_to_the_floor(one_thread):
-    model = small_kvae("lstm")
-    head = RewardHead(RewardHeadConfig(latent_dim=model.latent_dim, action_dim=1)).eval()
-    gen = torch.Generator().manual_seed(0)
-
-    def frames(n):
-        return torch.rand(n, 1, 16, 16, generator=gen)
-
+    model, head, frames = kvae_head_frames()
     with torch.no_grad():
         row = time_agent(model, head, "cem_fast", 1, frames, repeats=1, context=3, device="cpu", breakdown=True)
     b = row["op_breakdown_s"]
